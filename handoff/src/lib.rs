@@ -1,0 +1,2 @@
+//! ferry-handoff: the control plane (being written).
+#![deny(missing_docs)]

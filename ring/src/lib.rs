@@ -1,0 +1,2 @@
+//! ferry-ring (being written).
+#![deny(missing_docs)]
