@@ -1,0 +1,385 @@
+//! The reading end of a ring.
+
+use crate::disconnect::{DisconnectFlag, DisconnectHandle};
+use crate::error::{AttachError, Corruption, RecvError};
+use crate::frame::{FRAME_ALIGN, FRAME_HEADER_SIZE, FrameSpan, decode_header, max_payload};
+use crate::region::Region;
+use crate::ring::RingRef;
+use crate::stats::Stats;
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::{self, Blocked, WaitStrategy, Waiter};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The reading end of a ring: peeks at the next frame in place and releases
+/// it when done.
+///
+/// Everything loaded from shared memory is checked before use: the
+/// producer's tail (monotonic, never more than the capacity ahead of what we
+/// released) and each frame header (kind, length against what was published,
+/// the end of the data area and the maximum). A violation fails this end for
+/// good with [`RecvError::Corrupt`].
+///
+/// ```
+/// let (mut tx, mut rx) = ferry_ring::channel(4096);
+/// tx.try_send(b"one").unwrap();
+/// tx.try_send(b"two").unwrap();
+/// // Release in a batch: one store of the head for both frames.
+/// for expected in [b"one", b"two"] {
+///     let frame = rx.try_peek().unwrap();
+///     assert_eq!(frame.payload(), expected);
+///     frame.release_deferred();
+/// }
+/// rx.flush();
+/// ```
+pub struct Consumer {
+    ring: RingRef,
+    /// Where the next frame starts (may run ahead of `published`).
+    read: u64,
+    /// The head last stored to shared memory.
+    published: u64,
+    /// The producer's tail as last loaded (and validated).
+    cached_tail: u64,
+    /// Our private copy of the sequence word we bump on release.
+    space_seq: u32,
+    strategy: WaitStrategy,
+    corrupt: Option<Corruption>,
+    disconnect: DisconnectFlag,
+    stats: Stats,
+}
+
+/// Where the frame at the read position is, once validated.
+#[derive(Clone, Copy)]
+struct FrameAt {
+    len: usize,
+    size: usize,
+}
+
+impl Consumer {
+    /// Attaches the consumer end of the ring at `offset` in `region`,
+    /// validating the ring header first.
+    pub fn attach(region: Arc<Region>, offset: usize) -> Result<Consumer, AttachError> {
+        let (ring, positions) = RingRef::attach(region, offset)?;
+        Ok(Consumer {
+            read: positions.head,
+            published: positions.head,
+            cached_tail: positions.head,
+            space_seq: ring.header().consumer.space_seq.load(Ordering::Relaxed),
+            ring,
+            strategy: WaitStrategy::default(),
+            corrupt: None,
+            disconnect: DisconnectFlag::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Sets how this end waits for frames. Returns `self` for chaining.
+    pub fn with_wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Changes how this end waits for frames.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The largest payload this ring carries.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.ring.capacity())
+    }
+
+    /// Size of the data area in bytes.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// What this end has done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The region the ring lives in.
+    pub fn region(&self) -> &Arc<Region> {
+        self.ring.region()
+    }
+
+    /// A handle another thread can use to declare the producer gone (for
+    /// instance when its process died), which wakes this end if it waits.
+    pub fn disconnect_handle(&self) -> DisconnectHandle {
+        DisconnectHandle::new(
+            &self.disconnect,
+            self.ring.region(),
+            &self.ring.header().producer.data_seq,
+        )
+    }
+
+    /// The next frame, without waiting.
+    pub fn try_peek(&mut self) -> Result<Frame<'_>, RecvError> {
+        match self.poll_frame()? {
+            Some(at) => Ok(self.frame(at)),
+            None => Err(RecvError::Empty),
+        }
+    }
+
+    /// The next frame, waiting per the wait strategy for at most `timeout`
+    /// (`None`: as long as it takes).
+    pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Frame<'_>, RecvError> {
+        let mut waiter = FrameWaiter { consumer: self };
+        match wait::block_on(&mut waiter, timeout) {
+            Ok(at) => Ok(self.frame(at)),
+            Err(Blocked::TimedOut) => Err(RecvError::TimedOut),
+            Err(Blocked::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Receives the next frame into `out` (replacing its contents), waiting
+    /// for at most `timeout`; returns the payload length. The copy is made
+    /// before the frame is released, so a producer that rewrites published
+    /// bytes cannot change what `out` holds afterwards.
+    pub fn recv_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<usize, RecvError> {
+        let frame = self.peek(timeout)?;
+        let len = frame.len();
+        out.clear();
+        out.reserve(len);
+        // SAFETY: `reserve` made room for `len` bytes; `copy_to` writes them
+        // all before we set the length.
+        unsafe {
+            frame.copy_to(out.as_mut_ptr());
+            out.set_len(len);
+        }
+        frame.release();
+        Ok(len)
+    }
+
+    /// Makes every frame released with [`Frame::release_deferred`] available
+    /// to the producer with a single store of the head.
+    pub fn flush(&mut self) {
+        if self.read == self.published {
+            return;
+        }
+        let header = self.ring.header();
+        header.consumer.head.store(self.read, Ordering::Release);
+        self.published = self.read;
+        wait::notify_peer(
+            &header.consumer.space_seq,
+            &mut self.space_seq,
+            &header.producer_parked.parked,
+            &mut self.stats,
+        );
+    }
+
+    /// The validated frame at the read position, `None` when the ring is
+    /// empty, or why this end cannot receive. Skips a padding frame.
+    fn poll_frame(&mut self) -> Result<Option<FrameAt>, RecvError> {
+        if let Some(corruption) = self.corrupt {
+            return Err(RecvError::Corrupt(corruption));
+        }
+        // Each pass either returns or skips one padding frame, and a padding
+        // frame always reaches the end of the data area, so this runs at
+        // most three times however the producer filled the ring.
+        loop {
+            if self.read == self.cached_tail {
+                self.refresh_tail()?;
+                if self.read == self.cached_tail && self.no_more_frames()? {
+                    return Ok(None);
+                }
+            }
+            let index = self.ring.index(self.read);
+            let available = (self.cached_tail - self.read) as usize;
+            let word = self.ring.load_word(index);
+            match decode_header(word, index, available, self.ring.capacity()) {
+                Ok(FrameSpan::Data { len, size }) => return Ok(Some(FrameAt { len, size })),
+                Ok(FrameSpan::Padding { size }) => self.read += size as u64,
+                Err(corruption) => return Err(self.fail(corruption)),
+            }
+        }
+    }
+
+    /// Called when the ring looks empty: `Ok(true)` when it is, or why no
+    /// frame will ever come (declared disconnected, or the producer closed
+    /// and every frame it published was seen). `Ok(false)` when a last load
+    /// of the tail after the close found more frames.
+    fn no_more_frames(&mut self) -> Result<bool, RecvError> {
+        if self.disconnect.is_set() {
+            return Err(RecvError::Disconnected);
+        }
+        if self.ring.header().producer.closed.load(Ordering::Acquire) == 0 {
+            return Ok(true);
+        }
+        // The producer publishes before it sets `closed`: load the tail once
+        // more so no frame sent before the close is missed.
+        self.refresh_tail()?;
+        if self.read == self.cached_tail {
+            return Err(RecvError::Closed);
+        }
+        Ok(false)
+    }
+
+    /// Loads the producer's tail and checks it: it only moves forward, stays
+    /// frame-aligned, and is never more than the capacity ahead of the head
+    /// we published.
+    fn refresh_tail(&mut self) -> Result<(), RecvError> {
+        let tail = self.ring.header().producer.tail.load(Ordering::Acquire);
+        let capacity = self.ring.capacity() as u64;
+        let valid = tail >= self.cached_tail
+            && tail % FRAME_ALIGN as u64 == 0
+            && tail - self.published <= capacity;
+        if !valid {
+            return Err(self.fail(Corruption::Position {
+                observed: tail,
+                own: self.published,
+                last_seen: self.cached_tail,
+            }));
+        }
+        self.cached_tail = tail;
+        Ok(())
+    }
+
+    fn fail(&mut self, corruption: Corruption) -> RecvError {
+        self.corrupt = Some(corruption);
+        RecvError::Corrupt(corruption)
+    }
+
+    fn frame(&mut self, at: FrameAt) -> Frame<'_> {
+        let index = self.ring.index(self.read);
+        let payload = self.ring.data_ptr(index + FRAME_HEADER_SIZE, at.len);
+        Frame {
+            consumer: self,
+            payload,
+            at,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    /// Releases what was deferred and marks the ring closed, waking a
+    /// producer that waits for room so it sees the close.
+    fn drop(&mut self) {
+        self.flush();
+        let header = self.ring.header();
+        header.consumer.closed.store(1, Ordering::Release);
+        wait::notify_peer(
+            &header.consumer.space_seq,
+            &mut self.space_seq,
+            &header.producer_parked.parked,
+            &mut self.stats,
+        );
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.ring.capacity())
+            .field("read", &self.read)
+            .field("cached_tail", &self.cached_tail)
+            .field("corrupt", &self.corrupt)
+            .finish()
+    }
+}
+
+/// Waiting for a frame, as seen by the wait loop.
+struct FrameWaiter<'a> {
+    consumer: &'a mut Consumer,
+}
+
+impl Waiter for FrameWaiter<'_> {
+    type Ready = FrameAt;
+    type Error = RecvError;
+
+    fn poll_ready(&mut self) -> Result<Option<FrameAt>, RecvError> {
+        self.consumer.poll_frame()
+    }
+    fn wake_seq(&self) -> &AtomicU32 {
+        &self.consumer.ring.header().producer.data_seq
+    }
+    fn parked_flag(&self) -> &AtomicU32 {
+        &self.consumer.ring.header().consumer_parked.parked
+    }
+    fn strategy(&self) -> WaitStrategy {
+        self.consumer.strategy
+    }
+    fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.consumer.stats
+    }
+}
+
+/// The next frame, in place in the ring. Dropping it without releasing
+/// leaves it in the ring: the next peek returns it again.
+pub struct Frame<'a> {
+    consumer: &'a mut Consumer,
+    payload: *const u8,
+    at: FrameAt,
+}
+
+impl<'a> Frame<'a> {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.at.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.at.len == 0
+    }
+
+    /// The payload, in place (16-aligned).
+    ///
+    /// For a **trusted** producer only. Under the protocol the producer never
+    /// touches a published frame until we release it, so these bytes are
+    /// stable; a producer that breaks the protocol can rewrite them while
+    /// they are borrowed (validate-then-use would then be a time-of-check to
+    /// time-of-use hole). For an untrusted producer, copy them out first with
+    /// [`copy_to`](Self::copy_to) or [`Consumer::recv_into`].
+    pub fn payload(&self) -> &[u8] {
+        // SAFETY: the frame header was validated: `len` bytes from
+        // `payload` lie inside the data area and within what the producer
+        // published (Acquire load of the tail), and the region is alive while
+        // the consumer is borrowed. See above for the trust caveat.
+        unsafe { std::slice::from_raw_parts(self.payload, self.at.len) }
+    }
+
+    /// Copies the payload to `dst` without forming a reference to the shared
+    /// bytes: the safe way to take a frame from an untrusted producer.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of [`len`](Self::len) bytes and must
+    /// not overlap the ring.
+    pub unsafe fn copy_to(&self, dst: *mut u8) {
+        // SAFETY: the source is `len` validated bytes of the data area (see
+        // `payload`); the caller guarantees the destination.
+        unsafe { std::ptr::copy_nonoverlapping(self.payload, dst, self.at.len) }
+    }
+
+    /// Frees the frame's room for the producer now.
+    pub fn release(self) {
+        let consumer = self.finish();
+        consumer.flush();
+    }
+
+    /// Frees the frame's room at the next [`Consumer::flush`] or
+    /// [`release`](Self::release): a batch costs one store.
+    pub fn release_deferred(self) {
+        self.finish();
+    }
+
+    fn finish(self) -> &'a mut Consumer {
+        let Frame { consumer, at, .. } = self;
+        consumer.read += at.size as u64;
+        consumer.stats.frames += 1;
+        consumer.stats.bytes += at.len as u64;
+        consumer
+    }
+}
+
+impl std::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame").field("len", &self.at.len).finish()
+    }
+}

@@ -1,0 +1,360 @@
+//! The writing end of a ring.
+
+use crate::disconnect::{DisconnectFlag, DisconnectHandle};
+use crate::error::{AttachError, Corruption, SendError};
+use crate::frame::{
+    FRAME_ALIGN, FRAME_HEADER_SIZE, KIND_DATA, KIND_PADDING, encode_header, frame_size, max_payload,
+};
+use crate::region::Region;
+use crate::ring::RingRef;
+use crate::stats::Stats;
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::{self, Blocked, WaitStrategy, Waiter};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The writing end of a ring: reserves room for a frame, lets the caller
+/// write the payload in place, and publishes it.
+///
+/// The producer keeps its position privately and never reads it back from
+/// shared memory; it keeps a cached copy of the consumer's position and loads
+/// the real one (validating it) only when the cache says the ring is full.
+///
+/// ```
+/// let (mut tx, mut rx) = ferry_ring::channel(4096);
+/// let mut grant = tx.try_reserve(5).unwrap();
+/// grant.copy_from_slice(b"hello");
+/// grant.commit();
+/// assert_eq!(rx.try_peek().unwrap().payload(), b"hello");
+/// ```
+pub struct Producer {
+    ring: RingRef,
+    /// Where the next frame goes (may run ahead of `published`).
+    tail: u64,
+    /// The tail last stored to shared memory.
+    published: u64,
+    /// The consumer's head as last loaded (and validated).
+    cached_head: u64,
+    /// Our private copy of the sequence word we bump on publish.
+    data_seq: u32,
+    strategy: WaitStrategy,
+    corrupt: Option<Corruption>,
+    disconnect: DisconnectFlag,
+    stats: Stats,
+}
+
+impl Producer {
+    /// Attaches the producer end of the ring at `offset` in `region`,
+    /// validating the ring header first.
+    pub fn attach(region: Arc<Region>, offset: usize) -> Result<Producer, AttachError> {
+        let (ring, positions) = RingRef::attach(region, offset)?;
+        Ok(Producer {
+            tail: positions.tail,
+            published: positions.tail,
+            cached_head: positions.head,
+            data_seq: ring.header().producer.data_seq.load(Ordering::Relaxed),
+            ring,
+            strategy: WaitStrategy::default(),
+            corrupt: None,
+            disconnect: DisconnectFlag::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Sets how this end waits for room. Returns `self` for chaining.
+    pub fn with_wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Changes how this end waits for room.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The largest payload this ring accepts.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.ring.capacity())
+    }
+
+    /// Size of the data area in bytes.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// What this end has done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The region the ring lives in.
+    pub fn region(&self) -> &Arc<Region> {
+        self.ring.region()
+    }
+
+    /// A handle another thread can use to declare the consumer gone (for
+    /// instance when its process died), which wakes this end if it waits.
+    pub fn disconnect_handle(&self) -> DisconnectHandle {
+        DisconnectHandle::new(
+            &self.disconnect,
+            self.ring.region(),
+            &self.ring.header().consumer.space_seq,
+        )
+    }
+
+    /// Reserves room for a `len`-byte payload without waiting.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        match self.poll_room(len)? {
+            Some(()) => Ok(self.grant(len)),
+            None => Err(SendError::Full),
+        }
+    }
+
+    /// Reserves room for a `len`-byte payload, waiting per the wait strategy
+    /// for at most `timeout` (`None`: as long as it takes).
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Grant<'_>, SendError> {
+        let mut waiter = RoomWaiter {
+            producer: self,
+            len,
+        };
+        match wait::block_on(&mut waiter, timeout) {
+            Ok(()) => Ok(self.grant(len)),
+            Err(Blocked::TimedOut) => Err(SendError::TimedOut),
+            Err(Blocked::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Copies `payload` into a frame and publishes it, without waiting.
+    pub fn try_send(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        let mut grant = self.try_reserve(payload.len())?;
+        grant.copy_from_slice(payload);
+        grant.commit();
+        Ok(())
+    }
+
+    /// Copies `payload` into a frame and publishes it, waiting for room for
+    /// at most `timeout`.
+    pub fn send(&mut self, payload: &[u8], timeout: Option<Duration>) -> Result<(), SendError> {
+        let mut grant = self.reserve(payload.len(), timeout)?;
+        grant.copy_from_slice(payload);
+        grant.commit();
+        Ok(())
+    }
+
+    /// Publishes every frame committed with [`Grant::commit_deferred`] with a
+    /// single store of the tail (and at most one wake-up).
+    pub fn flush(&mut self) {
+        if self.tail == self.published {
+            return;
+        }
+        let header = self.ring.header();
+        header.producer.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        wait::notify_peer(
+            &header.producer.data_seq,
+            &mut self.data_seq,
+            &header.consumer_parked.parked,
+            &mut self.stats,
+        );
+    }
+
+    /// `Ok(Some(()))` when a `len`-byte frame fits now, `Ok(None)` when the
+    /// ring is full, or why this end cannot send at all.
+    fn poll_room(&mut self, len: usize) -> Result<Option<()>, SendError> {
+        if let Some(corruption) = self.corrupt {
+            return Err(SendError::Corrupt(corruption));
+        }
+        if self.disconnect.is_set() {
+            return Err(SendError::Disconnected);
+        }
+        let max = self.max_payload();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let needed = self.bytes_needed(len) as u64;
+        let capacity = self.ring.capacity() as u64;
+        if self.tail + needed - self.cached_head <= capacity {
+            return Ok(Some(()));
+        }
+        self.refresh_head()?;
+        if self.tail + needed - self.cached_head <= capacity {
+            Ok(Some(()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Bytes a `len`-byte frame takes at the current tail, counting the
+    /// padding frame needed when it does not fit before the end.
+    fn bytes_needed(&self, len: usize) -> usize {
+        let size = frame_size(len);
+        let to_end = self.ring.capacity() - self.ring.index(self.tail);
+        if size <= to_end { size } else { to_end + size }
+    }
+
+    /// Loads the consumer's head and checks it: it only moves forward, and
+    /// never past what we published.
+    fn refresh_head(&mut self) -> Result<(), SendError> {
+        let consumer = &self.ring.header().consumer;
+        let head = consumer.head.load(Ordering::Acquire);
+        if head < self.cached_head || head > self.published || head % FRAME_ALIGN as u64 != 0 {
+            let corruption = Corruption::Position {
+                observed: head,
+                own: self.published,
+                last_seen: self.cached_head,
+            };
+            self.corrupt = Some(corruption);
+            return Err(SendError::Corrupt(corruption));
+        }
+        self.cached_head = head;
+        if consumer.closed.load(Ordering::Acquire) != 0 {
+            return Err(SendError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Hands out the room `poll_room` found, writing the padding frame first
+    /// when the frame must start again at offset 0.
+    fn grant(&mut self, len: usize) -> Grant<'_> {
+        let size = frame_size(len);
+        let index = self.ring.index(self.tail);
+        let to_end = self.ring.capacity() - index;
+        if size > to_end {
+            let padding = (to_end - FRAME_HEADER_SIZE) as u32;
+            self.ring
+                .store_word(index, encode_header(padding, KIND_PADDING));
+            self.tail += to_end as u64;
+        }
+        let index = self.ring.index(self.tail);
+        let payload = self
+            .ring
+            .data_ptr(index + FRAME_HEADER_SIZE, size - FRAME_HEADER_SIZE);
+        Grant {
+            producer: self,
+            index,
+            payload,
+            len,
+        }
+    }
+}
+
+impl Drop for Producer {
+    /// Publishes what was deferred and marks the ring closed, waking a
+    /// sleeping consumer so it sees the close.
+    fn drop(&mut self) {
+        self.flush();
+        let header = self.ring.header();
+        header.producer.closed.store(1, Ordering::Release);
+        wait::notify_peer(
+            &header.producer.data_seq,
+            &mut self.data_seq,
+            &header.consumer_parked.parked,
+            &mut self.stats,
+        );
+    }
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.ring.capacity())
+            .field("tail", &self.tail)
+            .field("cached_head", &self.cached_head)
+            .field("corrupt", &self.corrupt)
+            .finish()
+    }
+}
+
+/// Waiting for room, as seen by the wait loop.
+struct RoomWaiter<'a> {
+    producer: &'a mut Producer,
+    len: usize,
+}
+
+impl Waiter for RoomWaiter<'_> {
+    type Ready = ();
+    type Error = SendError;
+
+    fn poll_ready(&mut self) -> Result<Option<()>, SendError> {
+        self.producer.poll_room(self.len)
+    }
+    fn wake_seq(&self) -> &AtomicU32 {
+        &self.producer.ring.header().consumer.space_seq
+    }
+    fn parked_flag(&self) -> &AtomicU32 {
+        &self.producer.ring.header().producer_parked.parked
+    }
+    fn strategy(&self) -> WaitStrategy {
+        self.producer.strategy
+    }
+    fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.producer.stats
+    }
+}
+
+/// Room for one frame, written in place. Dereferences to the payload bytes
+/// (`len` of them, exactly). Nothing is visible to the consumer until
+/// [`commit`](Grant::commit); dropping the grant abandons the frame.
+pub struct Grant<'a> {
+    producer: &'a mut Producer,
+    /// Index of the frame header in the data area.
+    index: usize,
+    payload: *mut u8,
+    len: usize,
+}
+
+impl<'a> Grant<'a> {
+    /// Publishes the frame now (one store of the tail; a `futex_wake` only if
+    /// the consumer sleeps).
+    pub fn commit(self) {
+        let producer = self.finish();
+        producer.flush();
+    }
+
+    /// Completes the frame but publishes it only at the next
+    /// [`Producer::flush`] or [`commit`](Grant::commit): a batch costs one
+    /// publish.
+    pub fn commit_deferred(self) {
+        self.finish();
+    }
+
+    fn finish(self) -> &'a mut Producer {
+        let Grant {
+            producer,
+            index,
+            len,
+            ..
+        } = self;
+        producer
+            .ring
+            .store_word(index, encode_header(len as u32, KIND_DATA));
+        producer.tail += frame_size(len) as u64;
+        producer.stats.frames += 1;
+        producer.stats.bytes += len as u64;
+        producer
+    }
+}
+
+impl std::ops::Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `payload` points at `len` bytes of the data area that lie
+        // between our private tail and what the consumer may read: under the
+        // protocol nobody else touches them until we publish. (A consumer
+        // that breaks the protocol and writes here only spoils the frame it
+        // will itself receive.) The &mut borrow of the producer makes this
+        // the only grant.
+        unsafe { std::slice::from_raw_parts(self.payload, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.payload, self.len) }
+    }
+}

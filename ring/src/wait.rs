@@ -1,0 +1,141 @@
+//! How an endpoint waits for its peer: spin, sleep on a futex, or both.
+//!
+//! The protocol (DESIGN.md, "Waking"), seen from the side that waits:
+//! read the peer's sequence word, check the ring; if there is nothing to do,
+//! set our "parked" flag, `fence(SeqCst)`, check the ring and the sequence
+//! word again, and only then sleep on the sequence word with the value first
+//! read. The peer publishes, bumps the sequence word, `fence(SeqCst)`, and
+//! calls `futex_wake` only when our flag is set. The two fences guarantee
+//! that either the peer sees our flag or we see its publish, so no wake-up is
+//! lost and a busy side costs its peer no syscall. The loom tests check this.
+
+use crate::futex;
+use crate::stats::Stats;
+use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
+use std::time::{Duration, Instant};
+
+/// How an endpoint waits when the ring is empty (consumer) or full (producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-poll until ready: the lowest latency, one core fully used.
+    Spin,
+    /// Sleep on the futex at once: no CPU while idle, a syscall per wake-up.
+    Park,
+    /// Busy-poll `spins` times, then sleep.
+    SpinThenPark {
+        /// Polls before sleeping.
+        spins: u32,
+    },
+}
+
+/// Polls [`WaitStrategy::SpinThenPark`] makes by default before it sleeps
+/// (some tens of microseconds): long enough to ride out a busy peer's gaps,
+/// short enough not to burn a core for an idle one.
+pub const DEFAULT_SPINS: u32 = 1 << 12;
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spins: DEFAULT_SPINS,
+        }
+    }
+}
+
+/// The longest single sleep. The peer can scribble on the wake words, so a
+/// wake-up is only a hint; every sleep is bounded and followed by a re-check.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// How often a spinning side reads the clock to honour its timeout.
+const SPINS_PER_CLOCK_READ: u32 = 64;
+
+/// A side that can wait for its peer.
+pub(crate) trait Waiter {
+    type Ready;
+    type Error;
+    /// Checks, without waiting, whether the side can go on.
+    fn poll_ready(&mut self) -> Result<Option<Self::Ready>, Self::Error>;
+    /// The word the peer bumps (and wakes) after making progress.
+    fn wake_seq(&self) -> &AtomicU32;
+    /// Our flag that tells the peer to call `futex_wake`.
+    fn parked_flag(&self) -> &AtomicU32;
+    fn strategy(&self) -> WaitStrategy;
+    fn stats_mut(&mut self) -> &mut Stats;
+}
+
+/// Why [`block_on`] returned without the side being ready.
+pub(crate) enum Blocked<E> {
+    TimedOut,
+    Failed(E),
+}
+
+/// Waits until `side` is ready, per its strategy, for at most `timeout`.
+pub(crate) fn block_on<W: Waiter>(
+    side: &mut W,
+    timeout: Option<Duration>,
+) -> Result<W::Ready, Blocked<W::Error>> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let spin_budget = match side.strategy() {
+        WaitStrategy::Spin => None,
+        WaitStrategy::Park => Some(0),
+        WaitStrategy::SpinThenPark { spins } => Some(spins),
+    };
+    let mut spins: u32 = 0;
+    loop {
+        let seq = side.wake_seq().load(Ordering::Acquire);
+        if let Some(ready) = side.poll_ready().map_err(Blocked::Failed)? {
+            return Ok(ready);
+        }
+        let parking = spin_budget.is_some_and(|budget| spins >= budget);
+        let mut remaining = None;
+        if let Some(deadline) = deadline {
+            if parking || spins % SPINS_PER_CLOCK_READ == 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Blocked::TimedOut);
+                }
+                remaining = Some(deadline - now);
+            }
+        }
+        if !parking {
+            spins = spins.wrapping_add(1);
+            spin_hint();
+            continue;
+        }
+        side.parked_flag().store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Re-check after announcing: either the peer sees our flag, or we see
+        // its publish here.
+        let rechecked = side.poll_ready();
+        if let Ok(None) = rechecked {
+            if side.wake_seq().load(Ordering::Relaxed) == seq {
+                side.stats_mut().parks += 1;
+                let sleep = remaining.map_or(MAX_SLEEP, |r| r.min(MAX_SLEEP));
+                futex::wait(side.wake_seq(), seq, sleep);
+            }
+        }
+        side.parked_flag().store(0, Ordering::Relaxed);
+        match rechecked {
+            Ok(Some(ready)) => return Ok(ready),
+            Err(e) => return Err(Blocked::Failed(e)),
+            Ok(None) => {}
+        }
+    }
+}
+
+/// The publishing half of the protocol: bump our sequence word, fence, and
+/// wake the peer only if it announced that it sleeps.
+#[inline]
+pub(crate) fn notify_peer(
+    seq: &AtomicU32,
+    next_seq: &mut u32,
+    peer_parked: &AtomicU32,
+    stats: &mut Stats,
+) {
+    *next_seq = next_seq.wrapping_add(1);
+    seq.store(*next_seq, Ordering::Release);
+    fence(Ordering::SeqCst);
+    if peer_parked.load(Ordering::Relaxed) != 0 {
+        stats.wakes += 1;
+        futex::wake(seq);
+    }
+}
