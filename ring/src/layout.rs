@@ -23,6 +23,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"FERRYRNG");
 /// Bumped whenever the shared layout or the frame format changes.
 pub const LAYOUT_VERSION: u32 = 1;
 /// Size of one padded header line.
+#[cfg_attr(loom, allow(dead_code))]
 pub const LINE: usize = 128;
 
 /// Identity of the ring, written once at creation.

@@ -23,7 +23,8 @@
 //! use ferry_ring::{Consumer, Producer, Region, WaitStrategy};
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//!
+//! # #[cfg(not(miri))] { // miri cannot run memfd or mmap
+//! # (|| -> Result<(), Box<dyn std::error::Error>> {
 //! // The creating process: a sealed memfd with one ring of 64 KiB.
 //! let capacity = 64 * 1024;
 //! let region = Arc::new(Region::create(ferry_ring::ring_size(capacity))?);
@@ -43,7 +44,8 @@
 //! let frame = consumer.peek(Some(Duration::from_secs(1)))?;
 //! assert_eq!(frame.payload(), b"hello ferry");
 //! frame.release();
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(()) })().unwrap();
+//! # }
 //! ```
 #![deny(missing_docs)]
 

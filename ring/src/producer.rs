@@ -339,6 +339,12 @@ impl<'a> Grant<'a> {
     }
 }
 
+impl std::fmt::Debug for Grant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant").field("len", &self.len).finish()
+    }
+}
+
 impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -8,7 +8,9 @@ use crate::error::{AttachError, Corruption};
 use crate::frame::FRAME_ALIGN;
 use crate::layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN, RingHeader};
 use crate::region::Region;
-use crate::sync::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+use crate::sync::AtomicU64;
+use crate::sync::Ordering;
 use crate::{Consumer, Producer};
 use std::ptr::NonNull;
 use std::sync::Arc;
