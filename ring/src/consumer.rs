@@ -156,6 +156,41 @@ impl Consumer {
         Ok(len)
     }
 
+    /// Prepares to wait in an event loop (epoll, mio, tokio) on the eventfd
+    /// the producer was given with [`Producer::set_notify_fd`]. Returns
+    /// `Ok(true)` when a frame (or the close) is already there: do not wait,
+    /// read. Returns `Ok(false)` when armed: the producer's next publish
+    /// signals the eventfd. Call [`disarm_notification`] once woken, before
+    /// reading; the same fence-and-recheck protocol as the futex wait means
+    /// no publish is missed between this check and the wait.
+    ///
+    /// [`disarm_notification`]: Self::disarm_notification
+    pub fn arm_notification(&mut self) -> Result<bool, RecvError> {
+        let parked = &self.ring.header().consumer_parked.parked;
+        parked.store(wait::PARKED_ON_EVENT, Ordering::Relaxed);
+        crate::sync::fence(Ordering::SeqCst);
+        match self.poll_frame() {
+            Ok(None) => Ok(false),
+            Ok(Some(_)) | Err(RecvError::Closed | RecvError::Disconnected) => {
+                self.disarm_notification();
+                Ok(true)
+            }
+            Err(e) => {
+                self.disarm_notification();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops asking the producer for eventfd notifications.
+    pub fn disarm_notification(&mut self) {
+        self.ring
+            .header()
+            .consumer_parked
+            .parked
+            .store(0, Ordering::Relaxed);
+    }
+
     /// Makes every frame released with [`Frame::release_deferred`] available
     /// to the producer with a single store of the head.
     pub fn flush(&mut self) {
@@ -169,6 +204,7 @@ impl Consumer {
             &header.consumer.space_seq,
             &mut self.space_seq,
             &header.producer_parked.parked,
+            None,
             &mut self.stats,
         );
     }
@@ -267,6 +303,7 @@ impl Drop for Consumer {
             &header.consumer.space_seq,
             &mut self.space_seq,
             &header.producer_parked.parked,
+            None,
             &mut self.stats,
         );
     }

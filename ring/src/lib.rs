@@ -49,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod blob;
 mod consumer;
 mod disconnect;
 mod error;
@@ -62,6 +63,7 @@ mod stats;
 mod sync;
 mod wait;
 
+pub use blob::{BlobWriter, SealedBlob};
 pub use consumer::{Consumer, Frame};
 pub use disconnect::DisconnectHandle;
 pub use error::{AttachError, Corruption, RecvError, RegionError, SendError};

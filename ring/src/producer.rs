@@ -10,6 +10,7 @@ use crate::ring::RingRef;
 use crate::stats::Stats;
 use crate::sync::{AtomicU32, Ordering};
 use crate::wait::{self, Blocked, WaitStrategy, Waiter};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Producer {
     strategy: WaitStrategy,
     corrupt: Option<Corruption>,
     disconnect: DisconnectFlag,
+    /// The consumer's eventfd, signalled when it waits in an event loop.
+    notify_fd: Option<OwnedFd>,
     stats: Stats,
 }
 
@@ -57,6 +60,7 @@ impl Producer {
             strategy: WaitStrategy::default(),
             corrupt: None,
             disconnect: DisconnectFlag::default(),
+            notify_fd: None,
             stats: Stats::default(),
         })
     }
@@ -70,6 +74,13 @@ impl Producer {
     /// Changes how this end waits for room.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// Gives this end the consumer's notification descriptor (an eventfd):
+    /// when the consumer waits in an event loop
+    /// ([`Consumer::arm_notification`]), each publish also writes to it.
+    pub fn set_notify_fd(&mut self, fd: Option<OwnedFd>) {
+        self.notify_fd = fd;
     }
 
     /// The largest payload this ring accepts.
@@ -158,6 +169,7 @@ impl Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
+            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
             &mut self.stats,
         );
     }
@@ -253,6 +265,7 @@ impl Drop for Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
+            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
             &mut self.stats,
         );
     }
@@ -320,6 +333,13 @@ impl<'a> Grant<'a> {
     /// publish.
     pub fn commit_deferred(self) {
         self.finish();
+    }
+
+    /// Shortens the frame to its first `len` bytes before committing: for a
+    /// serializer that was given more room than it turned out to need.
+    /// Larger values are ignored.
+    pub fn shrink_to(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     fn finish(self) -> &'a mut Producer {

@@ -12,6 +12,7 @@
 use crate::futex;
 use crate::stats::Stats;
 use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 /// How an endpoint waits when the ring is empty (consumer) or full (producer).
@@ -101,7 +102,7 @@ pub(crate) fn block_on<W: Waiter>(
             spin_hint();
             continue;
         }
-        side.parked_flag().store(1, Ordering::Relaxed);
+        side.parked_flag().store(PARKED_ON_FUTEX, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         // Re-check after announcing: either the peer sees our flag, or we see
         // its publish here.
@@ -122,20 +123,36 @@ pub(crate) fn block_on<W: Waiter>(
     }
 }
 
+/// Value of a "parked" flag while its side sleeps on the futex.
+pub(crate) const PARKED_ON_FUTEX: u32 = 1;
+/// Value of a "parked" flag while its side waits in an event loop for its
+/// notification descriptor (see `Consumer::arm_notification`).
+pub(crate) const PARKED_ON_EVENT: u32 = 2;
+
 /// The publishing half of the protocol: bump our sequence word, fence, and
-/// wake the peer only if it announced that it sleeps.
+/// wake the peer only if it announced that it waits. A peer waiting in an
+/// event loop is also signalled through its eventfd, when we hold one.
 #[inline]
 pub(crate) fn notify_peer(
     seq: &AtomicU32,
     next_seq: &mut u32,
     peer_parked: &AtomicU32,
+    notify_fd: Option<BorrowedFd<'_>>,
     stats: &mut Stats,
 ) {
     *next_seq = next_seq.wrapping_add(1);
     seq.store(*next_seq, Ordering::Release);
     fence(Ordering::SeqCst);
-    if peer_parked.load(Ordering::Relaxed) != 0 {
+    let parked = peer_parked.load(Ordering::Relaxed);
+    if parked != 0 {
         stats.wakes += 1;
         futex::wake(seq);
+        if parked != PARKED_ON_FUTEX {
+            if let Some(fd) = notify_fd {
+                // An eventfd counter saturates only after 2^64 - 2 writes, and
+                // is readable then anyway: a failed write loses nothing.
+                let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+            }
+        }
     }
 }

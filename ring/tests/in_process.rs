@@ -142,7 +142,9 @@ fn maximum_payload_is_enforced() {
 #[test]
 fn abandoned_grant_publishes_nothing() {
     let (mut tx, mut rx) = channel(1024);
-    drop(tx.try_reserve(10).unwrap());
+    {
+        let _abandoned = tx.try_reserve(10).unwrap();
+    }
     assert_eq!(rx.try_peek().unwrap_err(), RecvError::Empty);
     tx.try_send(b"after").unwrap();
     assert_eq!(recv(&mut rx), b"after");
@@ -184,7 +186,9 @@ fn deferred_releases_free_room_only_on_flush() {
 fn an_unreleased_frame_is_peeked_again() {
     let (mut tx, mut rx) = channel(1024);
     tx.try_send(b"again").unwrap();
-    drop(rx.try_peek().unwrap());
+    {
+        let _unreleased = rx.try_peek().unwrap();
+    }
     assert_eq!(recv(&mut rx), b"again");
 }
 
