@@ -411,3 +411,50 @@ fn spinning_threads_exchange_every_frame() {
     }
     reader.join().unwrap();
 }
+
+/// An armed consumer is signalled through its eventfd by the next publish,
+/// and only while armed.
+#[test]
+#[cfg(not(miri))] // eventfd and poll
+fn armed_consumer_is_signalled_through_its_eventfd() {
+    use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
+    let readable = |fd: &std::os::fd::OwnedFd| {
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        poll(
+            &mut fds,
+            Some(&rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        )
+        .unwrap()
+            == 1
+    };
+    let event = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+    let (mut tx, mut rx) = channel(1024);
+    tx.set_notify_fd(Some(event.try_clone().unwrap()));
+
+    tx.try_send(b"unarmed").unwrap();
+    assert!(
+        !readable(&event),
+        "no signal while the consumer is not armed"
+    );
+    assert!(rx.arm_notification().unwrap(), "a frame is already there");
+    assert_eq!(recv(&mut rx), b"unarmed");
+
+    assert!(!rx.arm_notification().unwrap(), "empty: armed");
+    tx.try_send(b"wake").unwrap();
+    assert!(readable(&event), "the publish signalled the eventfd");
+    let mut counter = [0u8; 8];
+    rustix::io::read(&event, &mut counter).unwrap();
+    rx.disarm_notification();
+    assert_eq!(recv(&mut rx), b"wake");
+    tx.try_send(b"disarmed").unwrap();
+    assert!(!readable(&event));
+    drop(tx);
+    assert_eq!(recv(&mut rx), b"disarmed");
+    assert!(
+        rx.arm_notification().unwrap(),
+        "a closed ring is ready (to report Closed)"
+    );
+}
