@@ -149,10 +149,30 @@ pub(crate) fn notify_peer(
         futex::wake(seq);
         if parked != PARKED_ON_FUTEX {
             if let Some(fd) = notify_fd {
-                // An eventfd counter saturates only after 2^64 - 2 writes, and
-                // is readable then anyway: a failed write loses nothing.
-                let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+                signal_notification(fd);
             }
         }
     }
+}
+
+/// Creates the descriptor a consumer waits on in an event loop: a
+/// non-blocking, close-on-exec eventfd. Give a duplicate to the producer
+/// ([`crate::Producer::set_notify_fd`]) and watch this one for readability.
+pub fn notification_fd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::event::{EventfdFlags, eventfd};
+    Ok(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+}
+
+/// Empties a notification descriptor after it became readable.
+pub fn clear_notification(fd: BorrowedFd<'_>) {
+    let mut counter = [0u8; 8];
+    // EAGAIN (already empty) is fine: all that matters is that it is empty.
+    let _ = rustix::io::read(fd, &mut counter);
+}
+
+/// Makes a notification descriptor readable, waking an event loop that
+/// watches it (used when the peer is found dead).
+pub fn signal_notification(fd: BorrowedFd<'_>) {
+    // Saturation (EAGAIN) still leaves it readable.
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
