@@ -667,7 +667,16 @@ pub fn produce(mut tx: Producer, traffic: Traffic, progress: Option<&AtomicU64>)
         let len = sizes.next_len();
         let defer = traffic.frames - seq <= traffic.defer_last;
         let result = if traffic.batch == 0 {
-            tx.reserve(len, Some(OP_TIMEOUT)).map(|mut grant| {
+            // Now and then reserve more than needed and shrink before the
+            // commit, as a serializer does (the padding, if any, was decided
+            // for the larger frame).
+            let reserve = if batch.u32(0..8) == 0 {
+                (len + batch.usize(0..=256)).min(tx.max_payload())
+            } else {
+                len
+            };
+            tx.reserve(reserve, Some(OP_TIMEOUT)).map(|mut grant| {
+                grant.shrink_to(len);
                 write_frame(seq, &mut grant);
                 if defer {
                     grant.commit_deferred();
