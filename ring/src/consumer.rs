@@ -36,6 +36,8 @@ pub struct Consumer {
     ring: RingRef,
     /// Where the next frame starts (may run ahead of `published`).
     read: u64,
+    /// While non-zero, the head is not published (see `pin`).
+    pins: u32,
     /// The head last stored to shared memory.
     published: u64,
     /// The producer's tail as last loaded (and validated).
@@ -62,6 +64,7 @@ impl Consumer {
         let (ring, positions) = RingRef::attach(region, offset)?;
         Ok(Consumer {
             read: positions.head,
+            pins: 0,
             published: positions.head,
             cached_tail: positions.head,
             space_seq: ring.header().consumer.space_seq.load(Ordering::Relaxed),
@@ -156,6 +159,25 @@ impl Consumer {
         Ok(len)
     }
 
+    /// Keeps the room of released frames from the producer until the
+    /// matching [`unpin`](Self::unpin): no flush, explicit or automatic,
+    /// publishes the head meanwhile. For a reader that keeps a frame's bytes
+    /// in place (through the pointer of [`Frame::payload`]) after
+    /// `release_deferred`, while it reads further frames: while pinned, the
+    /// producer cannot overwrite those bytes. Pins nest.
+    ///
+    /// A pinned consumer that keeps reading can empty the ring without
+    /// freeing it: the producer then waits for room until it is unpinned.
+    pub fn pin(&mut self) {
+        self.pins += 1;
+    }
+
+    /// Releases one [`pin`](Self::pin); the last one publishes the head.
+    pub fn unpin(&mut self) {
+        self.pins = self.pins.saturating_sub(1);
+        self.flush();
+    }
+
     /// Prepares to wait in an event loop (epoll, mio, tokio) on the eventfd
     /// the producer was given with [`Producer::set_notify_fd`]. Returns
     /// `Ok(true)` when a frame (or the close) is already there: do not wait,
@@ -192,9 +214,9 @@ impl Consumer {
     }
 
     /// Makes every frame released with [`Frame::release_deferred`] available
-    /// to the producer with a single store of the head.
+    /// to the producer with a single store of the head (unless pinned).
     pub fn flush(&mut self) {
-        if self.read == self.published {
+        if self.read == self.published || self.pins > 0 {
             return;
         }
         let header = self.ring.header();
@@ -222,6 +244,10 @@ impl Consumer {
             if self.read == self.cached_tail {
                 self.refresh_tail()?;
                 if self.read == self.cached_tail && self.no_more_frames()? {
+                    // Empty. Give back the room of frames released with
+                    // `release_deferred`: the producer may be waiting for
+                    // exactly that room, and we are about to wait for it.
+                    self.flush();
                     return Ok(None);
                 }
             }
@@ -401,7 +427,8 @@ impl<'a> Frame<'a> {
     }
 
     /// Frees the frame's room at the next [`Consumer::flush`] or
-    /// [`release`](Self::release): a batch costs one store.
+    /// [`release`](Self::release), or when the consumer finds the ring empty
+    /// (unless [pinned](Consumer::pin)): a batch costs one store.
     pub fn release_deferred(self) {
         self.finish();
     }

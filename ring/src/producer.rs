@@ -194,10 +194,13 @@ impl Producer {
         }
         self.refresh_head()?;
         if self.tail + needed - self.cached_head <= capacity {
-            Ok(Some(()))
-        } else {
-            Ok(None)
+            return Ok(Some(()));
         }
+        // Full. Frames committed with `commit_deferred` may be what fills
+        // it: publish them, or the consumer could never free the room we wait
+        // for (a batch larger than the ring would deadlock).
+        self.flush();
+        Ok(None)
     }
 
     /// Bytes a `len`-byte frame takes at the current tail, counting the
@@ -329,8 +332,8 @@ impl<'a> Grant<'a> {
     }
 
     /// Completes the frame but publishes it only at the next
-    /// [`Producer::flush`] or [`commit`](Grant::commit): a batch costs one
-    /// publish.
+    /// [`Producer::flush`] or [`commit`](Grant::commit), or when the producer
+    /// finds the ring full: a batch costs one publish.
     pub fn commit_deferred(self) {
         self.finish();
     }

@@ -17,8 +17,11 @@ use std::sync::Arc;
 
 /// The smallest data area a ring may have.
 pub const MIN_CAPACITY: usize = 256;
-/// The largest data area a ring may have (64 GiB).
-pub const MAX_CAPACITY: usize = 1 << 36;
+/// The largest data area a ring may have (8 GiB): the largest payload,
+/// half of it, must fit the frame header's 32-bit length.
+pub const MAX_CAPACITY: usize = 1 << 33;
+
+const _: () = assert!(crate::frame::max_payload(MAX_CAPACITY) <= u32::MAX as usize);
 
 /// Bytes a ring with a data area of `capacity` bytes occupies in a region.
 pub const fn ring_size(capacity: usize) -> usize {

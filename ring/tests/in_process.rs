@@ -458,3 +458,30 @@ fn armed_consumer_is_signalled_through_its_eventfd() {
         "a closed ring is ready (to report Closed)"
     );
 }
+
+/// A pinned consumer keeps released room from the producer, even when it
+/// finds the ring empty; the last unpin gives it back.
+#[test]
+fn pinned_consumer_does_not_give_room_back() {
+    let (mut tx, mut rx) = channel(MIN_CAPACITY);
+    while tx.try_send(&[1; 48]).is_ok() {}
+    rx.pin();
+    rx.pin();
+    while let Ok(frame) = rx.try_peek() {
+        frame.release_deferred();
+    }
+    assert_eq!(rx.try_peek().unwrap_err(), RecvError::Empty);
+    assert_eq!(
+        tx.try_send(&[1; 48]).unwrap_err(),
+        SendError::Full,
+        "still pinned"
+    );
+    rx.unpin();
+    assert_eq!(
+        tx.try_send(&[1; 48]).unwrap_err(),
+        SendError::Full,
+        "one pin left"
+    );
+    rx.unpin();
+    tx.try_send(&[1; 48]).unwrap();
+}
