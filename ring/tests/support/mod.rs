@@ -688,17 +688,10 @@ pub fn produce(mut tx: Producer, traffic: Traffic, progress: Option<&AtomicU64>)
             if pending == 0 {
                 batch_target = batch.u32(1..=traffic.batch);
             }
-            let granted = match tx.try_reserve(len) {
-                Err(SendError::Full) => {
-                    // Publish what is pending before waiting for room: the
-                    // consumer cannot free room for frames it cannot see.
-                    tx.flush();
-                    pending = 0;
-                    tx.reserve(len, Some(OP_TIMEOUT))
-                }
-                other => other,
-            };
-            granted.map(|mut grant| {
+            // No flush before waiting: a producer that finds the ring full
+            // publishes its deferred frames itself (batches larger than the
+            // ring would deadlock otherwise).
+            tx.reserve(len, Some(OP_TIMEOUT)).map(|mut grant| {
                 write_frame(seq, &mut grant);
                 pending += 1;
                 if pending >= batch_target && !defer {
@@ -773,15 +766,8 @@ pub fn consume(mut rx: Consumer, traffic: Traffic, progress: Option<&AtomicU64>)
         if traffic.batch > 0 && pending == 0 {
             batch_target = batch.u32(1..=traffic.batch);
         }
-        if traffic.batch > 0
-            && pending > 0
-            && matches!(rx.try_peek().map(drop), Err(RecvError::Empty))
-        {
-            // Free what is pending before waiting: the producer may be
-            // waiting for exactly that room.
-            rx.flush();
-            pending = 0;
-        }
+        // No flush before waiting either: a consumer that finds the ring
+        // empty gives back the room of its deferred releases itself.
         let len = if traffic.copy_out {
             match rx.recv_into(&mut buf, Some(OP_TIMEOUT)) {
                 Ok(len) => {
