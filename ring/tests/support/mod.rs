@@ -570,7 +570,7 @@ impl Traffic {
             stall_every: 0,
             copy_out: false,
             defer_last: 0,
-            limit: Duration::from_secs(120),
+            limit: Duration::from_secs(300),
         }
     }
 
