@@ -2,10 +2,13 @@
 //!
 //! - [`Channel`] — a `SOCK_SEQPACKET` Unix socket carrying bounded messages
 //!   with descriptors; [`Listener`] for processes that do not share a parent.
+//! - [`message`] — the typed, versioned control messages and their validated
+//!   binary encoding ([`ControlMessage::decode`] is the fuzzing entry point).
 #![deny(missing_docs)]
 
 pub mod channel;
 pub mod listener;
+pub mod message;
 mod pidfd;
 mod wait;
 
@@ -13,4 +16,5 @@ pub use channel::{
     Channel, PeerCredentials, Received, RecvError, SendError, SocketError, SocketKindError,
 };
 pub use listener::Listener;
+pub use message::{ConnectFailure, ControlMessage, DecodeError, InstanceId, PeerId};
 pub use pidfd::PidfdError;
