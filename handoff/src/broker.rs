@@ -1,0 +1,968 @@
+//! The broker: spawns children, introduces them to each other under a
+//! policy, and watches them.
+//!
+//! # Introductions
+//!
+//! A child asks for a service ([`ControlMessage::Connect`]). The broker asks
+//! its [`Policy`]; on a denial the requester gets
+//! [`Denied`](ControlMessage::Denied). Otherwise the broker picks the oldest
+//! live child registered under that service name, sends it
+//! [`CreateConnection`](ControlMessage::CreateConnection), and waits (at most
+//! [`BrokerConfig::introduction_timeout`]) for
+//! [`ConnectionCreated`](ControlMessage::ConnectionCreated) with descriptors
+//! or [`CreateFailed`](ControlMessage::CreateFailed). It forwards the
+//! descriptors to the requester in [`Connected`](ControlMessage::Connected)
+//! and closes its own copies at once, so the two children hold the only
+//! copies. Every other outcome — unknown service, a target that fails, dies,
+//! hangs up or does not answer in time — becomes a
+//! [`ConnectFailed`](ControlMessage::ConnectFailed) reply: a requester never
+//! waits on the broker forever.
+//!
+//! # Liveness
+//!
+//! The broker polls every child's channel (messages and hang-up) and its
+//! pidfd (exit). When a child's channel hangs up, the child has left: its
+//! pending introductions fail, and every child it was introduced to receives
+//! [`PeerGone`](ControlMessage::PeerGone). When its process exits the broker
+//! reaps it (no zombies) and reports [`BrokerEvent::ChildExited`]. Without
+//! pidfds (Linux < 5.3) children are reaped by polling `waitpid` every
+//! [`REAP_INTERVAL`].
+//!
+//! # Misbehaving children
+//!
+//! A child that sends a malformed message, an oversized packet, too many
+//! descriptors, a message only the broker sends, an answer to an
+//! introduction it was not asked for, or that stops reading its channel
+//! until the socket buffer fills, is cut off: the broker reports
+//! [`BrokerEvent::Misbehaved`], kills it with `SIGKILL`, and closes its
+//! channel. The broker never blocks on a child: it only sends and receives
+//! with `MSG_DONTWAIT`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::Signal;
+
+use crate::bootstrap::{self, SpawnError};
+use crate::channel::{Channel, RecvError, SendError};
+use crate::message::{
+    self, ConnectFailure, ControlMessage, InstanceId, MAX_ENCODED_LEN, MAX_INTRODUCTION_FDS, PeerId,
+};
+use crate::pidfd;
+use crate::wait::{self, Deadline};
+
+/// How often children are reaped by polling when the kernel has no pidfds.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest a [`Broker::run`] poll sleeps (it wakes earlier for any
+/// event, deadline or [`BrokerHandle`] request).
+const RUN_TICK: Duration = Duration::from_secs(1);
+/// Messages read from one child per turn, so one chatty child cannot starve
+/// the others.
+const MESSAGES_PER_TURN: usize = 64;
+
+/// A policy's verdict on an introduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Introduce them.
+    Allow,
+    /// Refuse: the requester receives [`Denied`](ControlMessage::Denied).
+    Deny,
+}
+
+/// Decides who may talk to whom: consulted for every introduction with the
+/// requester's identity and the service it asks for.
+///
+/// Any `FnMut(&PeerId, &str) -> Decision + Send` is a policy.
+pub trait Policy: Send {
+    /// May `requester` be introduced to a child of `service`?
+    fn decide(&mut self, requester: &PeerId, service: &str) -> Decision;
+}
+
+impl<F> Policy for F
+where
+    F: FnMut(&PeerId, &str) -> Decision + Send,
+{
+    fn decide(&mut self, requester: &PeerId, service: &str) -> Decision {
+        self(requester, service)
+    }
+}
+
+/// A policy that allows every introduction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    fn decide(&mut self, _: &PeerId, _: &str) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// Tunables of a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// How long a target has to answer a create-connection request before
+    /// the requester is told [`ConnectFailure::TimedOut`].
+    pub introduction_timeout: Duration,
+    /// How many introductions one child may have in flight; more are
+    /// answered with [`ConnectFailure::Busy`].
+    pub max_pending_per_child: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            introduction_timeout: Duration::from_secs(5),
+            max_pending_per_child: 64,
+        }
+    }
+}
+
+/// Something the broker's owner may want to know.
+#[derive(Debug)]
+pub enum BrokerEvent {
+    /// A child exited and was reaped. `status` is `None` if someone else
+    /// reaped it first.
+    ChildExited {
+        /// Who.
+        child: PeerId,
+        /// Its exit status.
+        status: Option<ExitStatus>,
+    },
+    /// A child broke the protocol and was cut off (killed, channel closed).
+    Misbehaved {
+        /// Who.
+        child: PeerId,
+        /// What it did.
+        reason: String,
+    },
+    /// An allowed introduction was forwarded to its target, which has not
+    /// answered yet.
+    IntroductionRequested {
+        /// Who asked.
+        requester: PeerId,
+        /// Who was asked to create the connection.
+        target: PeerId,
+    },
+    /// The requester received the target's descriptors.
+    IntroductionMade {
+        /// Who asked.
+        requester: PeerId,
+        /// Who created the connection.
+        target: PeerId,
+    },
+    /// The policy refused an introduction.
+    IntroductionDenied {
+        /// Who asked.
+        requester: PeerId,
+        /// For what.
+        service: String,
+    },
+    /// An introduction failed; the requester was told why.
+    IntroductionFailed {
+        /// Who asked.
+        requester: PeerId,
+        /// For what.
+        service: String,
+        /// Why it failed.
+        failure: ConnectFailure,
+    },
+}
+
+/// Why [`Broker::kill`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// No such child (never spawned, or already reaped).
+    #[error("no child {0}")]
+    UnknownChild(InstanceId),
+    /// The signal could not be sent.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Why a broker turn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// `poll` or the wake-up descriptor failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A cloneable, `Send + Sync` handle to stop a running [`Broker`] or kill one
+/// of its children from another thread.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle(Arc<HandleShared>);
+
+#[derive(Debug)]
+struct HandleShared {
+    /// An eventfd in the broker's poll set.
+    wake: OwnedFd,
+    stop: AtomicBool,
+    kills: Mutex<Vec<InstanceId>>,
+}
+
+impl HandleShared {
+    fn wake(&self) {
+        // A full counter (EAGAIN) means a wake-up is pending anyway.
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+}
+
+impl BrokerHandle {
+    /// Makes [`Broker::run`] return after its current turn.
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::Release);
+        self.0.wake();
+    }
+
+    /// Asks the broker to kill a child with `SIGKILL` at its next turn (see
+    /// [`Broker::kill`]); unknown ids are ignored.
+    pub fn kill(&self, child: InstanceId) {
+        self.0
+            .kills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(child);
+        self.0.wake();
+    }
+}
+
+struct ChildEntry {
+    peer: PeerId,
+    process: Child,
+    /// `None` if the kernel has no pidfds.
+    pidfd: Option<OwnedFd>,
+    /// `None` once the child has left (hung up, cut off).
+    channel: Option<Channel>,
+    /// Whether it was cut off (so it is reported once).
+    cut_off: bool,
+    /// The children it was introduced to (in either direction).
+    introduced: BTreeSet<InstanceId>,
+    /// Its introductions in flight.
+    outstanding: usize,
+}
+
+impl ChildEntry {
+    fn signal_kill(&mut self) -> io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => match rustix::process::pidfd_send_signal(pidfd, Signal::KILL) {
+                Ok(()) | Err(Errno::SRCH) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            None => match self.process.kill() {
+                // Already reaped by `try_wait`: nothing to kill.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+                other => other,
+            },
+        }
+    }
+}
+
+/// An introduction forwarded to a target, awaiting its answer.
+struct Pending {
+    requester: InstanceId,
+    /// The requester's own request id.
+    request: u64,
+    target: InstanceId,
+    service: String,
+    deadline: Instant,
+}
+
+/// The broker (the "UI process" side): owns the children and their
+/// channels.
+///
+/// It is driven by its owner: [`turn`](Self::turn) waits for at most one
+/// poll and handles what arrived; [`run`](Self::run) turns until stopped
+/// through a [`BrokerHandle`]. Neither spins: they sleep in `poll` on the
+/// children's channels and pidfds until something happens or the next
+/// introduction deadline. Events are passed to a callback at the end of each
+/// turn.
+///
+/// Dropping the broker closes every channel (children see the broker gone),
+/// kills the children that are still running and reaps them; use
+/// [`shutdown`](Self::shutdown) to give them time to exit on their own.
+pub struct Broker {
+    policy: Box<dyn Policy>,
+    config: BrokerConfig,
+    children: BTreeMap<InstanceId, ChildEntry>,
+    pending: HashMap<u64, Pending>,
+    next_instance: u64,
+    next_request: u64,
+    shared: Arc<HandleShared>,
+    /// Events of the current turn, handed to the owner at its end.
+    events: Vec<BrokerEvent>,
+    /// Children whose channel is to be closed; see `settle`.
+    departing: Vec<InstanceId>,
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("children", &self.children.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with the default [`BrokerConfig`].
+    pub fn new(policy: impl Policy + 'static) -> io::Result<Broker> {
+        Broker::with_config(policy, BrokerConfig::default())
+    }
+
+    /// A broker with the given configuration.
+    pub fn with_config(policy: impl Policy + 'static, config: BrokerConfig) -> io::Result<Broker> {
+        let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Broker {
+            policy: Box::new(policy),
+            config,
+            children: BTreeMap::new(),
+            pending: HashMap::new(),
+            next_instance: 1,
+            next_request: 1,
+            shared: Arc::new(HandleShared {
+                wake,
+                stop: AtomicBool::new(false),
+                kills: Mutex::new(Vec::new()),
+            }),
+            events: Vec::new(),
+            departing: Vec::new(),
+            recv_buf: vec![0; MAX_ENCODED_LEN],
+            send_buf: Vec::with_capacity(MAX_ENCODED_LEN),
+        })
+    }
+
+    /// A handle to stop [`run`](Self::run) or kill children from other
+    /// threads.
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle(self.shared.clone())
+    }
+
+    /// Spawns `command` as a child providing `service`, with a bootstrap
+    /// channel (see [`bootstrap`](crate::bootstrap)), and registers it. The
+    /// child's first message is [`Hello`](ControlMessage::Hello) with its
+    /// identity.
+    pub fn spawn(&mut self, service: &str, command: Command) -> Result<InstanceId, SpawnError> {
+        if !message::validate_service_name(service) {
+            return Err(SpawnError::InvalidServiceName(service.to_owned()));
+        }
+        let (process, mut channel) = bootstrap::spawn_with_channel(command)?;
+        channel.set_max_fds(MAX_INTRODUCTION_FDS);
+        // The child is ours and not yet reaped, so its pid cannot be reused:
+        // pidfd_open on it is race-free.
+        let pidfd = i32::try_from(process.id())
+            .ok()
+            .and_then(|pid| pidfd::open_raw(pid).ok());
+        let id = InstanceId(self.next_instance);
+        self.next_instance += 1;
+        let peer = PeerId {
+            service: service.to_owned(),
+            instance: id,
+        };
+        self.children.insert(
+            id,
+            ChildEntry {
+                peer: peer.clone(),
+                process,
+                pidfd,
+                channel: Some(channel),
+                cut_off: false,
+                introduced: BTreeSet::new(),
+                outstanding: 0,
+            },
+        );
+        self.send_to(id, &ControlMessage::Hello { you: peer }, &[]);
+        self.settle();
+        Ok(id)
+    }
+
+    /// Kills a child with `SIGKILL` (through its pidfd when there is one, so
+    /// a recycled pid is never hit). The broker notices the exit, reaps it
+    /// and reports it at a later turn.
+    pub fn kill(&mut self, child: InstanceId) -> Result<(), KillError> {
+        let entry = self
+            .children
+            .get_mut(&child)
+            .ok_or(KillError::UnknownChild(child))?;
+        entry.signal_kill()?;
+        Ok(())
+    }
+
+    /// The identity of a child that has not been reaped yet.
+    pub fn peer(&self, child: InstanceId) -> Option<&PeerId> {
+        self.children.get(&child).map(|c| &c.peer)
+    }
+
+    /// The process id of a child that has not been reaped yet.
+    pub fn pid(&self, child: InstanceId) -> Option<u32> {
+        self.children.get(&child).map(|c| c.process.id())
+    }
+
+    /// The children that have not been reaped yet.
+    pub fn children(&self) -> impl Iterator<Item = &PeerId> {
+        self.children.values().map(|c| &c.peer)
+    }
+
+    /// Waits at most `timeout` for something to happen, handles it, and
+    /// passes the resulting events to `on_event`.
+    pub fn turn(
+        &mut self,
+        timeout: Duration,
+        mut on_event: impl FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let result = self.turn_inner(timeout);
+        for event in self.events.drain(..) {
+            on_event(event);
+        }
+        result
+    }
+
+    /// Turns until [`BrokerHandle::stop`] is called.
+    pub fn run(&mut self, mut on_event: impl FnMut(BrokerEvent)) -> Result<(), BrokerError> {
+        loop {
+            if self.shared.stop.swap(false, Ordering::AcqRel) {
+                return Ok(());
+            }
+            self.turn(RUN_TICK, &mut on_event)?;
+        }
+    }
+
+    /// Closes every child's channel (so they see the broker gone), waits up
+    /// to `grace` for them to exit, reaping and reporting them, then kills
+    /// and reaps the rest.
+    pub fn shutdown(mut self, grace: Duration, mut on_event: impl FnMut(BrokerEvent)) {
+        let ids: Vec<InstanceId> = self.children.keys().copied().collect();
+        self.departing.extend(ids);
+        self.settle();
+        let deadline = Deadline::after(Some(grace));
+        while !self.children.is_empty() {
+            let Some(left) = deadline.remaining().filter(|d| !d.is_zero()) else {
+                break;
+            };
+            if self.turn(left, &mut on_event).is_err() {
+                break;
+            }
+        }
+        // Drop kills and reaps what is left.
+    }
+
+    fn turn_inner(&mut self, timeout: Duration) -> Result<(), BrokerError> {
+        self.apply_handle_requests();
+        let mut wait_for = timeout;
+        if let Some(next) = self.pending.values().map(|p| p.deadline).min() {
+            wait_for = wait_for.min(next.saturating_duration_since(Instant::now()));
+        }
+        if self.children.values().any(|c| c.pidfd.is_none()) {
+            wait_for = wait_for.min(REAP_INTERVAL);
+        }
+
+        let mut readable = Vec::new();
+        let mut exited = Vec::new();
+        let woken;
+        {
+            let mut fds = Vec::with_capacity(1 + 2 * self.children.len());
+            let mut owners = Vec::with_capacity(2 * self.children.len());
+            fds.push(PollFd::new(&self.shared.wake, PollFlags::IN));
+            for (id, child) in &self.children {
+                if let Some(channel) = &child.channel {
+                    fds.push(PollFd::new(channel, PollFlags::IN | PollFlags::RDHUP));
+                    owners.push((*id, false));
+                }
+                match &child.pidfd {
+                    Some(pidfd) => {
+                        fds.push(PollFd::new(pidfd, PollFlags::IN));
+                        owners.push((*id, true));
+                    }
+                    None => exited.push(*id),
+                }
+            }
+            match rustix::event::poll(&mut fds, Some(&wait::timespec(wait_for))) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+            woken = !fds[0].revents().is_empty();
+            for (fd, (id, is_pidfd)) in fds[1..].iter().zip(owners) {
+                if !fd.revents().is_empty() {
+                    if is_pidfd {
+                        exited.push(id);
+                    } else {
+                        readable.push(id);
+                    }
+                }
+            }
+        }
+        if woken {
+            let mut counter = [0u8; 8];
+            match rustix::io::read(&self.shared.wake, &mut counter) {
+                Ok(_) | Err(Errno::AGAIN) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+            self.apply_handle_requests();
+        }
+        for id in readable {
+            self.service_channel(id, MESSAGES_PER_TURN);
+            self.settle();
+        }
+        for id in exited {
+            self.try_reap(id);
+        }
+        self.expire_pending();
+        self.settle();
+        Ok(())
+    }
+
+    fn apply_handle_requests(&mut self) {
+        let kills = std::mem::take(
+            &mut *self
+                .shared
+                .kills
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for id in kills {
+            let _ = self.kill(id);
+        }
+    }
+
+    /// Reads and handles up to `limit` messages from a child.
+    fn service_channel(&mut self, id: InstanceId, limit: usize) {
+        for _ in 0..limit {
+            let Some(channel) = self.children.get(&id).and_then(|c| c.channel.as_ref()) else {
+                return;
+            };
+            match channel.try_recv(&mut self.recv_buf) {
+                Ok(None) => return,
+                Ok(Some(received)) => {
+                    match ControlMessage::decode(&self.recv_buf[..received.len], received.fds.len())
+                    {
+                        Ok(msg) => self.on_message(id, msg, received.fds),
+                        Err(e) => self.cut_off(id, format!("malformed control message: {e}")),
+                    }
+                }
+                Err(RecvError::Disconnected) => {
+                    self.departing.push(id);
+                    return;
+                }
+                Err(RecvError::TimedOut) => return,
+                Err(RecvError::Io(_)) => {
+                    // Not the child's fault; treat the channel as gone.
+                    self.departing.push(id);
+                    return;
+                }
+                Err(e) => {
+                    self.cut_off(id, format!("bad control packet: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, from: InstanceId, msg: ControlMessage, fds: Vec<OwnedFd>) {
+        match msg {
+            ControlMessage::Connect {
+                request,
+                service,
+                metadata,
+            } => self.introduce(from, request, service, metadata),
+            ControlMessage::ConnectionCreated { request, metadata } => {
+                self.complete(from, request, Ok((metadata, fds)));
+            }
+            ControlMessage::CreateFailed { request, reason } => {
+                self.complete(from, request, Err(reason));
+            }
+            other => self.cut_off(
+                from,
+                format!("sent {}, which only the broker sends", other.kind_name()),
+            ),
+        }
+    }
+
+    /// A child asks for a service.
+    fn introduce(&mut self, from: InstanceId, request: u64, service: String, metadata: Vec<u8>) {
+        let Some(requester) = self.children.get(&from) else {
+            return;
+        };
+        let requester_peer = requester.peer.clone();
+        if requester.outstanding >= self.config.max_pending_per_child {
+            self.reply_failure(from, request, service, ConnectFailure::Busy);
+            return;
+        }
+        // The policy comes first, so a denied requester learns nothing about
+        // which services exist.
+        if self.policy.decide(&requester_peer, &service) == Decision::Deny {
+            self.send_to(from, &ControlMessage::Denied { request }, &[]);
+            self.events.push(BrokerEvent::IntroductionDenied {
+                requester: requester_peer,
+                service,
+            });
+            return;
+        }
+        let target = self
+            .children
+            .iter()
+            .find(|(_, c)| c.peer.service == service && c.channel.is_some())
+            .map(|(id, c)| (*id, c.peer.clone()));
+        let Some((target, target_peer)) = target else {
+            self.reply_failure(from, request, service, ConnectFailure::UnknownService);
+            return;
+        };
+        let broker_request = self.next_request;
+        self.next_request += 1;
+        let ask = ControlMessage::CreateConnection {
+            request: broker_request,
+            requester: requester_peer.clone(),
+            metadata,
+        };
+        if !self.send_to(target, &ask, &[]) {
+            self.reply_failure(from, request, service, ConnectFailure::TargetGone);
+            return;
+        }
+        self.pending.insert(
+            broker_request,
+            Pending {
+                requester: from,
+                request,
+                target,
+                service,
+                deadline: Instant::now() + self.config.introduction_timeout,
+            },
+        );
+        if let Some(requester) = self.children.get_mut(&from) {
+            requester.outstanding += 1;
+        }
+        self.events.push(BrokerEvent::IntroductionRequested {
+            requester: requester_peer,
+            target: target_peer,
+        });
+    }
+
+    /// A target answers a create-connection request.
+    fn complete(
+        &mut self,
+        from: InstanceId,
+        broker_request: u64,
+        answer: Result<(Vec<u8>, Vec<OwnedFd>), String>,
+    ) {
+        let Some(pending) = self.pending.remove(&broker_request) else {
+            if broker_request == 0 || broker_request >= self.next_request {
+                self.cut_off(
+                    from,
+                    "answered an introduction that was never requested".into(),
+                );
+            }
+            // Otherwise a late answer (the introduction timed out or its
+            // requester left): drop it, closing its descriptors.
+            return;
+        };
+        if pending.target != from {
+            self.pending.insert(broker_request, pending);
+            self.cut_off(
+                from,
+                "answered an introduction meant for another child".into(),
+            );
+            return;
+        }
+        if let Some(requester) = self.children.get_mut(&pending.requester) {
+            requester.outstanding = requester.outstanding.saturating_sub(1);
+        }
+        let (Some(requester), Some(target)) = (
+            self.children
+                .get(&pending.requester)
+                .map(|c| c.peer.clone()),
+            self.children.get(&from).map(|c| c.peer.clone()),
+        ) else {
+            return;
+        };
+        match answer {
+            Ok((metadata, fds)) => {
+                let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+                let reply = ControlMessage::Connected {
+                    request: pending.request,
+                    peer: target.clone(),
+                    metadata,
+                };
+                if self.send_to(pending.requester, &reply, &borrowed) {
+                    if pending.requester != from {
+                        self.link(pending.requester, from);
+                    }
+                    self.events
+                        .push(BrokerEvent::IntroductionMade { requester, target });
+                }
+                // `fds` drops here: the broker keeps no copy of what it
+                // forwarded.
+            }
+            Err(reason) => {
+                let failure = ConnectFailure::TargetFailed(message::truncate_text(reason));
+                self.reply_failure(pending.requester, pending.request, pending.service, failure);
+            }
+        }
+    }
+
+    fn link(&mut self, a: InstanceId, b: InstanceId) {
+        if let Some(child) = self.children.get_mut(&a) {
+            child.introduced.insert(b);
+        }
+        if let Some(child) = self.children.get_mut(&b) {
+            child.introduced.insert(a);
+        }
+    }
+
+    fn reply_failure(
+        &mut self,
+        requester: InstanceId,
+        request: u64,
+        service: String,
+        failure: ConnectFailure,
+    ) {
+        let Some(peer) = self.children.get(&requester).map(|c| c.peer.clone()) else {
+            return;
+        };
+        let reply = ControlMessage::ConnectFailed {
+            request,
+            failure: failure.clone(),
+        };
+        self.send_to(requester, &reply, &[]);
+        self.events.push(BrokerEvent::IntroductionFailed {
+            requester: peer,
+            service,
+            failure,
+        });
+    }
+
+    fn fail_pending(&mut self, pending: Pending, failure: ConnectFailure) {
+        if let Some(requester) = self.children.get_mut(&pending.requester) {
+            requester.outstanding = requester.outstanding.saturating_sub(1);
+        }
+        self.reply_failure(pending.requester, pending.request, pending.service, failure);
+    }
+
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.fail_pending(pending, ConnectFailure::TimedOut);
+            }
+        }
+    }
+
+    /// Sends to a child without blocking. On failure the child is marked as
+    /// departing (hung up) or cut off (not reading), and `false` returned.
+    fn send_to(&mut self, id: InstanceId, msg: &ControlMessage, fds: &[BorrowedFd<'_>]) -> bool {
+        let Some(channel) = self.children.get(&id).and_then(|c| c.channel.as_ref()) else {
+            return false;
+        };
+        // The broker only builds messages from validated parts, so this
+        // cannot fail; if it did, the message is simply not delivered and the
+        // requester's own timeout ends its wait.
+        if msg.encode(fds.len(), &mut self.send_buf).is_err() {
+            return false;
+        }
+        match channel.try_send(&self.send_buf, fds) {
+            Ok(()) => true,
+            Err(SendError::WouldBlock) => {
+                self.cut_off(
+                    id,
+                    "does not read its control channel (socket buffer full)".into(),
+                );
+                false
+            }
+            Err(_) => {
+                self.departing.push(id);
+                false
+            }
+        }
+    }
+
+    /// Cuts a misbehaving child off: reports it, kills it, closes its
+    /// channel.
+    fn cut_off(&mut self, id: InstanceId, reason: String) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if child.cut_off {
+            return;
+        }
+        child.cut_off = true;
+        let _ = child.signal_kill();
+        self.events.push(BrokerEvent::Misbehaved {
+            child: child.peer.clone(),
+            reason,
+        });
+        self.departing.push(id);
+    }
+
+    /// Processes departures: closes the channel, fails the introductions
+    /// that involve the child, and tells the children it was introduced to.
+    /// Sending `PeerGone` can make more children depart; the loop takes care
+    /// of them without recursion.
+    fn settle(&mut self) {
+        while let Some(id) = self.departing.pop() {
+            let Some(child) = self.children.get_mut(&id) else {
+                continue;
+            };
+            if child.channel.take().is_none() {
+                continue;
+            }
+            let gone = child.peer.clone();
+            let introduced = std::mem::take(&mut child.introduced);
+            let involved: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.target == id || p.requester == id)
+                .map(|(request, _)| *request)
+                .collect();
+            for request in involved {
+                let Some(pending) = self.pending.remove(&request) else {
+                    continue;
+                };
+                if pending.requester != id {
+                    self.fail_pending(pending, ConnectFailure::TargetGone);
+                }
+            }
+            for other in introduced {
+                if let Some(child) = self.children.get_mut(&other) {
+                    child.introduced.remove(&id);
+                }
+                self.send_to(other, &ControlMessage::PeerGone { peer: gone.clone() }, &[]);
+            }
+        }
+    }
+
+    /// Reaps a child if it has exited.
+    fn try_reap(&mut self, id: InstanceId) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let status = match child.process.try_wait() {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => return,
+            // ECHILD: reaped behind our back (e.g. SIGCHLD ignored).
+            Err(_) => None,
+        };
+        // What it sent before exiting is still queued: its last answers
+        // count. The queue is finite (the socket buffer).
+        self.service_channel(id, usize::MAX);
+        self.departing.push(id);
+        self.settle();
+        if let Some(child) = self.children.remove(&id) {
+            self.events.push(BrokerEvent::ChildExited {
+                child: child.peer,
+                status,
+            });
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            child.channel = None;
+            let _ = child.signal_kill();
+        }
+        for child in self.children.values_mut() {
+            let _ = child.process.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closures_are_policies() {
+        let mut deny_gpu = |_: &PeerId, service: &str| {
+            if service == "gpu" {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            }
+        };
+        let who = PeerId {
+            service: "web".into(),
+            instance: InstanceId(1),
+        };
+        assert_eq!(deny_gpu.decide(&who, "gpu"), Decision::Deny);
+        assert_eq!(deny_gpu.decide(&who, "network"), Decision::Allow);
+        assert_eq!(AllowAll.decide(&who, "gpu"), Decision::Allow);
+    }
+
+    #[test]
+    fn spawn_rejects_bad_service_names() {
+        let mut broker = Broker::new(AllowAll).unwrap();
+        assert!(matches!(
+            broker.spawn("no spaces", Command::new("true")),
+            Err(SpawnError::InvalidServiceName(_))
+        ));
+    }
+
+    #[test]
+    fn a_child_that_exits_is_reaped_and_reported() {
+        let mut broker = Broker::new(AllowAll).unwrap();
+        let id = broker.spawn("true", Command::new("true")).unwrap();
+        let mut exited = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exited.is_none() && Instant::now() < deadline {
+            broker
+                .turn(Duration::from_millis(100), |e| {
+                    if let BrokerEvent::ChildExited { child, status } = e {
+                        exited = Some((child, status));
+                    }
+                })
+                .unwrap();
+        }
+        let (child, status) = exited.expect("exit reported");
+        assert_eq!(child.instance, id);
+        assert!(status.unwrap().success());
+        assert!(broker.children().next().is_none());
+        assert!(matches!(broker.kill(id), Err(KillError::UnknownChild(_))));
+    }
+
+    #[test]
+    fn handle_stops_run_and_kills() {
+        let mut broker = Broker::new(AllowAll).unwrap();
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("30");
+        let id = broker.spawn("sleeper", sleeper).unwrap();
+        let handle = broker.handle();
+        let stopper = std::thread::spawn(move || {
+            handle.kill(id);
+            std::thread::sleep(Duration::from_millis(50));
+            handle.stop();
+        });
+        let mut events = Vec::new();
+        broker.run(|e| events.push(e)).unwrap();
+        stopper.join().unwrap();
+        // The exit may be seen before or after the stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !events
+            .iter()
+            .any(|e| matches!(e, BrokerEvent::ChildExited { .. }))
+            && Instant::now() < deadline
+        {
+            broker
+                .turn(Duration::from_millis(100), |e| events.push(e))
+                .unwrap();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let status = events.iter().find_map(|e| match e {
+            BrokerEvent::ChildExited { status, .. } => *status,
+            _ => None,
+        });
+        assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    }
+}
