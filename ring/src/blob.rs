@@ -82,6 +82,7 @@ impl SealedBlob {
     /// memfd sealed against writes, shrinking, growing and resealing, or whose
     /// size differs from `expected_len` (what the sender's frame announced).
     pub fn open(fd: OwnedFd, expected_len: usize) -> Result<SealedBlob, RegionError> {
+        crate::region::refuse_hugetlbfs(&fd)?;
         let seals =
             rustix::fs::fcntl_get_seals(&fd).map_err(|e| RegionError::NotMemfd(e.into()))?;
         if !seals.contains(BLOB_SEALS) {

@@ -143,6 +143,10 @@ pub enum RegionError {
         /// Seals required.
         required: u32,
     },
+    /// The memfd lives on hugetlbfs, whose pages a peer can punch out from
+    /// under us (SIGBUS when the pool is empty).
+    #[error("the memfd is on hugetlbfs, which seals cannot protect")]
+    HugeTlb,
     /// The memfd's size is zero or beyond what a region may be.
     #[error("the memfd's size {0} is outside 1..=MAX_REGION_SIZE")]
     BadSize(u64),

@@ -19,6 +19,20 @@ const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
     .union(SealFlags::GROW)
     .union(SealFlags::SEAL);
 
+/// `statfs` magic of hugetlbfs.
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// Refuses a memfd on hugetlbfs (`MFD_HUGETLB`). Its seals do not stop
+/// `fallocate(PUNCH_HOLE)`, and a punched huge page is only faulted back in if
+/// the pool has one free: otherwise touching it raises SIGBUS in the receiver.
+pub(crate) fn refuse_hugetlbfs(fd: &OwnedFd) -> Result<(), RegionError> {
+    let stat = rustix::fs::fstatfs(fd).map_err(|e| RegionError::Map(e.into()))?;
+    if stat.f_type as i64 == HUGETLBFS_MAGIC {
+        return Err(RegionError::HugeTlb);
+    }
+    Ok(())
+}
+
 /// Memory that holds one or more rings.
 ///
 /// A shared region is a memfd (`MFD_CLOEXEC | MFD_ALLOW_SEALING`), sized
@@ -72,6 +86,7 @@ impl Region {
     /// that is not a memfd sealed against shrinking, growing and resealing, or
     /// whose size is zero or above [`MAX_REGION_SIZE`].
     pub fn open(fd: OwnedFd) -> Result<Region, RegionError> {
+        refuse_hugetlbfs(&fd)?;
         let seals =
             rustix::fs::fcntl_get_seals(&fd).map_err(|e| RegionError::NotMemfd(e.into()))?;
         if !seals.contains(REQUIRED_SEALS) {
@@ -207,6 +222,22 @@ mod tests {
         assert!(matches!(
             Region::open(fd),
             Err(RegionError::MissingSeals { .. })
+        ));
+    }
+
+    #[test]
+    fn open_refuses_hugetlbfs() {
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING | MemfdFlags::HUGETLB;
+        let Ok(fd) = rustix::fs::memfd_create("x", flags) else {
+            return; // no hugetlbfs in this kernel: nothing to refuse
+        };
+        let _ = rustix::fs::ftruncate(&fd, 2 << 20);
+        rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS).unwrap();
+        let copy = fd.try_clone().unwrap();
+        assert!(matches!(Region::open(fd), Err(RegionError::HugeTlb)));
+        assert!(matches!(
+            crate::SealedBlob::open(copy, 2 << 20),
+            Err(RegionError::HugeTlb)
         ));
     }
 

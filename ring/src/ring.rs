@@ -23,6 +23,11 @@ pub const MAX_CAPACITY: usize = 1 << 33;
 
 const _: () = assert!(crate::frame::max_payload(MAX_CAPACITY) <= u32::MAX as usize);
 
+/// Positions a ring may start from. Far beyond what any ring transfers (4
+/// EiB), and low enough that no position arithmetic can overflow: a peer
+/// that lays out a ring with positions near `u64::MAX` is refused at attach.
+const MAX_POSITION: u64 = 1 << 62;
+
 /// Bytes a ring with a data area of `capacity` bytes occupies in a region.
 pub const fn ring_size(capacity: usize) -> usize {
     HEADER_SIZE + capacity
@@ -175,7 +180,8 @@ impl RingRef {
         let consistent = head % FRAME_ALIGN as u64 == 0
             && tail % FRAME_ALIGN as u64 == 0
             && head <= tail
-            && tail - head <= capacity;
+            && tail - head <= capacity
+            && tail < MAX_POSITION;
         if !consistent {
             return Err(AttachError::Corrupt(Corruption::Position {
                 observed: tail,

@@ -981,17 +981,13 @@ fn producer_against_a_hostile_consumer_process() {
     assert!(outcomes.frames > 0 && outcomes.corrupt > 0, "{outcomes:?}");
 }
 
-/// Attach checks the positions a peer left in the header (aligned, head not
-/// past tail, at most a capacity apart) but not their magnitude. In ferry the
-/// side that receives a ring attaches to a header its peer wrote, so a peer
-/// can start both positions at `u64::MAX - 15`; the producer then computes
-/// `tail + needed` in `Producer::poll_room` and `tail += ...` in
-/// `Producer::grant` / `Grant::finish`, which overflow: a panic in debug
-/// builds, wrapped positions (and a frame the consumer rejects as corrupt)
-/// in release builds. Correct answers: attach refuses the ring, or the send
-/// fails with an error, or the frame arrives.
+/// In ferry the side that receives a ring attaches to a header its peer
+/// wrote, so a peer can start both positions at `u64::MAX - 15`; the
+/// producer's `tail + needed` would then overflow (a panic in debug builds,
+/// wrapped positions in release). Found by this test; attach now refuses
+/// positions of 2^62 and above. Correct answers: attach refuses the ring, or
+/// the send fails with an error, or the frame arrives.
 #[test]
-#[ignore = "BUG: positions near u64::MAX overflow the producer's arithmetic"]
 fn positions_near_u64_max_neither_panic_nor_wrap() {
     let bench = Bench::new(1024);
     let far = u64::MAX - 15;
@@ -1017,15 +1013,12 @@ fn positions_near_u64_max_neither_panic_nor_wrap() {
 /// `fallocate(FALLOC_FL_PUNCH_HOLE)`. On an ordinary memfd a punched hole
 /// just reads back as zeroes; on a hugetlb memfd it frees the huge page and
 /// its reservation, and if the pool has no free huge page when the victim
-/// touches the ring again, the kernel sends it SIGBUS. Expected:
-/// `Region::open` refuses hugetlb memfds (fstatfs f_type HUGETLBFS_MAGIC),
-/// and this test then returns early.
-///
-/// Needs a free huge page to show the crash (otherwise mapping the hugetlb
-/// memfd fails and the test passes vacuously):
-/// `echo 1 > /proc/sys/vm/nr_hugepages`.
+/// touches the ring again, the kernel sends it SIGBUS. Found by this test;
+/// `Region::open` now refuses hugetlb memfds (fstatfs f_type
+/// HUGETLBFS_MAGIC), and this test then returns early. (The refusal itself is
+/// asserted by `region::tests::open_refuses_hugetlbfs`; showing the crash
+/// without the fix needs `echo 1 > /proc/sys/vm/nr_hugepages`.)
 #[test]
-#[ignore = "BUG: Region::open accepts a hugetlb memfd (SIGBUS after a punched hole); needs nr_hugepages >= 1"]
 fn a_hugetlb_memfd_cannot_kill_the_receiver() {
     use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
     const HUGE: u64 = 2 << 20;
