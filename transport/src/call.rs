@@ -1,0 +1,293 @@
+//! Requests and their replies: asynchronous sends, sends with a reply
+//! handler, and synchronous calls that keep dispatching the messages marked
+//! allowed-while-waiting, so two processes calling each other synchronously
+//! do not deadlock.
+
+use crate::connection::Connection;
+use crate::envelope::{Envelope, Flags};
+use crate::error::{CallError, DispatchError, RecvError, SendError, Violation};
+use crate::incoming::Incoming;
+use crate::message::{Archivable, Message, Receiver, Remote, Request, access_archive};
+use crate::outgoing::Room;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+type ReplyHandler = Box<dyn FnOnce(&mut Connection, Result<&Incoming, CallError>) + Send>;
+
+/// Who waits for the reply to a request.
+enum Pending {
+    /// A handler given to `send_with_reply`.
+    Handler(ReplyHandler),
+    /// A `send_sync` further up the stack; the reply is parked in `arrived`.
+    Sync,
+    /// A `send_sync` that timed out: a late reply is dropped quietly.
+    Abandoned,
+}
+
+/// Requests in flight on one connection.
+#[derive(Default)]
+pub(crate) struct Calls {
+    next_request: u64,
+    pending: HashMap<u64, Pending>,
+    /// Replies that arrived for synchronous calls, not yet collected.
+    arrived: HashMap<u64, Incoming>,
+}
+
+impl Calls {
+    fn next_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+}
+
+/// The reply to a synchronous call, validated, in a private buffer or a
+/// sealed blob.
+pub struct Reply<T: Archivable> {
+    incoming: Incoming,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Archivable> Reply<T> {
+    fn new(incoming: Incoming, name: &'static str) -> Result<Self, Violation> {
+        access_archive::<T>(incoming.bytes(), name)?;
+        Ok(Reply {
+            incoming,
+            _type: PhantomData,
+        })
+    }
+
+    /// The archived reply.
+    pub fn get(&self) -> &T::Archived {
+        // SAFETY: `new` validated these exact bytes as a `T` archive, and
+        // they cannot change: they are a private copy owned by `self` or a
+        // blob sealed against writes.
+        unsafe { rkyv::access_unchecked::<T::Archived>(self.incoming.bytes()) }
+    }
+}
+
+impl<T: Archivable> std::ops::Deref for Reply<T> {
+    type Target = T::Archived;
+    fn deref(&self) -> &T::Archived {
+        self.get()
+    }
+}
+
+impl<T: Archivable> std::fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("len", &self.incoming.bytes().len())
+            .finish()
+    }
+}
+
+fn envelope_for<M: Message>(to: Remote<M::Receiver>, request_id: u64, extra: u16) -> Envelope {
+    let mut flags = extra;
+    if M::ALLOWED_WHILE_WAITING {
+        flags |= Flags::ALLOWED_WHILE_WAITING;
+    }
+    Envelope {
+        destination: to.destination(),
+        request_id,
+        receiver: <M::Receiver as Receiver>::ID,
+        schema: <M::Receiver as Receiver>::SCHEMA,
+        message: M::ID,
+        flags: Flags(flags),
+        fd_count: 0,
+    }
+}
+
+impl Connection {
+    /// Sends `message` to `to`, waiting for room as long as it takes (the
+    /// peer's death ends the wait with `Disconnected`). The archive is written
+    /// straight into the ring; one too large for it goes out of line.
+    pub fn send<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+    ) -> Result<(), SendError> {
+        self.send_archived(envelope_for::<M>(to, 0, 0), message, &[], Room::Wait(None))
+    }
+
+    /// Sends `message` if the ring has room now.
+    pub fn try_send<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+    ) -> Result<(), SendError> {
+        self.send_archived(envelope_for::<M>(to, 0, 0), message, &[], Room::Try)
+    }
+
+    /// Sends `message` with descriptors attached, waiting for room for at
+    /// most `timeout`.
+    pub fn send_with_fds<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        self.send_archived(
+            envelope_for::<M>(to, 0, 0),
+            message,
+            fds,
+            Room::Wait(timeout),
+        )
+    }
+
+    /// Sends a request; `on_reply` runs during a later `dispatch` (or
+    /// synchronous call) with the reply, or with the error that ended the
+    /// wait (`Disconnected`, a protocol violation).
+    pub fn send_with_reply<M: Request>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+        on_reply: impl FnOnce(
+            &mut Connection,
+            Result<&<M::Reply as rkyv::Archive>::Archived, CallError>,
+        ) + Send
+        + 'static,
+    ) -> Result<(), SendError> {
+        let id = self.dispatcher.calls.next_id();
+        self.send_archived(envelope_for::<M>(to, id, 0), message, &[], Room::Wait(None))?;
+        let handler: ReplyHandler = Box::new(move |connection, result| match result {
+            Ok(incoming) => match access_archive::<M::Reply>(incoming.bytes(), M::NAME) {
+                Ok(reply) => on_reply(connection, Ok(reply)),
+                Err(violation) => {
+                    let error = connection.fail(violation);
+                    on_reply(connection, Err(error.into()));
+                }
+            },
+            Err(error) => on_reply(connection, Err(error)),
+        });
+        self.dispatcher
+            .calls
+            .pending
+            .insert(id, Pending::Handler(handler));
+        Ok(())
+    }
+
+    /// Sends a request and waits for its reply for at most `timeout`.
+    ///
+    /// While it waits it still dispatches incoming messages marked
+    /// allowed-while-waiting (and replies to other requests); other messages
+    /// are set aside, in order, for the next [`dispatch`](Self::dispatch).
+    /// So two processes that call each other synchronously and re-entrantly
+    /// make progress instead of deadlocking.
+    pub fn send_sync<M: Request>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+        timeout: Duration,
+    ) -> Result<Reply<M::Reply>, CallError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let id = self.dispatcher.calls.next_id();
+        self.send_archived(
+            envelope_for::<M>(to, id, Flags::SYNC),
+            message,
+            &[],
+            Room::Wait(Some(timeout)),
+        )?;
+        self.dispatcher.calls.pending.insert(id, Pending::Sync);
+        let outcome = self.wait_for_reply(id, deadline);
+        let calls = &mut self.dispatcher.calls;
+        match outcome {
+            Ok(incoming) => {
+                Reply::new(incoming, M::NAME).map_err(|violation| self.fail(violation).into())
+            }
+            Err(error) => {
+                if calls.pending.remove(&id).is_some() && error == CallError::TimedOut {
+                    calls.pending.insert(id, Pending::Abandoned);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn wait_for_reply(
+        &mut self,
+        id: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Incoming, CallError> {
+        loop {
+            if let Some(reply) = self.dispatcher.calls.arrived.remove(&id) {
+                return Ok(reply);
+            }
+            let remaining = match deadline {
+                Some(deadline) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        return Err(CallError::TimedOut);
+                    }
+                    Some(remaining)
+                }
+                None => None,
+            };
+            let incoming = match self.next_incoming(Some(remaining)) {
+                Ok(incoming) => incoming,
+                Err(RecvError::TimedOut | RecvError::Empty) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            let flags = incoming.envelope.flags;
+            if flags.has(Flags::REPLY) || flags.has(Flags::ALLOWED_WHILE_WAITING) {
+                self.route(incoming).map_err(dispatch_to_call)?;
+            } else if self.defer(incoming) {
+                return Err(CallError::QueueFull);
+            }
+        }
+    }
+
+    /// Delivers a reply to whoever waits for it.
+    pub(crate) fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
+        let id = incoming.envelope.request_id;
+        match self.dispatcher.calls.pending.remove(&id) {
+            Some(Pending::Handler(handler)) => {
+                handler(self, Ok(&incoming));
+                self.finish(&mut incoming);
+                Ok(())
+            }
+            Some(Pending::Sync) => {
+                // The caller is further up the stack and collects it later:
+                // it must not stay in the ring.
+                self.make_owned(&mut incoming);
+                self.dispatcher.calls.arrived.insert(id, incoming);
+                Ok(())
+            }
+            Some(Pending::Abandoned) => {
+                self.finish(&mut incoming);
+                Ok(())
+            }
+            None => {
+                self.finish(&mut incoming);
+                Err(self.protocol_violation(Violation::UnexpectedReply(id)))
+            }
+        }
+    }
+
+    /// Fails every request still waiting for a reply handler: the peer is
+    /// gone, no reply will come.
+    pub(crate) fn fail_pending_calls(&mut self, error: CallError) {
+        let pending = std::mem::take(&mut self.dispatcher.calls.pending);
+        for (id, waiter) in pending {
+            match waiter {
+                Pending::Handler(handler) => handler(self, Err(error.clone())),
+                // Synchronous callers learn it from their own receive.
+                Pending::Sync => {
+                    self.dispatcher.calls.pending.insert(id, Pending::Sync);
+                }
+                Pending::Abandoned => {}
+            }
+        }
+    }
+}
+
+fn dispatch_to_call(error: DispatchError) -> CallError {
+    match error {
+        DispatchError::Disconnected => CallError::Disconnected,
+        DispatchError::ProtocolViolation { peer, violation } => {
+            CallError::ProtocolViolation { peer, violation }
+        }
+        DispatchError::Reply(error) => CallError::from(error),
+    }
+}

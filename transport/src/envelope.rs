@@ -1,0 +1,242 @@
+//! The fixed header in front of every frame a connection sends.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  destination   which object instance on the receiving side
+//!      8     8  request_id    non-zero when a reply is expected, or what a reply answers
+//!     16     4  receiver      receiver id (0 for a raw frame)
+//!     20     4  schema        the receiver's schema hash
+//!     24     4  message       message id within the receiver
+//!     28     2  flags         see `Flags`
+//!     30     2  fd_count      descriptors sent with this frame over the control socket
+//! ```
+//!
+//! 32 bytes, little-endian, so the body after it starts 16-aligned in the
+//! ring, as rkyv requires.
+
+use thiserror::Error;
+
+/// Bytes of the envelope.
+pub const ENVELOPE_SIZE: usize = 32;
+
+/// Flag bits of an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags(pub u16);
+
+impl Flags {
+    /// The frame answers the request named by `request_id`.
+    pub const REPLY: u16 = 1 << 0;
+    /// The sender blocks until the reply arrives.
+    pub const SYNC: u16 = 1 << 1;
+    /// The receiver may dispatch it while it waits for a synchronous reply.
+    pub const ALLOWED_WHILE_WAITING: u16 = 1 << 2;
+    /// The body is the length of a sealed blob sent as the first descriptor.
+    pub const OUT_OF_LINE: u16 = 1 << 3;
+    /// A raw frame: the body is the caller's bytes, not an rkyv archive.
+    pub const RAW: u16 = 1 << 4;
+    /// Every bit a valid envelope may carry.
+    pub const ALL: u16 =
+        Self::REPLY | Self::SYNC | Self::ALLOWED_WHILE_WAITING | Self::OUT_OF_LINE | Self::RAW;
+
+    /// Whether all bits of `bit` are set.
+    pub fn has(self, bit: u16) -> bool {
+        self.0 & bit == bit
+    }
+}
+
+/// The header of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// Object instance the message is for.
+    pub destination: u64,
+    /// Request id (0: no reply expected).
+    pub request_id: u64,
+    /// Receiver id (0 for raw frames).
+    pub receiver: u32,
+    /// The receiver's schema hash.
+    pub schema: u32,
+    /// Message id within the receiver.
+    pub message: u32,
+    /// Flag bits.
+    pub flags: Flags,
+    /// Descriptors attached over the control socket.
+    pub fd_count: u16,
+}
+
+/// Why an envelope was refused.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Shorter than an envelope.
+    #[error("frame of {0} bytes is shorter than its envelope")]
+    Short(usize),
+    /// Flag bits that no version of this protocol sets.
+    #[error("unknown flag bits {0:#x}")]
+    UnknownFlags(u16),
+    /// A reply without a request id.
+    #[error("reply without a request id")]
+    ReplyWithoutRequest,
+    /// A raw frame that names a receiver or message, or a typed one without
+    /// a receiver.
+    #[error("raw flag and receiver id disagree")]
+    RawMismatch,
+    /// An out-of-line frame without its blob descriptor.
+    #[error("out-of-line frame carries no descriptor")]
+    OutOfLineWithoutBlob,
+    /// More descriptors than this connection accepts per message.
+    #[error("{count} descriptors exceed the limit of {max}")]
+    TooManyFds {
+        /// Announced count.
+        count: u16,
+        /// This end's limit.
+        max: usize,
+    },
+}
+
+impl Envelope {
+    /// Writes the envelope into the first [`ENVELOPE_SIZE`] bytes of `out`.
+    #[inline]
+    pub fn write_to(&self, out: &mut [u8]) {
+        let out = &mut out[..ENVELOPE_SIZE];
+        out[0..8].copy_from_slice(&self.destination.to_le_bytes());
+        out[8..16].copy_from_slice(&self.request_id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.receiver.to_le_bytes());
+        out[20..24].copy_from_slice(&self.schema.to_le_bytes());
+        out[24..28].copy_from_slice(&self.message.to_le_bytes());
+        out[28..30].copy_from_slice(&self.flags.0.to_le_bytes());
+        out[30..32].copy_from_slice(&self.fd_count.to_le_bytes());
+    }
+
+    /// Reads and validates the envelope at the start of `frame`, for a
+    /// receiver that accepts at most `max_fds` descriptors per message.
+    /// Never panics, whatever the bytes: fuzzers call it directly.
+    pub fn decode(frame: &[u8], max_fds: usize) -> Result<Envelope, EnvelopeError> {
+        let Some(bytes) = frame.get(..ENVELOPE_SIZE) else {
+            return Err(EnvelopeError::Short(frame.len()));
+        };
+        let u64_at =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let u32_at =
+            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+        let u16_at =
+            |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap_or_default());
+        let envelope = Envelope {
+            destination: u64_at(0),
+            request_id: u64_at(8),
+            receiver: u32_at(16),
+            schema: u32_at(20),
+            message: u32_at(24),
+            flags: Flags(u16_at(28)),
+            fd_count: u16_at(30),
+        };
+        envelope.validate(max_fds)?;
+        Ok(envelope)
+    }
+
+    fn validate(&self, max_fds: usize) -> Result<(), EnvelopeError> {
+        let flags = self.flags;
+        if flags.0 & !Flags::ALL != 0 {
+            return Err(EnvelopeError::UnknownFlags(flags.0 & !Flags::ALL));
+        }
+        if flags.has(Flags::REPLY) && self.request_id == 0 {
+            return Err(EnvelopeError::ReplyWithoutRequest);
+        }
+        let raw = flags.has(Flags::RAW);
+        if raw != (self.receiver == 0) || (raw && self.message != 0) {
+            return Err(EnvelopeError::RawMismatch);
+        }
+        let blob = usize::from(flags.has(Flags::OUT_OF_LINE));
+        if usize::from(self.fd_count) < blob {
+            return Err(EnvelopeError::OutOfLineWithoutBlob);
+        }
+        if usize::from(self.fd_count) > max_fds + blob {
+            return Err(EnvelopeError::TooManyFds {
+                count: self.fd_count,
+                max: max_fds,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed() -> Envelope {
+        Envelope {
+            destination: 7,
+            request_id: 9,
+            receiver: 0xabcd,
+            schema: 0x1234,
+            message: 3,
+            flags: Flags(Flags::SYNC),
+            fd_count: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut bytes = [0u8; 40];
+        typed().write_to(&mut bytes);
+        assert_eq!(Envelope::decode(&bytes, 16), Ok(typed()));
+    }
+
+    #[test]
+    fn refusals() {
+        let mut bytes = [0u8; 32];
+        assert_eq!(
+            Envelope::decode(&bytes[..31], 16),
+            Err(EnvelopeError::Short(31))
+        );
+        let cases = [
+            (
+                Envelope {
+                    flags: Flags(1 << 9),
+                    ..typed()
+                },
+                EnvelopeError::UnknownFlags(1 << 9),
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::REPLY),
+                    request_id: 0,
+                    ..typed()
+                },
+                EnvelopeError::ReplyWithoutRequest,
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::RAW),
+                    ..typed()
+                },
+                EnvelopeError::RawMismatch,
+            ),
+            (
+                Envelope {
+                    receiver: 0,
+                    ..typed()
+                },
+                EnvelopeError::RawMismatch,
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::OUT_OF_LINE),
+                    fd_count: 0,
+                    ..typed()
+                },
+                EnvelopeError::OutOfLineWithoutBlob,
+            ),
+            (
+                Envelope {
+                    fd_count: 17,
+                    ..typed()
+                },
+                EnvelopeError::TooManyFds { count: 17, max: 16 },
+            ),
+        ];
+        for (envelope, expected) in cases {
+            envelope.write_to(&mut bytes);
+            assert_eq!(Envelope::decode(&bytes, 16), Err(expected));
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The send path: an envelope and a body written straight into a ring
+//! grant; descriptors sent ahead over the control socket; bodies too large
+//! for the ring sent out of line as sealed blobs.
+
+use crate::config::ATTACHMENT_TIMEOUT;
+use crate::connection::{Connection, State};
+use crate::envelope::{ENVELOPE_SIZE, Envelope, Flags};
+use crate::error::{SendError, Violation};
+use crate::incoming::encode_attachment_header;
+use crate::message::Archivable;
+use crate::stats::TransportStats;
+use ferry_handoff::Channel;
+use ferry_ring::{BlobWriter, Grant};
+use rkyv::rancor;
+use rkyv::ser::writer::Buffer;
+use rkyv::util::{AlignedVec, with_arena};
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+/// Whether a send waits for room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Room {
+    /// Fail with `Full` at once.
+    Try,
+    /// Wait per the wait strategy, for at most this long (`None`: forever).
+    Wait(Option<Duration>),
+}
+
+impl Connection {
+    /// Sends `payload` as one frame, waiting for room for at most `timeout`.
+    /// A payload larger than [`max_inline_payload`](Self::max_inline_payload)
+    /// travels out of line, in a sealed memfd.
+    pub fn send_frame(
+        &mut self,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        self.send_raw(payload, &[], Room::Wait(timeout))
+    }
+
+    /// Sends `payload` as one frame if the ring has room now.
+    pub fn try_send_frame(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_raw(payload, &[], Room::Try)
+    }
+
+    /// Sends `payload` with descriptors attached (each is duplicated into
+    /// the peer; the caller keeps its own).
+    pub fn send_frame_with_fds(
+        &mut self,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        self.send_raw(payload, fds, Room::Wait(timeout))
+    }
+
+    /// Reserves room for a `len`-byte frame in the ring and lets the caller
+    /// write it in place; [`FrameWriter::commit`] sends it. `len` must not
+    /// exceed [`max_inline_payload`](Self::max_inline_payload).
+    pub fn reserve_frame(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<FrameWriter<'_>, SendError> {
+        if let Some(error) = self.closed_send_error() {
+            return Err(error);
+        }
+        let max = self.max_inline_payload();
+        if len > max {
+            return Err(SendError::Serialize(format!(
+                "frame of {len} bytes exceeds the in-ring maximum of {max}"
+            )));
+        }
+        self.stats.frames_sent += 1;
+        let mut grant = reserve(
+            &mut self.tx,
+            &mut self.state,
+            ENVELOPE_SIZE + len,
+            Room::Wait(timeout),
+        )?;
+        raw_envelope(0).write_to(&mut grant);
+        Ok(FrameWriter { grant })
+    }
+
+    fn send_raw(
+        &mut self,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+    ) -> Result<(), SendError> {
+        self.check_sendable(fds)?;
+        let envelope = raw_envelope(fds.len());
+        if payload.len() <= self.max_inline_payload() {
+            let mut grant = reserve(
+                &mut self.tx,
+                &mut self.state,
+                ENVELOPE_SIZE + payload.len(),
+                room,
+            )?;
+            envelope.write_to(&mut grant);
+            grant[ENVELOPE_SIZE..].copy_from_slice(payload);
+            self.stats.frames_sent += 1;
+            send_attachment(
+                &self.control,
+                &mut self.attachments_out,
+                &mut self.stats,
+                fds,
+            )?;
+            grant.commit();
+            Ok(())
+        } else {
+            let mut blob =
+                BlobWriter::create(payload.len()).map_err(|e| SendError::Io(e.to_string()))?;
+            blob.copy_from_slice(payload);
+            self.send_out_of_line(envelope, blob, fds, room)
+        }
+    }
+
+    /// Serializes `value` straight into a ring grant behind `envelope`, or
+    /// out of line when its archive is too large for the ring.
+    pub(crate) fn send_archived<T: Archivable>(
+        &mut self,
+        mut envelope: Envelope,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+    ) -> Result<(), SendError> {
+        self.check_sendable(fds)?;
+        envelope.fd_count = fds.len() as u16;
+        let max = self.max_inline_payload();
+        // Reserve what the last archive needed plus a margin; an archive
+        // that does not fit is serialized again with the largest room.
+        let mut room_for_body = self.size_hint.min(max);
+        loop {
+            let mut grant = reserve(
+                &mut self.tx,
+                &mut self.state,
+                ENVELOPE_SIZE + room_for_body,
+                room,
+            )?;
+            let written = with_arena(|arena| {
+                rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                    value,
+                    Buffer::from(&mut grant[ENVELOPE_SIZE..]),
+                    arena.acquire(),
+                )
+                .map(|buffer| buffer.len())
+            });
+            match written {
+                Ok(len) => {
+                    envelope.write_to(&mut grant);
+                    grant.shrink_to(ENVELOPE_SIZE + len);
+                    self.size_hint = (len + len / 4 + 64).max(128);
+                    self.stats.frames_sent += 1;
+                    send_attachment(
+                        &self.control,
+                        &mut self.attachments_out,
+                        &mut self.stats,
+                        fds,
+                    )?;
+                    grant.commit();
+                    return Ok(());
+                }
+                Err(_) if room_for_body < max => room_for_body = max,
+                Err(_) => break,
+            }
+        }
+        // Too large for the ring: serialize aside, then into a sealed blob.
+        let archive = with_arena(|arena| {
+            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                value,
+                AlignedVec::<16>::new(),
+                arena.acquire(),
+            )
+        })
+        .map_err(|e| SendError::Serialize(e.to_string()))?;
+        let mut blob =
+            BlobWriter::create(archive.len()).map_err(|e| SendError::Io(e.to_string()))?;
+        blob.copy_from_slice(&archive);
+        drop(archive);
+        self.send_out_of_line(envelope, blob, fds, room)
+    }
+
+    /// Seals `blob`, sends it (and `fds`) over the control socket, then
+    /// publishes a frame that names it.
+    fn send_out_of_line(
+        &mut self,
+        mut envelope: Envelope,
+        blob: BlobWriter,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+    ) -> Result<(), SendError> {
+        let blob = blob.seal().map_err(|e| SendError::Io(e.to_string()))?;
+        let len = blob.bytes().len() as u64;
+        envelope.flags.0 |= Flags::OUT_OF_LINE;
+        envelope.fd_count = (fds.len() + 1) as u16;
+        let mut grant = reserve(&mut self.tx, &mut self.state, ENVELOPE_SIZE + 8, room)?;
+        envelope.write_to(&mut grant);
+        grant[ENVELOPE_SIZE..].copy_from_slice(&len.to_le_bytes());
+        let mut all_fds = Vec::with_capacity(fds.len() + 1);
+        all_fds.push(blob.fd());
+        all_fds.extend_from_slice(fds);
+        self.stats.frames_sent += 1;
+        self.stats.out_of_line_sent += 1;
+        send_attachment(
+            &self.control,
+            &mut self.attachments_out,
+            &mut self.stats,
+            &all_fds,
+        )?;
+        grant.commit();
+        Ok(())
+    }
+
+    fn check_sendable(&self, fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
+        if let Some(error) = self.closed_send_error() {
+            return Err(error);
+        }
+        let max = self.config.max_fds_per_message;
+        if fds.len() > max {
+            return Err(SendError::TooManyFds {
+                count: fds.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A frame being written in place by the raw API.
+pub struct FrameWriter<'a> {
+    grant: Grant<'a>,
+}
+
+impl FrameWriter<'_> {
+    /// Publishes the frame.
+    pub fn commit(self) {
+        self.grant.commit();
+    }
+}
+
+impl std::ops::Deref for FrameWriter<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.grant[ENVELOPE_SIZE..]
+    }
+}
+
+impl std::ops::DerefMut for FrameWriter<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.grant[ENVELOPE_SIZE..]
+    }
+}
+
+impl std::fmt::Debug for FrameWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+fn raw_envelope(fd_count: usize) -> Envelope {
+    Envelope {
+        flags: Flags(Flags::RAW),
+        fd_count: fd_count as u16,
+        ..Envelope::default()
+    }
+}
+
+/// Reserves room in the ring, mapping the ring's errors to the transport's.
+/// (A free function over the two fields, so the grant borrows only `tx`.)
+fn reserve<'a>(
+    tx: &'a mut ferry_ring::Producer,
+    state: &mut State,
+    len: usize,
+    room: Room,
+) -> Result<Grant<'a>, SendError> {
+    use ferry_ring::SendError as Ring;
+    let reserved = match room {
+        Room::Try => tx.try_reserve(len),
+        Room::Wait(timeout) => tx.reserve(len, timeout),
+    };
+    reserved.map_err(|error| match error {
+        Ring::Full => SendError::Full,
+        Ring::TimedOut => SendError::TimedOut,
+        Ring::Closed | Ring::Disconnected => {
+            *state = State::Disconnected;
+            SendError::Disconnected
+        }
+        Ring::TooLarge { len, max } => {
+            SendError::Serialize(format!("frame of {len} bytes exceeds {max}"))
+        }
+        Ring::Corrupt(corruption) => {
+            let violation = Violation::Ring(corruption);
+            *state = State::Failed(violation.clone());
+            SendError::Failed(violation)
+        }
+    })
+}
+
+/// Sends the descriptors of the frame about to be published, numbered so
+/// the receiver can match them to it. They go before the frame is
+/// published, so they are waiting when the receiver sees the frame. (Takes
+/// the connection's fields, not the connection: the grant borrows `tx`.)
+fn send_attachment(
+    control: &Channel,
+    sequence: &mut u64,
+    stats: &mut TransportStats,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), SendError> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    let next = *sequence + 1;
+    control
+        .send_timeout(&encode_attachment_header(next), fds, ATTACHMENT_TIMEOUT)
+        .map_err(|error| match error {
+            ferry_handoff::SendError::Disconnected => SendError::Disconnected,
+            ferry_handoff::SendError::TimedOut => SendError::TimedOut,
+            other => SendError::Io(other.to_string()),
+        })?;
+    *sequence = next;
+    stats.fds_sent += fds.len() as u64;
+    Ok(())
+}

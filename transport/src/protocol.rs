@@ -1,0 +1,220 @@
+//! `protocol!`: a receiver and its messages, declared once.
+
+/// Declares a receiver and its messages, like a WebKit `.messages.in` file.
+///
+/// It generates: a marker type for the receiver (implementing
+/// [`Receiver`](crate::Receiver), with an id and a schema hash of the whole
+/// declaration); one struct per message and per reply (rkyv-archivable,
+/// implementing [`Message`](crate::Message) and [`Request`](crate::Request));
+/// a handler trait with one method per message; and
+/// `Receiver::handler(impl Handler)`, whose result is registered on a
+/// connection and dispatches each message to its method after validating it.
+/// A message with a reply has its method return the reply, which is sent
+/// back to the caller.
+///
+/// Attributes before `fn`: `@allowed_while_waiting` lets the receiver
+/// dispatch the message while it waits for a synchronous reply.
+///
+/// ```
+/// use ferry_transport::{Connection, ConnectionConfig, Remote};
+/// use std::time::Duration;
+///
+/// ferry_transport::protocol! {
+///     /// A tiny key-value store.
+///     pub receiver Store handled_by StoreHandler {
+///         /// Stores a value.
+///         fn put => Put { key: String, value: u64 };
+///         /// Reads one back.
+///         fn get => Get { key: String } -> GetReply { value: Option<u64> };
+///     }
+/// }
+///
+/// struct Map(std::collections::HashMap<String, u64>);
+/// impl StoreHandler for Map {
+///     fn put(&mut self, _: &mut Connection, message: &ArchivedPut) {
+///         self.0.insert(message.key.to_string(), message.value.to_native());
+///     }
+///     fn get(&mut self, _: &mut Connection, message: &ArchivedGet) -> GetReply {
+///         GetReply { value: self.0.get(message.key.as_str()).copied() }
+///     }
+/// }
+///
+/// let config = ConnectionConfig::default().schema(ferry_transport::schema_of(&[
+///     <Store as ferry_transport::Receiver>::SCHEMA,
+/// ]));
+/// let (mut client, mut server) = Connection::pair(config)?;
+/// server.register(1, Store::handler(Map(Default::default())));
+/// let store = Remote::<Store>::new(1);
+/// client.send(store, &Put { key: "answer".into(), value: 42 })?;
+///
+/// // Serve on another thread while this one calls synchronously.
+/// let server = std::thread::spawn(move || {
+///     while server.dispatch(Some(Duration::from_secs(5))).unwrap_or(0) > 0 {}
+/// });
+/// let reply = client.send_sync(store, &Get { key: "answer".into() }, Duration::from_secs(5))?;
+/// assert_eq!(reply.value.as_ref().map(|v| v.to_native()), Some(42));
+/// drop(client);
+/// server.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Sending a message to a receiver that does not declare it does not compile:
+///
+/// ```compile_fail
+/// # use ferry_transport::{Connection, ConnectionConfig, Remote};
+/// ferry_transport::protocol! {
+///     pub receiver Lamp handled_by LampHandler { fn on => On {}; }
+/// }
+/// ferry_transport::protocol! {
+///     pub receiver Door handled_by DoorHandler { fn open => Open {}; }
+/// }
+/// let (mut a, _b) = Connection::pair(ConnectionConfig::default()).unwrap();
+/// a.send(Remote::<Lamp>::new(1), &Open {}).unwrap(); // Open is a Door message
+/// ```
+#[macro_export]
+macro_rules! protocol {
+    (
+        $(#[$receiver_meta:meta])*
+        $vis:vis receiver $Receiver:ident handled_by $Handler:ident {
+            $(
+                $(#[$message_meta:meta])*
+                $(@$attribute:ident)*
+                fn $method:ident => $Message:ident { $($field:ident : $field_ty:ty),* $(,)? }
+                $( -> $Reply:ident { $($reply_field:ident : $reply_ty:ty),* $(,)? } )?
+                ;
+            )*
+        }
+    ) => {
+        $(#[$receiver_meta])*
+        #[derive(Debug, Clone, Copy)]
+        $vis struct $Receiver;
+
+        impl $crate::Receiver for $Receiver {
+            const NAME: &'static str = stringify!($Receiver);
+            const ID: u32 = $crate::hash32(stringify!($Receiver));
+            const SCHEMA: u32 = $crate::hash32(stringify!(
+                $Receiver {
+                    $(
+                        $(@$attribute)* $Message { $($field : $field_ty),* }
+                        $( -> $Reply { $($reply_field : $reply_ty),* } )? ;
+                    )*
+                }
+            ));
+        }
+
+        const _: () = $crate::assert_distinct_ids(&[$($crate::hash32(stringify!($Message))),*]);
+
+        $(
+            $(#[$message_meta])*
+            #[derive(Debug, Clone, PartialEq, $crate::rkyv::Archive, $crate::rkyv::Serialize, $crate::rkyv::Deserialize)]
+            #[rkyv(crate = $crate::rkyv)]
+            $vis struct $Message {
+                $(
+                    #[allow(missing_docs)]
+                    pub $field: $field_ty,
+                )*
+            }
+
+            impl $crate::Message for $Message {
+                type Receiver = $Receiver;
+                const NAME: &'static str = stringify!($Message);
+                const ID: u32 = $crate::hash32(stringify!($Message));
+                const ALLOWED_WHILE_WAITING: bool = $crate::__protocol_allowed!($($attribute)*);
+            }
+
+            $(
+                #[doc = concat!("The reply to [`", stringify!($Message), "`].")]
+                #[derive(Debug, Clone, PartialEq, $crate::rkyv::Archive, $crate::rkyv::Serialize, $crate::rkyv::Deserialize)]
+                #[rkyv(crate = $crate::rkyv)]
+                $vis struct $Reply {
+                    $(
+                        #[allow(missing_docs)]
+                        pub $reply_field: $reply_ty,
+                    )*
+                }
+
+                impl $crate::Request for $Message {
+                    type Reply = $Reply;
+                }
+            )?
+        )*
+
+        #[doc = concat!("Handles the messages of [`", stringify!($Receiver), "`].")]
+        $vis trait $Handler {
+            $(
+                $crate::__protocol_method! { $(#[$message_meta])* $method $Message $($Reply)? }
+            )*
+        }
+
+        impl $Receiver {
+            /// Wraps `handler` for [`Connection::register`]($crate::Connection::register).
+            $vis fn handler<H: $Handler + Send + 'static>(mut handler: H) -> $crate::BoundReceiver {
+                $crate::BoundReceiver::new::<$Receiver>(move |connection, incoming| {
+                    match incoming.envelope().message {
+                        $(
+                            id if id == <$Message as $crate::Message>::ID => {
+                                let message = match incoming.access::<$Message>(stringify!($Message)) {
+                                    Ok(message) => message,
+                                    Err(violation) => return Err(connection.protocol_violation(violation)),
+                                };
+                                $crate::__protocol_call!(handler, connection, incoming, message, $method $($Reply)?)
+                            }
+                        )*
+                        other => Err(connection.protocol_violation($crate::Violation::UnknownMessage {
+                            receiver: stringify!($Receiver),
+                            message: other,
+                        })),
+                    }
+                })
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_allowed {
+    () => {
+        false
+    };
+    (allowed_while_waiting) => {
+        true
+    };
+    ($other:ident $($rest:ident)*) => {
+        compile_error!(concat!("unknown message attribute @", stringify!($other)))
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_method {
+    ($(#[$meta:meta])* $method:ident $Message:ident) => {
+        $(#[$meta])*
+        fn $method(
+            &mut self,
+            connection: &mut $crate::Connection,
+            message: &<$Message as $crate::rkyv::Archive>::Archived,
+        );
+    };
+    ($(#[$meta:meta])* $method:ident $Message:ident $Reply:ident) => {
+        $(#[$meta])*
+        fn $method(
+            &mut self,
+            connection: &mut $crate::Connection,
+            message: &<$Message as $crate::rkyv::Archive>::Archived,
+        ) -> $Reply;
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_call {
+    ($handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident) => {{
+        $handler.$method($connection, $message);
+        Ok(())
+    }};
+    ($handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident $Reply:ident) => {{
+        let reply: $Reply = $handler.$method($connection, $message);
+        $connection.send_reply(&*$incoming.envelope(), &reply)
+    }};
+}

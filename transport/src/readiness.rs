@@ -1,0 +1,46 @@
+//! Driving a connection from an event loop (epoll, mio, tokio): its
+//! readiness descriptor becomes readable when a message arrives while the
+//! connection is armed, or when the peer dies.
+
+use crate::connection::Connection;
+use crate::error::RecvError;
+use std::os::fd::{AsFd, BorrowedFd};
+
+impl Connection {
+    /// The descriptor an event loop watches for readability (an eventfd).
+    pub fn readiness_fd(&self) -> BorrowedFd<'_> {
+        self.notify.as_fd()
+    }
+
+    /// Call before waiting on [`readiness_fd`](Self::readiness_fd). Returns
+    /// `Ok(true)` when there is something to receive already: do not wait,
+    /// receive. `Ok(false)`: armed, the peer's next send makes the descriptor
+    /// readable. After waking, call [`disarm`](Self::disarm), then receive
+    /// until `Empty`, then arm again.
+    pub fn arm(&mut self) -> Result<bool, RecvError> {
+        if let Some(error) = self.closed_recv_error() {
+            return Err(error);
+        }
+        if self.has_deferred() {
+            return Ok(true);
+        }
+        match self.rx.arm_notification() {
+            Ok(ready) => Ok(ready),
+            // Let the next receive report it in the usual way.
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Stops the peer signalling the readiness descriptor and empties it.
+    pub fn disarm(&mut self) {
+        self.rx.disarm_notification();
+        ferry_ring::clear_notification(self.notify.as_fd());
+    }
+}
+
+impl AsFd for Connection {
+    /// The readiness descriptor.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.readiness_fd()
+    }
+}
