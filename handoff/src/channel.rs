@@ -379,12 +379,7 @@ impl Channel {
     /// The peer's credentials (`SO_PEERCRED`); see [`PeerCredentials`] for
     /// what they mean on a socketpair.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        let cred = rustix::net::sockopt::socket_peercred(&self.fd)?;
-        Ok(PeerCredentials {
-            pid: cred.pid.as_raw_nonzero().get(),
-            uid: cred.uid.as_raw(),
-            gid: cred.gid.as_raw(),
-        })
+        pidfd::peer_credentials(self.fd.as_fd())
     }
 
     /// A pidfd for the peer process: `SO_PEERPIDFD` (Linux 6.5+, race-free),

@@ -7,6 +7,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
+use crate::channel::PeerCredentials;
+
 /// Why no pidfd could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PidfdError {
@@ -53,8 +55,42 @@ pub(crate) fn peer_pidfd(socket: BorrowedFd<'_>) -> Result<OwnedFd, PidfdError> 
         Ok(None) => {}
         Err(e) => return Err(e.into()),
     }
-    let cred = rustix::net::sockopt::socket_peercred(socket).map_err(io::Error::from)?;
-    open(cred.pid)
+    open_raw(peer_credentials(socket)?.pid)
+}
+
+/// `getsockopt(SO_PEERCRED)`. Read into a plain `libc::ucred` rather than
+/// through rustix, whose `UCred` holds the pid as a non-zero `Pid`: the
+/// kernel reports pid 0 for a peer outside our pid namespace.
+pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `socket` is open for the duration of the call; `cred` and
+    // `len` are live, aligned locals and `len` is the size of `cred`, so the
+    // kernel writes within bounds.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::other("short SO_PEERCRED"));
+    }
+    Ok(PeerCredentials {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
 }
 
 /// `getsockopt(SO_PEERPIDFD)`; `Ok(None)` when the kernel does not know the
@@ -94,19 +130,15 @@ fn so_peerpidfd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 }
 
 /// `pidfd_open(pid)`. Race-free only while `pid` cannot be reused, e.g. for
-/// our own child that has not been reaped.
-pub(crate) fn open(pid: Pid) -> Result<OwnedFd, PidfdError> {
+/// our own child that has not been reaped. Pid 0 (or negative) means the
+/// process is not visible from our pid namespace.
+pub(crate) fn open_raw(pid: i32) -> Result<OwnedFd, PidfdError> {
+    let pid = Pid::from_raw(pid)
+        .filter(|p| p.as_raw_nonzero().get() > 0)
+        .ok_or(PidfdError::PidNotVisible)?;
     match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(fd) => Ok(fd),
         Err(Errno::NOSYS) => Err(PidfdError::Unsupported),
         Err(e) => Err(io::Error::from(e).into()),
-    }
-}
-
-/// `pidfd_open` for a raw pid number (0 or negative: not visible).
-pub(crate) fn open_raw(pid: i32) -> Result<OwnedFd, PidfdError> {
-    match Pid::from_raw(pid) {
-        Some(pid) if pid.as_raw_nonzero().get() > 0 => open(pid),
-        _ => Err(PidfdError::PidNotVisible),
     }
 }
