@@ -240,3 +240,22 @@ fn spawn_failure_is_reported() {
         Err(ferry_handoff::SpawnError::Spawn(_))
     ));
 }
+
+#[test]
+fn shutdown_lets_children_exit_on_their_own() {
+    let mut broker = Broker::new(AllowAll).unwrap();
+    // It serves until it sees the broker gone, then exits with 0.
+    let network = broker
+        .spawn("network", role_command("network-plain"))
+        .unwrap();
+    let mut exits = Vec::new();
+    broker.shutdown(common::TEST_PATIENCE, |e| {
+        if let BrokerEvent::ChildExited { child, status } = e {
+            exits.push((child.instance, status));
+        }
+    });
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    let (who, status) = &exits[0];
+    assert_eq!(*who, network);
+    assert!(status.unwrap().success(), "{status:?}");
+}
