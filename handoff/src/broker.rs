@@ -108,7 +108,7 @@ impl Policy for AllowAll {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// How long a target has to answer a create-connection request before
-    /// the requester is told [`ConnectFailure::TimedOut`].
+    /// the requester is told [`ConnectFailure::TimedOut`] (at most a year).
     pub introduction_timeout: Duration,
     /// How many introductions one child may have in flight; more are
     /// answered with [`ConnectFailure::Busy`].
@@ -632,7 +632,7 @@ impl Broker {
                 request,
                 target,
                 service,
-                deadline: Instant::now() + self.config.introduction_timeout,
+                deadline: deadline_after(self.config.introduction_timeout),
             },
         );
         if let Some(requester) = self.children.get_mut(&from) {
@@ -865,6 +865,13 @@ impl Broker {
             });
         }
     }
+}
+
+/// `timeout` from now, saturating at a year (an `Instant` cannot hold more).
+fn deadline_after(timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.min(FAR)).unwrap_or(now)
 }
 
 impl Drop for Broker {
