@@ -293,26 +293,34 @@ fn kill_soon(peer: &Peer) -> std::thread::JoinHandle<()> {
 }
 
 /// A receive blocked without a timeout ends with `Disconnected` when the
-/// peer is SIGKILLed; so do later receives and sends.
+/// peer is SIGKILLed, whether it spins, parks, or both; so do later
+/// receives and sends.
 #[test]
 fn peer_killed_while_blocked_in_recv() {
-    let (conn, mut peer) = connect_peer("idle", &ConnectionConfig::default(), &[]);
-    peer.expect_word(b"ready");
-    let killer = kill_soon(&peer);
-    let (mut conn, outcome) = bounded("recv_frame(None)", OP_TIMEOUT, move || {
-        let mut conn = conn;
-        let outcome = conn.recv_frame(None).map(|frame| frame.bytes().len());
-        (conn, outcome)
-    });
-    assert_eq!(outcome, Err(RecvError::Disconnected));
-    assert!(!conn.is_open());
-    assert!(matches!(
-        conn.try_recv_frame(),
-        Err(RecvError::Disconnected)
-    ));
-    assert_eq!(conn.send_frame(b"late", None), Err(SendError::Disconnected));
-    killer.join().unwrap();
-    assert!(!peer.wait_timeout(EXIT_TIMEOUT).success());
+    for wait in [
+        WaitStrategy::Spin,
+        WaitStrategy::Park,
+        WaitStrategy::default(),
+    ] {
+        let config = ConnectionConfig::default().wait(wait);
+        let (conn, mut peer) = connect_peer("idle", &config, &[]);
+        peer.expect_word(b"ready");
+        let killer = kill_soon(&peer);
+        let (mut conn, outcome) = bounded("recv_frame(None)", OP_TIMEOUT, move || {
+            let mut conn = conn;
+            let outcome = conn.recv_frame(None).map(|frame| frame.bytes().len());
+            (conn, outcome)
+        });
+        assert_eq!(outcome, Err(RecvError::Disconnected), "{wait:?}");
+        assert!(!conn.is_open());
+        assert!(matches!(
+            conn.try_recv_frame(),
+            Err(RecvError::Disconnected)
+        ));
+        assert_eq!(conn.send_frame(b"late", None), Err(SendError::Disconnected));
+        killer.join().unwrap();
+        assert!(!peer.wait_timeout(EXIT_TIMEOUT).success());
+    }
 }
 
 /// A send blocked without a timeout on a full ring ends with `Disconnected`
@@ -538,17 +546,71 @@ fn child_fds() {
     conn.send_frame(b"still open", Some(OP_TIMEOUT))
         .expect("the connection survives a refusal");
     tell(&control, b"sent");
+    // Out-of-line frames: a memfd and a mapping each, all given back.
+    assert_eq!(blob_mappings(), 0);
+    recv_out_of_line(&mut conn);
+    assert_eq!(
+        open_fd_count(),
+        before,
+        "descriptors leaked receiving out-of-line frames"
+    );
+    assert_eq!(blob_mappings(), 0, "blob mappings leaked receiving");
+    send_out_of_line(&mut conn);
+    assert_eq!(
+        open_fd_count(),
+        before,
+        "descriptors leaked sending out-of-line frames"
+    );
+    assert_eq!(blob_mappings(), 0, "blob mappings leaked sending");
+    tell(&control, b"out-of-line");
     expect_disconnected(&mut conn);
+}
+
+const OUT_OF_LINE_FRAMES: u64 = 200;
+
+/// Mappings of out-of-line blobs in this process.
+fn blob_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .filter(|line| line.contains("ferry-blob"))
+        .count()
+}
+
+fn send_out_of_line(conn: &mut Connection) {
+    let len = conn.max_inline_payload() + 100;
+    for seq in 0..OUT_OF_LINE_FRAMES {
+        conn.send_frame(&make_frame(seq, len), Some(OP_TIMEOUT))
+            .expect("an out-of-line frame");
+    }
+}
+
+fn recv_out_of_line(conn: &mut Connection) {
+    let len = conn.max_inline_payload() + 100;
+    let before = conn.stats().out_of_line_received;
+    for seq in 0..OUT_OF_LINE_FRAMES {
+        let frame = conn
+            .recv_frame(Some(OP_TIMEOUT))
+            .expect("an out-of-line frame");
+        assert_eq!(frame.bytes().len(), len);
+        check_frame(seq, frame.bytes()).unwrap();
+    }
+    assert_eq!(
+        conn.stats().out_of_line_received - before,
+        OUT_OF_LINE_FRAMES
+    );
 }
 
 /// Descriptors travel with their frames and the receiver reads through them
 /// (a memfd's contents, a pipe's bytes); 1000 frames each way with two
-/// descriptors leave the descriptor count of both processes unchanged (each
-/// counted in the child, whose descriptors no other test touches); more than
+/// descriptors, and 200 out-of-line frames each way, leave the descriptor
+/// count and the blob mappings of both processes unchanged (each counted in
+/// the child, whose descriptors no other test touches); more than
 /// `max_fds_per_message` descriptors are refused with `TooManyFds`.
 #[test]
 fn descriptors_travel_and_do_not_leak() {
-    let (mut conn, peer) = connect_peer("fds", &ConnectionConfig::default(), &[]);
+    let config = ConnectionConfig::default().ring_capacity(16 * 1024);
+    let (mut conn, peer) = connect_peer("fds", &config, &[]);
     send_with_fds(&mut conn);
     peer.expect_word(b"received");
     recv_with_fds(&mut conn);
@@ -570,6 +632,9 @@ fn descriptors_travel_and_do_not_leak() {
             max
         })
     );
+    send_out_of_line(&mut conn);
+    recv_out_of_line(&mut conn);
+    peer.expect_word(b"out-of-line");
     drop(conn);
     peer.expect_success();
 }
@@ -606,6 +671,40 @@ fn too_many_fds_sends_nothing() {
         .expect("three descriptors");
     drop(conn);
     assert_eq!(parse_count(&peer.hear(), "count:"), 1);
+    peer.expect_success();
+}
+
+/// `stats().frames_sent` counts the frames the peer receives: not a
+/// `reserve_frame` that timed out, nor a `FrameWriter` dropped without
+/// being committed.
+#[test]
+#[ignore = "bug: reserve_frame counts a frame as sent before it is reserved and committed"]
+fn frames_sent_counts_only_committed_frames() {
+    let config = ConnectionConfig::default().ring_capacity(16 * 1024);
+    let (mut conn, peer) = connect_peer("count-frames", &config, &[]);
+    {
+        // Abandoned: nothing is sent.
+        let _writer = conn.reserve_frame(100, Some(OP_TIMEOUT)).expect("reserve");
+    }
+    let mut writer = conn.reserve_frame(100, Some(OP_TIMEOUT)).expect("reserve");
+    writer.fill(1);
+    writer.commit();
+    let too_big = conn.max_inline_payload() - 64;
+    let mut sent = 1;
+    while conn.try_send_frame(&vec![0u8; too_big / 4]).is_ok() {
+        sent += 1;
+    }
+    assert!(matches!(
+        conn.reserve_frame(too_big, Some(Duration::ZERO)),
+        Err(SendError::TimedOut)
+    ));
+    assert_eq!(conn.stats().frames_sent, sent, "frames sent, as counted");
+    drop(conn);
+    assert_eq!(
+        parse_count(&peer.hear(), "count:"),
+        sent,
+        "frames the peer received"
+    );
     peer.expect_success();
 }
 

@@ -21,6 +21,38 @@ use support::*;
 fn child() {
     let Some(role) = child_role() else { return };
     match role.as_str() {
+        "fd-service" => {
+            let (mut conn, control) = child_connect();
+            conn.register(
+                SERVICE_DESTINATION,
+                Service::handler(ServiceImpl::default()),
+            );
+            let before = open_fd_count();
+            let mut buf = [0u8; 16];
+            loop {
+                match conn.dispatch(Some(Duration::from_millis(10))) {
+                    Ok(_) => {}
+                    Err(DispatchError::Disconnected) => break,
+                    Err(e) => panic!("dispatch: {e}"),
+                }
+                if let Some(word) = control.try_recv(&mut buf).expect("control") {
+                    assert_eq!(&buf[..word.len], b"count");
+                    assert_eq!(conn.stats().fds_received, 2 * FD_NOTES);
+                    assert_eq!(
+                        open_fd_count(),
+                        before,
+                        "descriptors of typed messages leaked"
+                    );
+                    tell(&control, b"no leak");
+                }
+            }
+        }
+        "late-service" => {
+            let (mut conn, control) = child_connect();
+            tell(&control, b"ready");
+            assert_eq!(hear(&control), b"go");
+            serve(&mut conn, ServiceImpl::default());
+        }
         "service" => {
             let (mut conn, control) = child_connect();
             serve(
@@ -234,6 +266,104 @@ fn peer_killed_during_send_sync() {
     assert!(!peer.wait_timeout(EXIT_TIMEOUT).success());
 }
 
+const FD_NOTES: u64 = 500;
+
+/// Typed messages with descriptors attached arrive in order, and the
+/// receiver does not leak the descriptors (there is no way yet for a typed
+/// handler to take them, so they are closed after the handler runs).
+#[test]
+fn typed_messages_with_descriptors() {
+    let (mut conn, peer) = connect_peer("fd-service", &service_config(Trust::Untrusted), &[]);
+    let memfd =
+        rustix::fs::memfd_create("ferry-test", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    let (read, _write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    use std::os::fd::AsFd;
+    for seq in 0..FD_NOTES {
+        conn.send_with_fds(
+            service(),
+            &note(seq),
+            &[memfd.as_fd(), read.as_fd()],
+            Some(OP_TIMEOUT),
+        )
+        .expect("send with descriptors");
+    }
+    let tally = conn
+        .send_sync(service(), &Tally {}, OP_TIMEOUT)
+        .expect("tally");
+    assert_eq!(
+        (tally.notes.to_native(), tally.bad.to_native()),
+        (FD_NOTES, 0)
+    );
+    drop(tally);
+    assert_eq!(conn.stats().fds_sent, 2 * FD_NOTES);
+    peer.tell(b"count");
+    peer.expect_word(b"no leak");
+    drop(conn);
+    peer.expect_success();
+}
+
+/// `try_send` fails with `Full` only when the message does not fit: with a
+/// quarter of the ring free, a message of 2 KiB (much larger than the ones
+/// before it) goes in at once, and so does `send_with_fds` with a short
+/// timeout.
+#[test]
+#[ignore = "bug: typed sends reserve half the ring when an archive outgrows the size hint: Full/TimedOut with room to spare"]
+fn try_send_is_full_only_when_the_message_does_not_fit() {
+    let config = service_config(Trust::Trusted).ring_capacity(64 * 1024);
+    let (mut conn, peer) = connect_peer("late-service", &config, &[]);
+    peer.expect_word(b"ready");
+    // Fill three quarters of the ring with small notes nobody reads yet.
+    let mut notes = 0;
+    loop {
+        let ring = conn.stats().tx_ring;
+        // Upper bound of the ring bytes used: payload plus header and
+        // padding of each frame.
+        if ring.bytes + 32 * ring.frames >= 48 * 1024 {
+            break;
+        }
+        let message = note(notes);
+        if let Err(e) = conn.try_send(service(), &message) {
+            panic!(
+                "try_send of a note with {} bytes of text: {e}, with at most {} of 65536 ring bytes used",
+                message.text.len(),
+                ring.bytes + 32 * ring.frames
+            );
+        }
+        notes += 1;
+    }
+    let big_note = Note {
+        seq: notes,
+        text: "x".repeat(2048),
+        checksum: note_checksum(notes, &"x".repeat(2048)),
+    };
+    // At least 16 KiB are free, minus a padding frame of at most 2.1 KiB.
+    assert_eq!(
+        conn.try_send(service(), &big_note),
+        Ok(()),
+        "a 2 KiB note with 16 KiB free"
+    );
+    notes += 1;
+    assert_eq!(
+        conn.send_with_fds(
+            service(),
+            &note(notes),
+            &[],
+            Some(Duration::from_millis(10))
+        ),
+        Ok(()),
+        "a small note after it"
+    );
+    notes += 1;
+    peer.tell(b"go");
+    let tally = conn
+        .send_sync(service(), &Tally {}, OP_TIMEOUT)
+        .expect("tally");
+    assert_eq!((tally.notes.to_native(), tally.bad.to_native()), (notes, 0));
+    drop(tally);
+    drop(conn);
+    peer.expect_success();
+}
+
 // ---------------------------------------------------------------------------
 // Re-entrant synchronous calls.
 
@@ -241,10 +371,11 @@ ferry_transport::protocol! {
     /// Both processes register it: each may call the other.
     pub receiver Mirror handled_by MirrorHandler {
         /// Calls back `depth` levels deep before replying.
-        fn call => Call { token: u64, depth: u32 } -> CallReply { token: u64, callback: u64 };
+        /// `flood`: how many `Later`s the callback handler sends first.
+        fn call => Call { token: u64, depth: u32, flood: u32 } -> CallReply { token: u64, callback: u64 };
         /// Dispatched even while the receiver waits for a sync reply.
         @allowed_while_waiting
-        fn callback => Callback { token: u64, depth: u32 } -> CallbackReply { token: u64 };
+        fn callback => Callback { token: u64, depth: u32, flood: u32 } -> CallbackReply { token: u64 };
         /// Not allowed while waiting: set aside, dispatched afterwards.
         fn later => Later { seq: u64 };
     }
@@ -282,8 +413,17 @@ impl MirrorHandler for MirrorImpl {
             conn.send(mirror(), &Later { seq }).expect("send Later");
         }
         let depth = message.depth.to_native();
+        let flood = message.flood.to_native();
         let reply = conn
-            .send_sync(mirror(), &Callback { token, depth }, self.timeout)
+            .send_sync(
+                mirror(),
+                &Callback {
+                    token,
+                    depth,
+                    flood,
+                },
+                self.timeout,
+            )
             .expect("the nested call completes");
         let callback = reply.token.to_native();
         self.log
@@ -299,6 +439,18 @@ impl MirrorHandler for MirrorImpl {
         let token = message.token.to_native();
         let depth = message.depth.to_native();
         self.log.lock().unwrap().push(format!("callback {token}"));
+        for i in 0..message.flood.to_native() {
+            let later = Later {
+                seq: 1000 + u64::from(i),
+            };
+            if let Err(e) = conn.send_with_fds(mirror(), &later, &[], Some(self.timeout)) {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("flood failed after {i}: {e}"));
+                break;
+            }
+        }
         if depth > 1 {
             // Deeper: call the peer back while it waits for us.
             let reply = conn
@@ -307,6 +459,7 @@ impl MirrorHandler for MirrorImpl {
                     &Callback {
                         token: token + 100,
                         depth: depth - 1,
+                        flood: 0,
                     },
                     self.timeout,
                 )
@@ -363,7 +516,15 @@ fn respond(conn: &mut Connection, replied: &AtomicBool) {
 /// in order.
 fn initiate(conn: &mut Connection, log: &Log) {
     let reply = conn
-        .send_sync(mirror(), &Call { token: 7, depth: 1 }, OP_TIMEOUT)
+        .send_sync(
+            mirror(),
+            &Call {
+                token: 7,
+                depth: 1,
+                flood: 0,
+            },
+            OP_TIMEOUT,
+        )
         .expect("the re-entrant call completes");
     assert_eq!(
         (reply.token.to_native(), reply.callback.to_native()),
@@ -449,6 +610,112 @@ fn reentrant_sync_calls_child_initiates() {
     }
 }
 
+/// A synchronous call that fails with `QueueFull` (too many messages set
+/// aside while it waited) leaves the connection usable: the set-aside
+/// messages are dispatched later, in order, and the reply that still comes
+/// for the failed call is dropped quietly, as after a timeout.
+#[test]
+#[ignore = "bug: after send_sync fails with QueueFull its late reply is an UnexpectedReply violation"]
+fn queue_full_call_leaves_the_connection_usable() {
+    let config = ConnectionConfig {
+        max_deferred_bytes: 1,
+        ..mirror_config(Trust::Trusted)
+    };
+    let (mut conn, peer) = connect_peer("mirror-responder", &config, &[]);
+    let (log, _) = register_mirror(&mut conn, OP_TIMEOUT);
+    let outcome = conn.send_sync(
+        mirror(),
+        &Call {
+            token: 7,
+            depth: 1,
+            flood: 0,
+        },
+        OP_TIMEOUT,
+    );
+    assert_eq!(outcome.unwrap_err(), CallError::QueueFull);
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while log.lock().unwrap().len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "messages missing: {:?}",
+            log.lock().unwrap()
+        );
+        if let Err(e) = conn.dispatch(Some(Duration::from_millis(100))) {
+            panic!(
+                "dispatch after QueueFull: {e}; handled {:?}",
+                log.lock().unwrap()
+            );
+        }
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "later 1",
+            "later 2",
+            "later 3",
+            "callback 7",
+            "later 4",
+            "later 5"
+        ]
+    );
+    assert!(conn.is_open());
+    drop(conn);
+    peer.expect_success();
+}
+
+/// A calls B; B's handler calls A back; A's callback handler sends B more
+/// than a ring's worth of messages before replying. B, waiting for the
+/// reply, must keep reading them (setting them aside) and keep giving the
+/// ring's room back, or A blocks and the calls deadlock.
+fn reentrant_call_with_a_flood(trust: Trust) {
+    let config = mirror_config(trust).ring_capacity(64 * 1024);
+    let (mut conn, peer) = connect_peer("mirror-responder", &config, &[]);
+    let (log, _) = register_mirror(&mut conn, Duration::from_secs(5));
+    let flood = 3000;
+    let reply = conn
+        .send_sync(
+            mirror(),
+            &Call {
+                token: 7,
+                depth: 1,
+                flood,
+            },
+            OP_TIMEOUT,
+        )
+        .expect("the call completes");
+    assert_eq!(reply.callback.to_native(), 8);
+    drop(reply);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["callback 7"],
+        "the flood was sent in full"
+    );
+    // The peer's Laters (set aside during the call, and the one after it).
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while log.lock().unwrap().len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "Laters missing: {:?}",
+            log.lock().unwrap()
+        );
+        conn.dispatch(Some(Duration::from_millis(100)))
+            .expect("dispatch");
+    }
+    drop(conn);
+    peer.expect_success();
+}
+
+#[test]
+fn reentrant_call_with_a_flood_untrusted() {
+    reentrant_call_with_a_flood(Trust::Untrusted);
+}
+
+#[test]
+#[ignore = "bug: a trusted handler that waits in send_sync pins its in-place frame: the head stops, the peer blocks on a full ring"]
+fn reentrant_call_with_a_flood_trusted() {
+    reentrant_call_with_a_flood(Trust::Trusted);
+}
+
 /// Three levels: A calls B, B's handler calls A back, and A's callback
 /// handler calls B back again while B's `call` handler still waits. B waits
 /// in `send_sync` for A, so the innermost callback must be dispatched then,
@@ -461,7 +728,11 @@ fn reentrant_sync_calls_three_deep() {
     let (log, _) = register_mirror(&mut conn, Duration::from_secs(5));
     let reply = conn.send_sync(
         mirror(),
-        &Call { token: 7, depth: 2 },
+        &Call {
+            token: 7,
+            depth: 2,
+            flood: 0,
+        },
         Duration::from_secs(10),
     );
     let reply = reply.expect("the three-deep call completes");
