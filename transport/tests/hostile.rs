@@ -29,6 +29,7 @@ fn child() {
     match role.as_str() {
         "scribbler" => child_scribbler(),
         "garbage" => child_garbage(),
+        "head-scribbler" => child_head_scribbler(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -769,5 +770,59 @@ fn malformed_frames_are_violations() {
     assert_eq!(conn.stats().out_of_line_received, 1);
     assert_eq!(seen.lock().unwrap().good, 1);
     peer.expect_word(b"sealed-ok");
+    peer.expect_success();
+}
+
+// ---------------------------------------------------------------------------
+// A hostile consumer: the victim sends.
+
+fn child_head_scribbler() {
+    let control = child_control();
+    let endpoint = recv_endpoint(&control);
+    let info = EndpointInfo::decode(&endpoint.metadata, endpoint.fds.len()).expect("metadata");
+    let mut fds = endpoint.fds.into_iter();
+    let raw = RawMap::new(fds.next().expect("region").as_fd());
+    let connection_control = Channel::from(fds.next().expect("control socket"));
+    // The victim's ring to us: claim to have read more than it ever wrote.
+    raw.store_u64(info.rx_offset as usize + offsets::HEAD, 1 << 40);
+    tell(&control, b"scribbled");
+    assert!(
+        connection_control
+            .wait_hangup(Some(OP_TIMEOUT))
+            .expect("poll"),
+        "the victim did not close the connection after the violation"
+    );
+    tell(&control, b"closed");
+}
+
+/// A peer that corrupts the consumer position of the ring the victim
+/// writes: the victim's send fails with the ring violation, the connection
+/// is failed, and, as after any violation, closed: the peer sees the
+/// hang-up.
+#[test]
+#[ignore = "bug: a ring violation found while sending fails the connection without closing it: the peer never sees the hang-up"]
+fn corrupt_consumer_position_fails_the_sender() {
+    let config = victim_config(Trust::Untrusted).ring_capacity(16 * 1024);
+    let (mut conn, peer) = connect_peer("head-scribbler", &config, &[]);
+    peer.expect_word(b"scribbled");
+    let frame = vec![5u8; 1000];
+    let mut outcome = Ok(());
+    for _ in 0..100 {
+        outcome = conn.send_frame(&frame, Some(Duration::from_millis(100)));
+        if outcome.is_err() {
+            break;
+        }
+    }
+    match outcome {
+        Err(ferry_transport::SendError::Failed(Violation::Ring(_))) => {}
+        other => panic!("expected a ring violation, got {other:?}"),
+    }
+    assert!(!conn.is_open());
+    assert!(matches!(
+        conn.recv_frame(Some(Duration::ZERO)),
+        Err(ferry_transport::RecvError::ProtocolViolation { .. })
+    ));
+    peer.expect_word(b"closed");
+    drop(conn);
     peer.expect_success();
 }
