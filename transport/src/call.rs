@@ -197,7 +197,9 @@ impl Connection {
                 Reply::new(incoming, M::NAME).map_err(|violation| self.fail(violation).into())
             }
             Err(error) => {
-                if calls.pending.remove(&id).is_some() && error == CallError::TimedOut {
+                // The request went out: a reply may still come (after a
+                // timeout, or a QueueFull). Drop it quietly when it does.
+                if calls.pending.remove(&id).is_some() {
                     calls.pending.insert(id, Pending::Abandoned);
                 }
                 Err(error)

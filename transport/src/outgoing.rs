@@ -62,24 +62,28 @@ impl Connection {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<FrameWriter<'_>, SendError> {
-        if let Some(error) = self.closed_send_error() {
-            return Err(error);
-        }
+        self.check_sendable(&[])?;
         let max = self.max_inline_payload();
         if len > max {
             return Err(SendError::Serialize(format!(
                 "frame of {len} bytes exceeds the in-ring maximum of {max}"
             )));
         }
-        self.stats.frames_sent += 1;
-        let mut grant = reserve(
-            &mut self.tx,
-            &mut self.state,
-            ENVELOPE_SIZE + len,
-            Room::Wait(timeout),
-        )?;
+        // Wait for the room, then take it: returning the grant out of this
+        // function keeps `tx` borrowed, so the error path cannot come after.
+        // Nothing else writes this ring, so the room is still there.
+        if let Err(error) = reserve_in(&mut self.tx, ENVELOPE_SIZE + len, Room::Wait(timeout)) {
+            return Err(self.reservation_failed(error));
+        }
+        let mut grant = self
+            .tx
+            .try_reserve(ENVELOPE_SIZE + len)
+            .map_err(ring_send_error)?;
         raw_envelope(0).write_to(&mut grant);
-        Ok(FrameWriter { grant })
+        Ok(FrameWriter {
+            grant,
+            frames_sent: &mut self.stats.frames_sent,
+        })
     }
 
     fn send_raw(
@@ -90,34 +94,34 @@ impl Connection {
     ) -> Result<(), SendError> {
         self.check_sendable(fds)?;
         let envelope = raw_envelope(fds.len());
-        if payload.len() <= self.max_inline_payload() {
-            let mut grant = reserve(
-                &mut self.tx,
-                &mut self.state,
-                ENVELOPE_SIZE + payload.len(),
-                room,
-            )?;
-            envelope.write_to(&mut grant);
-            grant[ENVELOPE_SIZE..].copy_from_slice(payload);
-            self.stats.frames_sent += 1;
-            send_attachment(
-                &self.control,
-                &mut self.attachments_out,
-                &mut self.stats,
-                fds,
-            )?;
-            grant.commit();
-            Ok(())
-        } else {
+        if payload.len() > self.max_inline_payload() {
             let mut blob =
                 BlobWriter::create(payload.len()).map_err(|e| SendError::Io(e.to_string()))?;
             blob.copy_from_slice(payload);
-            self.send_out_of_line(envelope, blob, fds, room)
+            return self.send_out_of_line(envelope, blob, fds, room);
         }
+        let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + payload.len(), room) {
+            Ok(grant) => grant,
+            Err(error) => return Err(self.reservation_failed(error)),
+        };
+        envelope.write_to(&mut grant);
+        grant[ENVELOPE_SIZE..].copy_from_slice(payload);
+        send_attachment(
+            &self.control,
+            &mut self.attachments_out,
+            &mut self.stats,
+            fds,
+        )?;
+        grant.commit();
+        self.stats.frames_sent += 1;
+        Ok(())
     }
 
-    /// Serializes `value` straight into a ring grant behind `envelope`, or
-    /// out of line when its archive is too large for the ring.
+    /// Serializes `value` behind `envelope`: straight into a ring grant when
+    /// the room the last archive needed is free and enough; otherwise
+    /// serialized aside to learn its exact size, then copied into exactly
+    /// that much room (waiting per `room`), or out of line when larger than
+    /// the ring allows.
     pub(crate) fn send_archived<T: Archivable>(
         &mut self,
         mut envelope: Envelope,
@@ -128,16 +132,10 @@ impl Connection {
         self.check_sendable(fds)?;
         envelope.fd_count = fds.len() as u16;
         let max = self.max_inline_payload();
-        // Reserve what the last archive needed plus a margin; an archive
-        // that does not fit is serialized again with the largest room.
-        let mut room_for_body = self.size_hint.min(max);
-        loop {
-            let mut grant = reserve(
-                &mut self.tx,
-                &mut self.state,
-                ENVELOPE_SIZE + room_for_body,
-                room,
-            )?;
+        let hint = self.size_hint.min(max);
+        // The hot path: no wait, no copy. A full ring or an archive larger
+        // than the hint falls through to the exact-size path below.
+        if let Ok(mut grant) = self.tx.try_reserve(ENVELOPE_SIZE + hint) {
             let written = with_arena(|arena| {
                 rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
                     value,
@@ -146,26 +144,21 @@ impl Connection {
                 )
                 .map(|buffer| buffer.len())
             });
-            match written {
-                Ok(len) => {
-                    envelope.write_to(&mut grant);
-                    grant.shrink_to(ENVELOPE_SIZE + len);
-                    self.size_hint = (len + len / 4 + 64).max(128);
-                    self.stats.frames_sent += 1;
-                    send_attachment(
-                        &self.control,
-                        &mut self.attachments_out,
-                        &mut self.stats,
-                        fds,
-                    )?;
-                    grant.commit();
-                    return Ok(());
-                }
-                Err(_) if room_for_body < max => room_for_body = max,
-                Err(_) => break,
+            if let Ok(len) = written {
+                envelope.write_to(&mut grant);
+                grant.shrink_to(ENVELOPE_SIZE + len);
+                self.size_hint = len + len / 4 + 64;
+                send_attachment(
+                    &self.control,
+                    &mut self.attachments_out,
+                    &mut self.stats,
+                    fds,
+                )?;
+                grant.commit();
+                self.stats.frames_sent += 1;
+                return Ok(());
             }
         }
-        // Too large for the ring: serialize aside, then into a sealed blob.
         let archive = with_arena(|arena| {
             rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
                 value,
@@ -174,11 +167,29 @@ impl Connection {
             )
         })
         .map_err(|e| SendError::Serialize(e.to_string()))?;
-        let mut blob =
-            BlobWriter::create(archive.len()).map_err(|e| SendError::Io(e.to_string()))?;
-        blob.copy_from_slice(&archive);
-        drop(archive);
-        self.send_out_of_line(envelope, blob, fds, room)
+        self.size_hint = archive.len() + archive.len() / 4 + 64;
+        if archive.len() > max {
+            let mut blob =
+                BlobWriter::create(archive.len()).map_err(|e| SendError::Io(e.to_string()))?;
+            blob.copy_from_slice(&archive);
+            drop(archive);
+            return self.send_out_of_line(envelope, blob, fds, room);
+        }
+        let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + archive.len(), room) {
+            Ok(grant) => grant,
+            Err(error) => return Err(self.reservation_failed(error)),
+        };
+        envelope.write_to(&mut grant);
+        grant[ENVELOPE_SIZE..].copy_from_slice(&archive);
+        send_attachment(
+            &self.control,
+            &mut self.attachments_out,
+            &mut self.stats,
+            fds,
+        )?;
+        grant.commit();
+        self.stats.frames_sent += 1;
+        Ok(())
     }
 
     /// Seals `blob`, sends it (and `fds`) over the control socket, then
@@ -194,14 +205,15 @@ impl Connection {
         let len = blob.bytes().len() as u64;
         envelope.flags.0 |= Flags::OUT_OF_LINE;
         envelope.fd_count = (fds.len() + 1) as u16;
-        let mut grant = reserve(&mut self.tx, &mut self.state, ENVELOPE_SIZE + 8, room)?;
+        let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + 8, room) {
+            Ok(grant) => grant,
+            Err(error) => return Err(self.reservation_failed(error)),
+        };
         envelope.write_to(&mut grant);
         grant[ENVELOPE_SIZE..].copy_from_slice(&len.to_le_bytes());
         let mut all_fds = Vec::with_capacity(fds.len() + 1);
         all_fds.push(blob.fd());
         all_fds.extend_from_slice(fds);
-        self.stats.frames_sent += 1;
-        self.stats.out_of_line_sent += 1;
         send_attachment(
             &self.control,
             &mut self.attachments_out,
@@ -209,7 +221,27 @@ impl Connection {
             &all_fds,
         )?;
         grant.commit();
+        self.stats.frames_sent += 1;
+        self.stats.out_of_line_sent += 1;
         Ok(())
+    }
+
+    /// The transport's error for a failed reservation. Closed, dead or
+    /// corrupting peers end the connection (and a corrupting one is told so
+    /// by the hang-up); `Full` and `TimedOut` do not.
+    fn reservation_failed(&mut self, error: ferry_ring::SendError) -> SendError {
+        match ring_send_error(error) {
+            SendError::Disconnected => {
+                self.state = State::Disconnected;
+                self.fail_pending_calls(crate::error::CallError::Disconnected);
+                SendError::Disconnected
+            }
+            SendError::Failed(violation) => {
+                self.fail(violation.clone());
+                SendError::Failed(violation)
+            }
+            other => other,
+        }
     }
 
     fn check_sendable(&self, fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
@@ -230,12 +262,14 @@ impl Connection {
 /// A frame being written in place by the raw API.
 pub struct FrameWriter<'a> {
     grant: Grant<'a>,
+    frames_sent: &'a mut u64,
 }
 
 impl FrameWriter<'_> {
     /// Publishes the frame.
     pub fn commit(self) {
         self.grant.commit();
+        *self.frames_sent += 1;
     }
 }
 
@@ -268,35 +302,31 @@ fn raw_envelope(fd_count: usize) -> Envelope {
     }
 }
 
-/// Reserves room in the ring, mapping the ring's errors to the transport's.
-/// (A free function over the two fields, so the grant borrows only `tx`.)
-fn reserve<'a>(
-    tx: &'a mut ferry_ring::Producer,
-    state: &mut State,
+/// Reserves `len` bytes, waiting per `room`. (A free function over `tx`, so
+/// the grant borrows only that field.)
+fn reserve_in(
+    tx: &mut ferry_ring::Producer,
     len: usize,
     room: Room,
-) -> Result<Grant<'a>, SendError> {
-    use ferry_ring::SendError as Ring;
-    let reserved = match room {
+) -> Result<Grant<'_>, ferry_ring::SendError> {
+    match room {
         Room::Try => tx.try_reserve(len),
         Room::Wait(timeout) => tx.reserve(len, timeout),
-    };
-    reserved.map_err(|error| match error {
+    }
+}
+
+/// The transport's view of a ring send error.
+fn ring_send_error(error: ferry_ring::SendError) -> SendError {
+    use ferry_ring::SendError as Ring;
+    match error {
         Ring::Full => SendError::Full,
         Ring::TimedOut => SendError::TimedOut,
-        Ring::Closed | Ring::Disconnected => {
-            *state = State::Disconnected;
-            SendError::Disconnected
-        }
+        Ring::Closed | Ring::Disconnected => SendError::Disconnected,
         Ring::TooLarge { len, max } => {
             SendError::Serialize(format!("frame of {len} bytes exceeds {max}"))
         }
-        Ring::Corrupt(corruption) => {
-            let violation = Violation::Ring(corruption);
-            *state = State::Failed(violation.clone());
-            SendError::Failed(violation)
-        }
-    })
+        Ring::Corrupt(corruption) => SendError::Failed(Violation::Ring(corruption)),
+    }
 }
 
 /// Sends the descriptors of the frame about to be published, numbered so
