@@ -50,7 +50,7 @@ struct Printer {
 }
 
 impl TickerHandler for Printer {
-    fn tick(&mut self, _: &mut Connection, message: &ArchivedTick) {
+    fn tick(&self, _: &mut Connection, message: &ArchivedTick) {
         self.counts.lock().unwrap().ticks += 1;
         println!(
             "{:>7.1} ms  tick {:>2}: {}",
@@ -60,7 +60,7 @@ impl TickerHandler for Printer {
         );
     }
 
-    fn done(&mut self, _: &mut Connection, message: &ArchivedDone) {
+    fn done(&self, _: &mut Connection, message: &ArchivedDone) {
         let total = message.total.to_native();
         self.counts.lock().unwrap().announced = Some(total);
         println!("peer says it sent {total} ticks");

@@ -368,7 +368,7 @@ fn child(args: &[String]) -> Result<(), BoxError> {
 struct Complement;
 
 impl EchoHandler for Complement {
-    fn ping(&mut self, _: &mut Connection, message: &ArchivedPing) -> Pong {
+    fn ping(&self, _: &mut Connection, message: &ArchivedPing) -> Pong {
         Pong {
             data: std::array::from_fn(|i| !message.data[i]),
         }

@@ -63,6 +63,8 @@ pub struct Connection {
     /// Private 16-aligned buffers for untrusted copies, reused.
     pub(crate) spare_buffers: Vec<AlignedVec<16>>,
     pub(crate) dispatcher: Dispatcher,
+    /// Descriptors of the message a handler is running for.
+    pub(crate) message_fds: Vec<OwnedFd>,
     pub(crate) stats: TransportStats,
 }
 
@@ -197,6 +199,7 @@ impl Connection {
             size_hint: 256,
             spare_buffers: Vec::new(),
             dispatcher: Dispatcher::default(),
+            message_fds: Vec::new(),
             stats: TransportStats::default(),
         })
     }
@@ -268,6 +271,15 @@ impl Connection {
     }
 }
 
+// SAFETY: every field is Send except the handlers' `Rc`s in the dispatcher
+// (the handlers themselves are required to be Send). Those `Rc`s are cloned
+// only by `Connection::route`, and each clone lives on the stack of that
+// call, which holds `&mut Connection` for as long as the clone exists: the
+// connection cannot be moved to, or used from, another thread while a clone
+// is alive. So every count change of these `Rc`s happens on the thread that
+// owns the connection at that moment, as if the `Rc`s were owned values.
+unsafe impl Send for Connection {}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
@@ -277,3 +289,10 @@ impl std::fmt::Debug for Connection {
             .finish()
     }
 }
+
+/// A connection can be moved to another thread (checked at compile time).
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Connection>();
+    assert_send::<crate::BoundReceiver>();
+};

@@ -8,11 +8,17 @@ use crate::error::{DispatchError, RecvError, Violation};
 use crate::incoming::Incoming;
 use crate::message::Receiver;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 
-/// A registered handler, type-erased: validates and dispatches one message.
-pub(crate) type Handle =
-    Box<dyn FnMut(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send>;
+/// A handler as it is built: type-erased, validates and dispatches one
+/// message.
+type BoxedHandle = Box<dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send>;
+
+/// A registered handler. Shared, not taken out while it runs, so that a
+/// message can re-enter a receiver whose handler is further up the stack
+/// (handlers take `&self`).
+type Handle = Rc<dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send>;
 
 /// A receiver implementation ready to be registered on a connection; made
 /// by the `handler` function [`protocol!`](crate::protocol) generates.
@@ -20,14 +26,14 @@ pub struct BoundReceiver {
     name: &'static str,
     id: u32,
     schema: u32,
-    handle: Handle,
+    handle: BoxedHandle,
 }
 
 impl BoundReceiver {
     /// Wraps a dispatch function for receiver `R`. Generated code calls this.
     #[doc(hidden)]
     pub fn new<R: Receiver>(
-        handle: impl FnMut(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send + 'static,
+        handle: impl Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send + 'static,
     ) -> BoundReceiver {
         BoundReceiver {
             name: R::NAME,
@@ -44,12 +50,11 @@ impl std::fmt::Debug for BoundReceiver {
     }
 }
 
-/// A registration: the handler is taken out while it runs, so that it can
-/// use the connection; a message for it meanwhile is set aside.
+/// A registration.
 struct Slot {
     name: &'static str,
     schema: u32,
-    handle: Option<Handle>,
+    handle: Handle,
 }
 
 /// What a connection keeps for typed messaging.
@@ -64,24 +69,16 @@ pub(crate) struct Dispatcher {
 
 impl Connection {
     /// Registers `receiver` to handle the messages sent to `destination`.
-    /// Replaces (and returns) an earlier registration of the same receiver
-    /// there.
-    pub fn register(&mut self, destination: u64, receiver: BoundReceiver) -> Option<BoundReceiver> {
+    /// Replaces an earlier registration of the same receiver there (and
+    /// returns whether there was one).
+    pub fn register(&mut self, destination: u64, receiver: BoundReceiver) -> bool {
         let slot = Slot {
             name: receiver.name,
             schema: receiver.schema,
-            handle: Some(receiver.handle),
+            handle: Rc::from(receiver.handle),
         };
-        let old = self
-            .dispatcher
-            .slots
-            .insert((receiver.id, destination), slot)?;
-        Some(BoundReceiver {
-            name: old.name,
-            id: receiver.id,
-            schema: old.schema,
-            handle: old.handle?,
-        })
+        let key = (receiver.id, destination);
+        self.dispatcher.slots.insert(key, slot).is_some()
     }
 
     /// Removes the registration of receiver `R` at `destination`.
@@ -133,7 +130,7 @@ impl Connection {
             return Err(self.protocol_violation(Violation::UnexpectedRawFrame));
         }
         let key = (envelope.receiver, envelope.destination);
-        let Some(slot) = self.dispatcher.slots.get_mut(&key) else {
+        let Some(slot) = self.dispatcher.slots.get(&key) else {
             self.finish(&mut incoming);
             return Err(self.protocol_violation(Violation::UnknownDestination {
                 receiver: envelope.receiver,
@@ -149,30 +146,39 @@ impl Connection {
             self.finish(&mut incoming);
             return Err(self.protocol_violation(violation));
         }
-        let Some(mut handle) = slot.handle.take() else {
-            // Its handler is running further up this thread's stack (a
-            // re-entrant call): run this message after it returns.
-            self.defer(incoming);
-            return Ok(());
-        };
-        let result = handle(self, &incoming);
-        if let Some(slot) = self.dispatcher.slots.get_mut(&key) {
-            if slot.handle.is_none() {
-                slot.handle = Some(handle);
-            }
+        // A clone, so the handler may unregister itself or be re-entered
+        // (its own synchronous call may bring another message for it).
+        let handle = Rc::clone(&slot.handle);
+        if envelope.flags.has(Flags::SYNC) {
+            // Its handler is the kind that calls back and waits. Read in
+            // place, the request would pin the ring for that whole wait, and
+            // a peer sending more than a ring's worth meanwhile would block.
+            self.make_owned(&mut incoming);
         }
+        let outer_fds = std::mem::replace(&mut self.message_fds, incoming.take_fds());
+        let result = handle(self, &incoming);
+        // Descriptors the handler did not take are closed here.
+        self.message_fds = outer_fds;
         self.finish(&mut incoming);
         result
     }
 
-    /// Sets a message aside until the next `dispatch`, copying it out of the
-    /// ring if it is read in place there. Returns whether the set-aside
+    /// Sets a message aside until the next `dispatch` (a synchronous call
+    /// waits and the message is not allowed meanwhile), copying it out of
+    /// the ring if it is read in place there. Returns whether the set-aside
     /// messages now exceed the configured bound.
     pub(crate) fn defer(&mut self, mut incoming: Incoming) -> bool {
         self.make_owned(&mut incoming);
         self.dispatcher.deferred_bytes += incoming.bytes().len();
         self.dispatcher.deferred.push_back(incoming);
         self.dispatcher.deferred_bytes > self.config.max_deferred_bytes
+    }
+
+    /// Takes the descriptors that came with the message being dispatched
+    /// (call it from a handler; those not taken are closed when the handler
+    /// returns).
+    pub fn take_fds(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        std::mem::take(&mut self.message_fds)
     }
 
     /// Whether messages are set aside, waiting for `dispatch`.

@@ -10,13 +10,18 @@
 /// `Receiver::handler(impl Handler)`, whose result is registered on a
 /// connection and dispatches each message to its method after validating it.
 /// A message with a reply has its method return the reply, which is sent
-/// back to the caller.
+/// back to the caller. Methods take `&self` so that a message may re-enter
+/// a receiver whose handler is further up the stack (keep state in a
+/// `Cell`/`RefCell`, and do not hold a `RefCell` borrow across a synchronous
+/// call).
 ///
 /// Attributes before `fn`: `@allowed_while_waiting` lets the receiver
 /// dispatch the message while it waits for a synchronous reply.
 ///
 /// ```
 /// use ferry_transport::{Connection, ConnectionConfig, Remote};
+/// use std::cell::RefCell;
+/// use std::collections::HashMap;
 /// use std::time::Duration;
 ///
 /// ferry_transport::protocol! {
@@ -29,13 +34,16 @@
 ///     }
 /// }
 ///
-/// struct Map(std::collections::HashMap<String, u64>);
+/// // Handlers take `&self`: a handler's own synchronous call may bring
+/// // another message for the same receiver, dispatched re-entrantly.
+/// #[derive(Default)]
+/// struct Map(RefCell<HashMap<String, u64>>);
 /// impl StoreHandler for Map {
-///     fn put(&mut self, _: &mut Connection, message: &ArchivedPut) {
-///         self.0.insert(message.key.to_string(), message.value.to_native());
+///     fn put(&self, _: &mut Connection, message: &ArchivedPut) {
+///         self.0.borrow_mut().insert(message.key.to_string(), message.value.to_native());
 ///     }
-///     fn get(&mut self, _: &mut Connection, message: &ArchivedGet) -> GetReply {
-///         GetReply { value: self.0.get(message.key.as_str()).copied() }
+///     fn get(&self, _: &mut Connection, message: &ArchivedGet) -> GetReply {
+///         GetReply { value: self.0.borrow().get(message.key.as_str()).copied() }
 ///     }
 /// }
 ///
@@ -43,7 +51,7 @@
 ///     <Store as ferry_transport::Receiver>::SCHEMA,
 /// ]));
 /// let (mut client, mut server) = Connection::pair(config)?;
-/// server.register(1, Store::handler(Map(Default::default())));
+/// server.register(1, Store::handler(Map::default()));
 /// let store = Remote::<Store>::new(1);
 /// client.send(store, &Put { key: "answer".into(), value: 42 })?;
 ///
@@ -148,7 +156,7 @@ macro_rules! protocol {
 
         impl $Receiver {
             /// Wraps `handler` for [`Connection::register`]($crate::Connection::register).
-            $vis fn handler<H: $Handler + Send + 'static>(mut handler: H) -> $crate::BoundReceiver {
+            $vis fn handler<H: $Handler + Send + 'static>(handler: H) -> $crate::BoundReceiver {
                 $crate::BoundReceiver::new::<$Receiver>(move |connection, incoming| {
                     match incoming.envelope().message {
                         $(
@@ -191,7 +199,7 @@ macro_rules! __protocol_method {
     ($(#[$meta:meta])* $method:ident $Message:ident) => {
         $(#[$meta])*
         fn $method(
-            &mut self,
+            &self,
             connection: &mut $crate::Connection,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         );
@@ -199,7 +207,7 @@ macro_rules! __protocol_method {
     ($(#[$meta:meta])* $method:ident $Message:ident $Reply:ident) => {
         $(#[$meta])*
         fn $method(
-            &mut self,
+            &self,
             connection: &mut $crate::Connection,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         ) -> $Reply;

@@ -678,7 +678,6 @@ fn too_many_fds_sends_nothing() {
 /// `reserve_frame` that timed out, nor a `FrameWriter` dropped without
 /// being committed.
 #[test]
-#[ignore = "bug: reserve_frame counts a frame as sent before it is reserved and committed"]
 fn frames_sent_counts_only_committed_frames() {
     let config = ConnectionConfig::default().ring_capacity(16 * 1024);
     let (mut conn, peer) = connect_peer("count-frames", &config, &[]);

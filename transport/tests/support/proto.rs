@@ -4,6 +4,7 @@ use super::{fnv64, tell};
 use ferry_handoff::Channel;
 use ferry_transport::rkyv;
 use ferry_transport::{Connection, ConnectionConfig, Receiver, Trust};
+use std::cell::Cell;
 use std::time::Duration;
 
 /// A nested struct inside a message.
@@ -32,7 +33,7 @@ ferry_transport::protocol! {
         /// Adds two numbers.
         fn add => Add { a: u64, b: u64 } -> Sum { value: u64 };
         /// What the service has seen so far.
-        fn tally => Tally {} -> TallyReply { notes: u64, bad: u64, next_seq: u64 };
+        fn tally => Tally {} -> TallyReply { notes: u64, bad: u64, next_seq: u64, fds: u64 };
         /// Echoes nested types back.
         fn echo_nested => EchoNested { items: Vec<String>, maybe: Option<u64>, outer: Outer }
             -> NestedReply { items: Vec<String>, maybe: Option<u64>, outer: Outer };
@@ -61,6 +62,9 @@ pub fn service_config(trust: Trust) -> ConnectionConfig {
         .peer_name("child")
 }
 
+/// What the sender writes into the memfd it attaches to notes.
+pub const FD_CONTENT: &[u8] = b"read through the attached memfd";
+
 /// The checksum a note carries.
 pub fn note_checksum(seq: u64, text: &str) -> u64 {
     fnv64(text.as_bytes()) ^ seq.rotate_left(17)
@@ -87,40 +91,53 @@ pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
 /// The service's state.
 #[derive(Default)]
 pub struct ServiceImpl {
-    pub notes: u64,
-    pub bad: u64,
-    pub next_seq: u64,
+    pub notes: Cell<u64>,
+    pub bad: Cell<u64>,
+    pub next_seq: Cell<u64>,
+    /// Descriptors that came with notes; a first one is read through and
+    /// must hold [`FD_CONTENT`].
+    pub fds: Cell<u64>,
     /// Where `hang` reports that it hangs.
     pub control: Option<Channel>,
 }
 
 impl ServiceHandler for ServiceImpl {
-    fn note(&mut self, _: &mut Connection, message: &ArchivedNote) {
+    fn note(&self, connection: &mut Connection, message: &ArchivedNote) {
+        let fds = connection.take_fds();
+        self.fds.set(self.fds.get() + fds.len() as u64);
+        if let Some(first) = fds.first() {
+            let mut content = [0u8; FD_CONTENT.len()];
+            let read = rustix::io::pread(first, &mut content, 0);
+            if read != Ok(FD_CONTENT.len()) || content != *FD_CONTENT {
+                self.bad.set(self.bad.get() + 1);
+            }
+        }
         let seq = message.seq.to_native();
-        self.notes += 1;
-        if seq != self.next_seq
+        self.notes.set(self.notes.get() + 1);
+        if seq != self.next_seq.get()
             || message.checksum.to_native() != note_checksum(seq, message.text.as_str())
         {
-            self.bad += 1;
+            self.bad.set(self.bad.get() + 1);
         }
-        self.next_seq = seq + 1;
+        self.next_seq.set(seq + 1);
     }
 
-    fn add(&mut self, _: &mut Connection, message: &ArchivedAdd) -> Sum {
+    fn add(&self, _: &mut Connection, message: &ArchivedAdd) -> Sum {
         Sum {
             value: message.a.to_native().wrapping_add(message.b.to_native()),
         }
     }
 
-    fn tally(&mut self, _: &mut Connection, _: &ArchivedTally) -> TallyReply {
+    fn tally(&self, _: &mut Connection, _: &ArchivedTally) -> TallyReply {
         TallyReply {
-            notes: self.notes,
-            bad: self.bad,
-            next_seq: self.next_seq,
+            notes: self.notes.get(),
+            bad: self.bad.get(),
+            next_seq: self.next_seq.get(),
+            fds: self.fds.get(),
         }
     }
 
-    fn echo_nested(&mut self, _: &mut Connection, message: &ArchivedEchoNested) -> NestedReply {
+    fn echo_nested(&self, _: &mut Connection, message: &ArchivedEchoNested) -> NestedReply {
         let native: EchoNested = rkyv::deserialize::<EchoNested, rkyv::rancor::Error>(message)
             .expect("deserialize a validated archive");
         NestedReply {
@@ -130,14 +147,14 @@ impl ServiceHandler for ServiceImpl {
         }
     }
 
-    fn slow(&mut self, _: &mut Connection, message: &ArchivedSlow) -> SlowReply {
+    fn slow(&self, _: &mut Connection, message: &ArchivedSlow) -> SlowReply {
         std::thread::sleep(Duration::from_millis(message.millis.to_native()));
         SlowReply {
             token: message.token.to_native(),
         }
     }
 
-    fn big(&mut self, _: &mut Connection, message: &ArchivedBig) -> BigReply {
+    fn big(&self, _: &mut Connection, message: &ArchivedBig) -> BigReply {
         let checksum = fnv64(message.data.as_slice());
         BigReply {
             intact: checksum == message.checksum.to_native(),
@@ -146,7 +163,7 @@ impl ServiceHandler for ServiceImpl {
         }
     }
 
-    fn hang(&mut self, _: &mut Connection, _: &ArchivedHang) -> HangReply {
+    fn hang(&self, _: &mut Connection, _: &ArchivedHang) -> HangReply {
         if let Some(control) = &self.control {
             tell(control, b"hung");
         }
