@@ -26,28 +26,27 @@ struct Watcher {
     next_token: AtomicU64,
 }
 
-fn watcher() -> io::Result<&'static Arc<Watcher>> {
-    static WATCHER: OnceLock<Arc<Watcher>> = OnceLock::new();
-    if let Some(watcher) = WATCHER.get() {
-        return Ok(watcher);
+/// The watcher, started on first use. A start that failed (no epoll, no
+/// thread) is remembered and reported to every caller, rather than leaving a
+/// watcher without its thread.
+fn watcher() -> io::Result<&'static Watcher> {
+    static WATCHER: OnceLock<Result<Arc<Watcher>, io::ErrorKind>> = OnceLock::new();
+    match WATCHER.get_or_init(|| start().map_err(|e| e.kind())) {
+        Ok(watcher) => Ok(watcher),
+        Err(kind) => Err(io::Error::new(*kind, "the hang-up watcher could not start")),
     }
-    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-    let candidate = Arc::new(Watcher {
-        epoll,
+}
+
+fn start() -> io::Result<Arc<Watcher>> {
+    let watcher = Arc::new(Watcher {
+        epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
         entries: Mutex::new(HashMap::new()),
         next_token: AtomicU64::new(1),
     });
-    let mut started = false;
-    let watcher = WATCHER.get_or_init(|| {
-        started = true;
-        candidate
-    });
-    if started {
-        let thread_watcher = Arc::clone(watcher);
-        std::thread::Builder::new()
-            .name("ferry-hangup".into())
-            .spawn(move || thread_watcher.run())?;
-    }
+    let thread_watcher = Arc::clone(&watcher);
+    std::thread::Builder::new()
+        .name("ferry-hangup".into())
+        .spawn(move || thread_watcher.run())?;
     Ok(watcher)
 }
 
