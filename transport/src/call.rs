@@ -6,10 +6,10 @@
 use crate::connection::Connection;
 use crate::envelope::{Envelope, Flags};
 use crate::error::{CallError, DispatchError, RecvError, SendError, Violation};
+use crate::id_map::IdMap;
 use crate::incoming::Incoming;
 use crate::message::{Archivable, Message, Receiver, Remote, Request, access_archive};
 use crate::outgoing::Room;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -30,9 +30,9 @@ enum Pending {
 #[derive(Default)]
 pub(crate) struct Calls {
     next_request: u64,
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<u64, Pending>,
     /// Replies that arrived for synchronous calls, not yet collected.
-    arrived: HashMap<u64, Incoming>,
+    arrived: IdMap<u64, Incoming>,
 }
 
 impl Calls {

@@ -5,9 +5,10 @@
 use crate::connection::Connection;
 use crate::envelope::{Envelope, Flags};
 use crate::error::{DispatchError, RecvError, Violation};
+use crate::id_map::IdMap;
 use crate::incoming::Incoming;
 use crate::message::Receiver;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ struct Slot {
 /// What a connection keeps for typed messaging.
 #[derive(Default)]
 pub(crate) struct Dispatcher {
-    slots: HashMap<(u32, u64), Slot>,
+    slots: IdMap<(u32, u64), Slot>,
     pub(crate) calls: crate::call::Calls,
     /// Messages that arrived while a synchronous call waited, in order.
     deferred: VecDeque<Incoming>,

@@ -40,6 +40,7 @@ mod dispatch;
 mod endpoint;
 pub mod envelope;
 mod error;
+mod id_map;
 mod incoming;
 mod introduce;
 mod message;
