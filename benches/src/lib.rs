@@ -1,2 +1,30 @@
-//! ferry-bench: the benchmark tool lands with issue 6.
+//! # ferry-bench
+//!
+//! ferry's latency and throughput tool (the `ferry-bench` binary) and the
+//! pieces its criterion benches share with it. Every measurement runs
+//! between two real processes: the binary re-executes itself as the peer
+//! ([`peer`]), hands it each transport's descriptors over a ferry-handoff
+//! control channel ([`session`]), and drives the transport through one
+//! [`Endpoint`](endpoint::Endpoint) interface ([`driver`]), next to the
+//! baselines measured in the same run: the shared-memory floor (spinning and
+//! futex), Unix sockets and pipes ([`transports`]).
+//!
+//! The copy rule is the same for every transport: the sender writes the
+//! whole payload into the transport, the receiver reads every byte (a
+//! checksum, verified by the sender) — see [`payload`].
 #![deny(missing_docs)]
+
+pub mod cpu;
+pub mod driver;
+pub mod endpoint;
+pub mod job;
+pub mod payload;
+pub mod peer;
+pub mod report;
+pub mod session;
+pub mod transports;
+
+/// Any error, with a message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A result with [`BoxError`].
+pub type Result<T> = std::result::Result<T, BoxError>;

@@ -1,0 +1,98 @@
+//! The kernel baselines: a Unix stream socketpair (`uds`) and two pipes
+//! (`pipe`), blocking reads and writes. The sender's buffer holds the
+//! pattern; `write` copies it into the kernel (the one copy into the
+//! transport); the receiver `read`s it out into its own buffer and reads
+//! every byte.
+
+use crate::Result;
+use crate::endpoint::{Counters, Endpoint};
+use crate::job::Job;
+use crate::payload::{ACK_LEN, Msg, Pattern, scan, write_ack};
+use crate::transports::Transport;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+/// Either end: a descriptor to read and one to write (the same socket for
+/// `uds`).
+pub struct StreamEnd {
+    reader: File,
+    writer: File,
+    message: Vec<u8>,
+    incoming: Vec<u8>,
+    rx_len: usize,
+    counters: Counters,
+}
+
+impl StreamEnd {
+    /// Creates the socketpair or the pipes; returns the peer's descriptors.
+    pub fn create(job: &mut Job, rx_len: usize) -> Result<(StreamEnd, Vec<OwnedFd>)> {
+        match job.transport {
+            Transport::Uds => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                let ours = OwnedFd::from(ours);
+                let end = StreamEnd::new(job, ours.try_clone()?, ours, rx_len);
+                Ok((end, vec![OwnedFd::from(theirs)]))
+            }
+            _ => {
+                let flags = rustix::pipe::PipeFlags::CLOEXEC;
+                let (to_peer_r, to_peer_w) = rustix::pipe::pipe_with(flags)?;
+                let (from_peer_r, from_peer_w) = rustix::pipe::pipe_with(flags)?;
+                let end = StreamEnd::new(job, from_peer_r, to_peer_w, rx_len);
+                Ok((end, vec![to_peer_r, from_peer_w]))
+            }
+        }
+    }
+
+    /// Takes the descriptors the parent sent.
+    pub fn open(job: &Job, fds: Vec<OwnedFd>, rx_len: usize) -> Result<StreamEnd> {
+        let mut fds = fds.into_iter();
+        let (Some(first), second) = (fds.next(), fds.next()) else {
+            return Err("no descriptors with the job".into());
+        };
+        let (reader, writer) = match second {
+            Some(second) => (first, second),
+            None => (first.try_clone()?, first),
+        };
+        Ok(StreamEnd::new(job, reader, writer, rx_len))
+    }
+
+    fn new(job: &Job, reader: OwnedFd, writer: OwnedFd, rx_len: usize) -> StreamEnd {
+        StreamEnd {
+            reader: File::from(reader),
+            writer: File::from(writer),
+            message: Pattern::new(job.size).bytes().to_vec(),
+            incoming: vec![0; rx_len.max(ACK_LEN)],
+            rx_len,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl Endpoint for StreamEnd {
+    fn send(&mut self, tag: u64) -> Result<()> {
+        Pattern::retag(&mut self.message, tag);
+        self.writer.write_all(&self.message)?;
+        self.counters.sent += 1;
+        Ok(())
+    }
+
+    fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
+        let mut ack = [0u8; ACK_LEN];
+        write_ack(&mut ack, count, sum);
+        self.writer.write_all(&ack)?;
+        self.counters.sent += 1;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Msg> {
+        let buffer = &mut self.incoming[..self.rx_len];
+        self.reader.read_exact(buffer)?;
+        self.counters.received += 1;
+        Ok(scan(buffer))
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters
+    }
+}
