@@ -1,0 +1,4 @@
+#![no_main]
+//! See `ferry_fuzz::dispatch` for the input format and what is checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry_fuzz::dispatch::run(data));
