@@ -1,0 +1,420 @@
+//! The Network process: serves the embedded site to WebContent processes and
+//! owns the cookie jar.
+//!
+//! Each WebContent connection (created by the [`Acceptor`] when the broker
+//! asks) is served on a thread of its own. `LoadResource` only queues the
+//! request; the thread then streams every queued response a step at a time,
+//! round robin (`ResponseStarted`, `DataReceived` pieces, `LoadFinished`),
+//! so a page's subresources travel interleaved, each addressed to the
+//! requester's `WebResourceLoader` by the requester's request id. A body of
+//! [`LARGE_BODY`] or more goes in one `DataReceived`, larger than the
+//! ring's inline maximum, so the transport sends it out of line.
+//!
+//! When a WebContent process goes away (its connection hangs up), the
+//! thread drops that process's queued requests and reports them.
+
+use crate::Args;
+use crate::child::{Service, lock, open_ui_connection, serve_ui};
+use crate::protocol::*;
+use crate::report::{self, bytes, count, duration, plural};
+use crate::site::{Resource, site};
+use ferry_handoff::{BrokerClient, ClientEvent};
+use ferry_transport::{
+    Accepted, Acceptor, Connection, DispatchError, Remote, SendError, TransportStats,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a response waits for room in a WebContent process's ring.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the Network process shares between its threads.
+#[derive(Default)]
+struct Network {
+    service: Arc<Service>,
+    /// The cookie jar, by name (the demo has one site, so one domain).
+    jar: Mutex<BTreeMap<String, String>>,
+    cookie_reads: Mutex<u64>,
+    cookie_writes: Mutex<u64>,
+    /// One record per WebContent connection that has ended.
+    peers: Mutex<Vec<PeerRecord>>,
+    /// Peers the broker told us are gone.
+    gone: Mutex<Vec<String>>,
+    failures: Mutex<Vec<String>>,
+}
+
+/// What one WebContent connection did.
+struct PeerRecord {
+    peer: String,
+    requests: u64,
+    completed: u64,
+    dropped: Vec<u64>,
+    body_bytes: u64,
+    large_bodies: u64,
+    /// Time spent sending them (serializing, filling and sealing the memfd).
+    large_send_time: Duration,
+    max_inline: usize,
+    stats: TransportStats,
+    ended: String,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let network = Arc::new(Network::default());
+    let (acceptor, accepted) = Acceptor::new(network_service(args.wait.strategy()));
+    let events = network.clone();
+    let client = BrokerClient::builder()
+        .handler(acceptor)
+        .on_event(move |event| {
+            if let ClientEvent::PeerGone(peer) = event {
+                lock(&events.gone).push(peer.to_string());
+            }
+        })
+        .from_env()
+        .map_err(|e| format!("no broker: {e}"))?;
+    let me = client.identity().to_string();
+    let mut ui = open_ui_connection(child_side_of_ui(args.wait.strategy(), UI_AUX_SCHEMA))?;
+    // Build the site before the first request arrives.
+    let (resources, size) = site().size();
+    println!(
+        "[{me}] pid {}: serving {resources} resources ({})",
+        std::process::id(),
+        bytes(size as u64)
+    );
+
+    let serving = network.clone();
+    let acceptor_thread = network
+        .service
+        .clone()
+        .accept_loop(accepted, move |accepted| serve(accepted, serving.clone()));
+    let done = Arc::new(AtomicBool::new(false));
+    ui.register(
+        0,
+        AuxiliaryProcess::handler(Reporter {
+            me,
+            network: network.clone(),
+            done: done.clone(),
+        }),
+    );
+    let result = serve_ui(&mut ui, &done);
+    network.service.stop(Duration::from_secs(1));
+    drop(client);
+    let _ = acceptor_thread.join();
+    result
+}
+
+/// One queued response.
+struct Load {
+    request_id: u64,
+    resource: Option<&'static Resource>,
+    started: bool,
+    offset: usize,
+}
+
+impl Load {
+    /// Whether the next step sends a body of [`LARGE_BODY`] or more.
+    fn large_body_next(&self) -> bool {
+        self.started
+            && self.offset == 0
+            && self.resource.is_some_and(|r| r.body.len() >= LARGE_BODY)
+    }
+}
+
+/// What the handler and the connection's thread share (one thread uses it;
+/// the mutex only makes the handler `Send`).
+#[derive(Default)]
+struct Queue {
+    loads: VecDeque<Load>,
+    requests: u64,
+}
+
+/// The `NetworkConnection` receiver of one WebContent connection.
+struct Handler {
+    queue: Arc<Mutex<Queue>>,
+    network: Arc<Network>,
+}
+
+impl NetworkConnectionHandler for Handler {
+    fn load_resource(&self, _: &mut Connection, message: &ArchivedLoadResource) {
+        let mut queue = lock(&self.queue);
+        queue.requests += 1;
+        queue.loads.push_back(Load {
+            request_id: message.request_id.to_native(),
+            resource: site().get(message.url.as_str()),
+            started: false,
+            offset: 0,
+        });
+    }
+
+    fn get_cookies(&self, _: &mut Connection, _: &ArchivedGetCookies) -> Cookies {
+        *lock(&self.network.cookie_reads) += 1;
+        let jar = lock(&self.network.jar);
+        let header = jar
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Cookies { header }
+    }
+
+    fn set_cookie(&self, _: &mut Connection, message: &ArchivedSetCookie) {
+        *lock(&self.network.cookie_writes) += 1;
+        if let Some((name, value)) = message.cookie.as_str().split_once('=') {
+            lock(&self.network.jar).insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+}
+
+/// Serves one WebContent connection until it closes or the process stops.
+fn serve(accepted: Accepted, network: Arc<Network>) {
+    let Accepted {
+        peer,
+        mut connection,
+    } = accepted;
+    let queue = Arc::new(Mutex::new(Queue::default()));
+    connection.register(
+        0,
+        NetworkConnection::handler(Handler {
+            queue: queue.clone(),
+            network: network.clone(),
+        }),
+    );
+    let mut record = PeerRecord {
+        peer: peer.to_string(),
+        requests: 0,
+        completed: 0,
+        dropped: Vec::new(),
+        body_bytes: 0,
+        large_bodies: 0,
+        large_send_time: Duration::ZERO,
+        max_inline: connection.max_inline_payload(),
+        stats: TransportStats::default(),
+        ended: String::new(),
+    };
+    record.ended = loop {
+        let busy = !lock(&queue).loads.is_empty();
+        let wait = if busy {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        };
+        match connection.dispatch(Some(wait)) {
+            Ok(_) => {}
+            Err(DispatchError::Disconnected) => break "connection closed".to_owned(),
+            Err(e) => {
+                lock(&network.failures).push(format!("{peer}: {e}"));
+                break format!("failed: {e}");
+            }
+        }
+        if network.service.stopping() {
+            break "still open at shutdown".to_owned();
+        }
+        match serve_round(&mut connection, &queue, &mut record) {
+            Ok(()) => {}
+            Err(SendError::Disconnected) => break "connection closed".to_owned(),
+            Err(e) => {
+                lock(&network.failures).push(format!("{peer}: sending a response failed: {e}"));
+                break format!("failed: {e}");
+            }
+        }
+    };
+    let queue = lock(&queue);
+    record.requests = queue.requests;
+    record.dropped = queue.loads.iter().map(|load| load.request_id).collect();
+    record.stats = connection.stats();
+    if !record.dropped.is_empty() {
+        println!(
+            "[network] {peer} went away with {} in flight: dropped (request ids {})",
+            plural(record.dropped.len() as u64, "request", "requests"),
+            record
+                .dropped
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    lock(&network.peers).push(record);
+}
+
+/// Sends one step of every queued response, in order.
+fn serve_round(
+    connection: &mut Connection,
+    queue: &Mutex<Queue>,
+    record: &mut PeerRecord,
+) -> Result<(), SendError> {
+    let loads = std::mem::take(&mut lock(queue).loads);
+    // Like a browser's network stack, send what blocks rendering (documents,
+    // style sheets, scripts, small images) before a large image's body.
+    let small_pending = loads.iter().any(|load| !load.large_body_next());
+    let mut loads = loads.into_iter();
+    let mut unfinished = VecDeque::with_capacity(loads.len());
+    let mut outcome = Ok(());
+    while let Some(mut load) = loads.next() {
+        if small_pending && load.large_body_next() {
+            unfinished.push_back(load);
+            continue;
+        }
+        match step(connection, &mut load, record) {
+            Ok(true) => {}
+            Ok(false) => unfinished.push_back(load),
+            Err(e) => {
+                // What is left stays queued, so it is counted as dropped.
+                unfinished.push_back(load);
+                unfinished.extend(loads.by_ref());
+                outcome = Err(e);
+            }
+        }
+    }
+    let mut queue = lock(queue);
+    unfinished.extend(queue.loads.drain(..));
+    queue.loads = unfinished;
+    outcome
+}
+
+/// Sends the next message of one response; `true` once it is complete.
+fn step(
+    connection: &mut Connection,
+    load: &mut Load,
+    record: &mut PeerRecord,
+) -> Result<bool, SendError> {
+    let loader = Remote::<WebResourceLoader>::new(load.request_id);
+    let body: &[u8] = load.resource.map_or(&[], |r| &r.body);
+    if !load.started {
+        let response = match load.resource {
+            Some(resource) => ResponseStarted {
+                status: 200,
+                mime_type: resource.mime.to_owned(),
+                content_length: body.len() as u64,
+            },
+            None => ResponseStarted {
+                status: 404,
+                mime_type: "text/html; charset=utf-8".to_owned(),
+                content_length: 0,
+            },
+        };
+        connection.send_with_fds(loader, &response, &[], Some(SEND_TIMEOUT))?;
+        load.started = true;
+        Ok(false)
+    } else if load.offset < body.len() {
+        let end = if body.len() >= LARGE_BODY {
+            body.len()
+        } else {
+            (load.offset + CHUNK).min(body.len())
+        };
+        let sending = Instant::now();
+        // The one copy on this side: the message owns its bytes.
+        let data = DataReceived {
+            data: body[load.offset..end].to_vec(),
+        };
+        connection.send_with_fds(loader, &data, &[], Some(SEND_TIMEOUT))?;
+        if end - load.offset >= LARGE_BODY {
+            record.large_bodies += 1;
+            record.large_send_time += sending.elapsed();
+        }
+        record.body_bytes += (end - load.offset) as u64;
+        load.offset = end;
+        Ok(false)
+    } else {
+        let finished = LoadFinished {
+            sent: load.offset as u64,
+        };
+        connection.send_with_fds(loader, &finished, &[], Some(SEND_TIMEOUT))?;
+        record.completed += 1;
+        Ok(true)
+    }
+}
+
+/// The `AuxiliaryProcess` receiver: the summary at shutdown.
+struct Reporter {
+    me: String,
+    network: Arc<Network>,
+    done: Arc<AtomicBool>,
+}
+
+impl AuxiliaryProcessHandler for Reporter {
+    fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
+        self.done.store(true, Ordering::Release);
+        let still_open = self.network.service.stop(Duration::from_secs(3));
+        let mut failures = lock(&self.network.failures).clone();
+        if still_open > 0 {
+            failures.push(format!(
+                "{still_open} WebContent connections still open at shutdown"
+            ));
+        }
+        let peers = lock(&self.network.peers);
+        let mut total = TransportStats::default();
+        for peer in peers.iter() {
+            report::add(&mut total, &peer.stats);
+        }
+        let requests: u64 = peers.iter().map(|p| p.requests).sum();
+        let completed: u64 = peers.iter().map(|p| p.completed).sum();
+        let dropped: usize = peers.iter().map(|p| p.dropped.len()).sum();
+        let body: u64 = peers.iter().map(|p| p.body_bytes).sum();
+        let large: u64 = peers.iter().map(|p| p.large_bodies).sum();
+        let large_time: Duration = peers.iter().map(|p| p.large_send_time).sum();
+        let max_inline = peers.iter().map(|p| p.max_inline).max().unwrap_or(0);
+        let jar = lock(&self.network.jar);
+        let mut lines = vec![
+            format!(
+                "{} accepted (introduced by the broker); {}: {} completed, {} dropped",
+                plural(
+                    peers.len() as u64,
+                    "WebContent connection",
+                    "WebContent connections"
+                ),
+                plural(requests, "request", "requests"),
+                count(completed),
+                dropped
+            ),
+            if large > 0 {
+                format!(
+                    "{} of bodies sent; {} went in a single message{}, out of line \
+                     (the ring's inline maximum is {}), in {}{}",
+                    bytes(body),
+                    plural(large, "large body", "large bodies"),
+                    if large == 1 { "" } else { " each" },
+                    bytes(max_inline as u64),
+                    duration((large_time.as_nanos() / u128::from(large)) as u64),
+                    if large == 1 { "" } else { " each" },
+                )
+            } else {
+                format!("{} of bodies sent, none out of line", bytes(body))
+            },
+            format!("traffic: {}", report::traffic(&total)),
+            format!(
+                "cookie jar: {} cookies; {} synchronous reads, {} writes",
+                jar.len(),
+                count(*lock(&self.network.cookie_reads)),
+                count(*lock(&self.network.cookie_writes))
+            ),
+        ];
+        let gone = lock(&self.network.gone);
+        for peer in peers.iter() {
+            let mut line = format!(
+                "{}: {}, {} completed; {}",
+                peer.peer,
+                plural(peer.requests, "request", "requests"),
+                count(peer.completed),
+                peer.ended
+            );
+            if !peer.dropped.is_empty() {
+                let dropped = plural(peer.dropped.len() as u64, "request", "requests");
+                line.push_str(&format!(" with {dropped} in flight: dropped"));
+                if gone.contains(&peer.peer) {
+                    line.push_str("; the broker reported it gone");
+                }
+            }
+            lines.push(line);
+        }
+        ProcessSummary {
+            process: self.me.clone(),
+            pid: std::process::id(),
+            lines,
+            failures,
+            out_of_line_sent: total.out_of_line_sent,
+            peers_closed: peers.iter().map(|p| p.peer.clone()).collect(),
+        }
+    }
+}

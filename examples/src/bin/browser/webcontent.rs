@@ -1,0 +1,863 @@
+//! The WebContent process: loads the pages the UI process asks for from the
+//! Network process, checks every byte against the embedded site, reads and
+//! writes cookies, streams drawing commands to the GPU process, and tells
+//! the UI process how each load went.
+//!
+//! Loading follows WebKit's `WebResourceLoader` / Chromium's
+//! `ResourceDispatcher`: the process picks a request id for each load,
+//! registers a `WebResourceLoader` receiver at that id (the destination of
+//! every response message), and sends `LoadResource`; the Network process's
+//! `ResponseStarted`, `DataReceived`… and `LoadFinished` come back to it.
+//! A page is loaded in three steps: the document; then its inline script's
+//! `document.cookie` reads (synchronous calls: the page waits for each);
+//! then every subresource at once, and the cookies its scripts set.
+
+use crate::Args;
+use crate::child::{lock, open_ui_connection, serve_ui};
+use crate::gpu::{CHECKSUM_SEED, fold_fill_color, fold_fill_rect, fold_glyphs};
+use crate::protocol::*;
+use crate::report::{self, Latency, bytes, count, duration, plural, rate};
+use crate::site::{self, BodyHash, Resource, site};
+use ferry_handoff::{BrokerClient, ConnectError};
+use ferry_transport::{Connection, IntroductionError, Remote, TransportStats, connect};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long to wait for the broker to introduce us.
+const INTRODUCTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a message waits for room in a ring.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a synchronous cookie read may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one page may take to load.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to wait for the other WebContent processes' cookies to appear.
+const COOKIE_WAIT: Duration = Duration::from_secs(5);
+/// How many frames may wait for the GPU process's acknowledgment.
+const FRAMES_IN_FLIGHT: usize = 2;
+
+const NETWORK: Remote<NetworkConnection> = Remote::new(0);
+const PROXY: Remote<WebPageProxy> = Remote::new(0);
+const BACKEND: Remote<RemoteRenderingBackend> = Remote::new(0);
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let client = BrokerClient::from_env().map_err(|e| format!("no broker: {e}"))?;
+    let wait = args.wait.strategy();
+    let me = client.identity().to_string();
+    let mut ui = open_ui_connection(child_side_of_ui(wait, UI_WEB_SCHEMA))?;
+    site(); // generate the site (and its hashes) before the first load
+
+    let introducing = Instant::now();
+    let network = connect(
+        &client,
+        "network",
+        network_client(wait),
+        INTRODUCTION_TIMEOUT,
+    )
+    .map_err(|e| format!("no connection to the Network process: {e}"))?;
+    let gpu = connect(&client, "gpu", gpu_client(wait), INTRODUCTION_TIMEOUT)
+        .map_err(|e| format!("no connection to the GPU process: {e}"))?;
+    let introduced_in = introducing.elapsed();
+    // A compromised renderer would like to talk to another one; the broker's
+    // policy must say no.
+    let denial = match connect(
+        &client,
+        "webcontent",
+        network_client(wait),
+        INTRODUCTION_TIMEOUT,
+    ) {
+        Err(IntroductionError::Broker(ConnectError::Denied)) => Ok(()),
+        Err(e) => Err(format!(
+            "asking for a connection to webcontent: expected a denial, got: {e}"
+        )),
+        Ok(connection) => Err(format!(
+            "the broker connected us to {}: its policy should deny WebContent → WebContent",
+            connection.config().peer_name
+        )),
+    };
+    println!(
+        "[{me}] pid {}: connected to {} and {} through the broker in {}; connection to webcontent: {}",
+        std::process::id(),
+        network.config().peer_name,
+        gpu.config().peer_name,
+        duration(introduced_in.as_nanos() as u64),
+        if denial.is_ok() {
+            "denied by policy"
+        } else {
+            "NOT DENIED"
+        }
+    );
+
+    let mut page = Page {
+        me: me.clone(),
+        web: args.web,
+        cookie_reads: args.cookie_reads,
+        network,
+        next_request: 1,
+        loads: Latency::default(),
+        cookie_calls: Latency::default(),
+        pages: 0,
+        verified: 0,
+        missing: 0,
+        body_bytes: 0,
+        failures: Vec::new(),
+        visitor: format!(
+            "{}=pid{}",
+            Page::visitor_cookie(args.index),
+            std::process::id()
+        ),
+        introduced_in,
+        denied: denial.is_ok(),
+    };
+    if let Err(failure) = &denial {
+        page.failures.push(failure.clone());
+    }
+    page.set_visitor_cookie();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let stop = stop.clone();
+        let (commands, fps) = (args.frame_commands, args.fps);
+        std::thread::Builder::new()
+            .name("gpu stream".into())
+            .spawn(move || stream(gpu, &stop, commands, fps))
+            .map_err(|e| format!("cannot start the GPU stream: {e}"))?
+    };
+    let page = Arc::new(Mutex::new(page));
+    let done = Arc::new(AtomicBool::new(false));
+    ui.register(0, WebPage::handler(PageHandler { page: page.clone() }));
+    ui.register(
+        0,
+        AuxiliaryProcess::handler(Reporter {
+            page,
+            stream: RefCell::new(Some((stop, stream))),
+            done: done.clone(),
+        }),
+    );
+    serve_ui(&mut ui, &done)
+}
+
+/// The page and everything this process measures.
+struct Page {
+    me: String,
+    web: u32,
+    cookie_reads: u32,
+    network: Connection,
+    next_request: u64,
+    loads: Latency,
+    cookie_calls: Latency,
+    pages: u64,
+    verified: u64,
+    missing: u64,
+    body_bytes: u64,
+    failures: Vec<String>,
+    /// This process's visitor cookie, `name=value`.
+    visitor: String,
+    introduced_in: Duration,
+    /// Whether the broker denied us a connection to another WebContent
+    /// process, as its policy should.
+    denied: bool,
+}
+
+/// Loads in flight.
+struct Batch {
+    outcomes_rx: Receiver<Outcome>,
+    pending: Vec<(u64, String)>,
+    outcomes: Vec<Outcome>,
+}
+
+/// How one resource load ended.
+struct Outcome {
+    request_id: u64,
+    url: String,
+    status: u16,
+    bytes: u64,
+    elapsed: Duration,
+    /// The body, kept for documents and scripts (which are parsed).
+    text: Option<String>,
+    problems: Vec<String>,
+}
+
+impl Page {
+    fn visitor_cookie(index: u32) -> String {
+        format!("visitor-{}", index + 1)
+    }
+
+    /// Sets this process's visitor cookie and checks the jar has it.
+    fn set_visitor_cookie(&mut self) {
+        let cookie = self.visitor.clone();
+        let url = site::url("/");
+        let set = self.network.send_with_fds(
+            NETWORK,
+            &SetCookie {
+                url: url.clone(),
+                cookie: cookie.clone(),
+            },
+            &[],
+            Some(SEND_TIMEOUT),
+        );
+        if let Err(e) = set {
+            self.failures.push(format!("SetCookie failed: {e}"));
+            return;
+        }
+        // Same connection, so the read is handled after the write.
+        match self.read_cookies(&url) {
+            Some(header) if header.split("; ").any(|c| c == cookie) => {}
+            Some(header) => self
+                .failures
+                .push(format!("set {cookie}, then read back {header:?}")),
+            None => {}
+        }
+    }
+
+    /// `document.cookie`: a synchronous call to the Network process.
+    fn read_cookies(&mut self, url: &str) -> Option<String> {
+        let started = Instant::now();
+        let request = GetCookies {
+            url: url.to_owned(),
+        };
+        match self.network.send_sync(NETWORK, &request, SYNC_TIMEOUT) {
+            Ok(reply) => {
+                self.cookie_calls.record(started.elapsed());
+                Some(reply.header.as_str().to_owned())
+            }
+            Err(e) => {
+                self.failures.push(format!("GetCookies failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Loads `url` and its subresources, telling the UI process.
+    fn load(&mut self, ui: &mut Connection, page_id: u64, url: &str) {
+        let notified = ui.send_with_fds(
+            PROXY,
+            &DidStartLoad {
+                page_id,
+                url: url.to_owned(),
+            },
+            &[],
+            Some(SEND_TIMEOUT),
+        );
+        if notified.is_err() {
+            return; // the UI process is gone; the dispatch loop will say so
+        }
+        let started = Instant::now();
+        let deadline = started + PAGE_TIMEOUT;
+        let mut problems = Vec::new();
+
+        // 1. The document.
+        let document = self.fetch(&[url.to_owned()], deadline).pop();
+        let html = document
+            .as_ref()
+            .and_then(|d| d.text.clone())
+            .unwrap_or_default();
+        let title = site::title(&html).unwrap_or("(untitled)").to_owned();
+        let mut outcomes: Vec<Outcome> = document.into_iter().collect();
+
+        // 2. The inline script reads document.cookie (synchronously); the
+        //    jar always has this process's visitor cookie.
+        for _ in 0..self.cookie_reads {
+            if let Some(header) = self.read_cookies(url) {
+                if !header.split("; ").any(|cookie| cookie == self.visitor) {
+                    problems.push(format!(
+                        "document.cookie lacks {}: {header:?}",
+                        self.visitor
+                    ));
+                }
+            }
+        }
+
+        // 3. Every subresource at once; then the scripts' cookie writes.
+        let subresources = site::subresources(&html);
+        let mut batch = self.start(&subresources);
+        let committed = DidCommitLoad {
+            page_id,
+            subresources: subresources.len() as u32,
+        };
+        let _ = ui.send_with_fds(PROXY, &committed, &[], Some(SEND_TIMEOUT));
+        let fetched = self.finish(&mut batch, deadline);
+        for script in fetched.iter().filter(|o| o.url.ends_with(".js")) {
+            for cookie in site::cookie_writes(script.text.as_deref().unwrap_or("")) {
+                let set = SetCookie {
+                    url: url.to_owned(),
+                    cookie,
+                };
+                if let Err(e) = self
+                    .network
+                    .send_with_fds(NETWORK, &set, &[], Some(SEND_TIMEOUT))
+                {
+                    problems.push(format!("SetCookie failed: {e}"));
+                }
+            }
+        }
+        outcomes.extend(fetched);
+
+        let mut page_bytes = 0;
+        for outcome in &outcomes {
+            page_bytes += outcome.bytes;
+            if outcome.problems.is_empty() {
+                self.loads.record(outcome.elapsed);
+                self.body_bytes += outcome.bytes;
+                if outcome.status == 404 {
+                    self.missing += 1;
+                } else {
+                    self.verified += 1;
+                }
+            } else {
+                for problem in &outcome.problems {
+                    problems.push(format!(
+                        "{} (request {}): {problem}",
+                        outcome.url, outcome.request_id
+                    ));
+                }
+            }
+        }
+        self.pages += 1;
+        self.failures.extend(problems.iter().cloned());
+        let _ = ui.send_with_fds(
+            PROXY,
+            &DidFinishLoad {
+                page_id,
+                title,
+                resources: subresources.len() as u32,
+                bytes: page_bytes,
+                elapsed_us: started.elapsed().as_micros() as u64,
+                failures: problems,
+            },
+            &[],
+            Some(SEND_TIMEOUT),
+        );
+    }
+
+    /// Loads every URL in `urls` at once; returns when all are done, failed,
+    /// or the deadline passed. Outcomes are in request order.
+    fn fetch(&mut self, urls: &[String], deadline: Instant) -> Vec<Outcome> {
+        let mut batch = self.start(urls);
+        self.finish(&mut batch, deadline)
+    }
+
+    /// Sends a `LoadResource` for every URL, each with a fresh request id
+    /// and a `WebResourceLoader` registered at that id.
+    fn start(&mut self, urls: &[String]) -> Batch {
+        let (done, outcomes_rx) = mpsc::channel();
+        let mut batch = Batch {
+            outcomes_rx,
+            pending: Vec::new(),
+            outcomes: Vec::new(),
+        };
+        for url in urls {
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let loader = Loader {
+                request_id,
+                expected: site().get(url),
+                started: Instant::now(),
+                done: done.clone(),
+                state: RefCell::new(Arrived {
+                    url: url.clone(),
+                    ..Arrived::default()
+                }),
+            };
+            self.network
+                .register(request_id, WebResourceLoader::handler(loader));
+            let request = LoadResource {
+                request_id,
+                url: url.clone(),
+            };
+            match self
+                .network
+                .send_with_fds(NETWORK, &request, &[], Some(SEND_TIMEOUT))
+            {
+                Ok(()) => batch.pending.push((request_id, url.clone())),
+                Err(e) => {
+                    self.network.unregister::<WebResourceLoader>(request_id);
+                    batch.outcomes.push(Outcome::failed(
+                        request_id,
+                        url,
+                        format!("LoadResource failed: {e}"),
+                    ));
+                }
+            }
+        }
+        batch
+    }
+
+    /// Waits for a batch's loads; outcomes in request order.
+    fn finish(&mut self, batch: &mut Batch, deadline: Instant) -> Vec<Outcome> {
+        self.collect(
+            &batch.outcomes_rx,
+            &mut batch.pending,
+            &mut batch.outcomes,
+            deadline,
+        );
+        let mut outcomes = std::mem::take(&mut batch.outcomes);
+        outcomes.sort_by_key(|o| o.request_id);
+        outcomes
+    }
+
+    /// Dispatches the Network connection until every pending load reported.
+    fn collect(
+        &mut self,
+        outcomes_rx: &Receiver<Outcome>,
+        pending: &mut Vec<(u64, String)>,
+        outcomes: &mut Vec<Outcome>,
+        deadline: Instant,
+    ) {
+        loop {
+            while let Ok(outcome) = outcomes_rx.try_recv() {
+                pending.retain(|(id, _)| *id != outcome.request_id);
+                outcomes.push(outcome);
+            }
+            if pending.is_empty() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let failure = if left.is_zero() {
+                Some("no LoadFinished before the page's deadline".to_owned())
+            } else {
+                match self
+                    .network
+                    .dispatch(Some(left.min(Duration::from_secs(1))))
+                {
+                    Ok(_) => None,
+                    Err(e) => Some(format!("the Network connection failed: {e}")),
+                }
+            };
+            if let Some(failure) = failure {
+                for (request_id, url) in pending.drain(..) {
+                    self.network.unregister::<WebResourceLoader>(request_id);
+                    outcomes.push(Outcome::failed(request_id, &url, failure.clone()));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Waits (boundedly) until the jar holds every WebContent process's
+    /// visitor cookie: cookies set by one process are seen by all.
+    fn check_shared_cookies(&mut self) -> String {
+        let wanted: Vec<String> = (0..self.web).map(Self::visitor_cookie).collect();
+        let deadline = Instant::now() + COOKIE_WAIT;
+        let url = site::url("/");
+        loop {
+            let Some(header) = self.read_cookies(&url) else {
+                return "cookies: the jar could not be read".into();
+            };
+            let names: Vec<&str> = header
+                .split("; ")
+                .filter_map(|c| c.split('=').next())
+                .collect();
+            let missing: Vec<&String> = wanted
+                .iter()
+                .filter(|w| !names.contains(&w.as_str()))
+                .collect();
+            if missing.is_empty() {
+                return format!(
+                    "the jar shows all {} visitor cookies ({} cookies)",
+                    wanted.len(),
+                    names.len()
+                );
+            }
+            if Instant::now() >= deadline {
+                self.failures.push(format!(
+                    "cookies set by other WebContent processes never appeared: {missing:?} (jar: {header})"
+                ));
+                return format!("cookies: missing {missing:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Outcome {
+    fn failed(request_id: u64, url: &str, problem: String) -> Outcome {
+        Outcome {
+            request_id,
+            url: url.to_owned(),
+            status: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            text: None,
+            problems: vec![problem],
+        }
+    }
+}
+
+/// One resource load: the `WebResourceLoader` registered at its request id.
+/// It checks the response against the embedded site as it arrives.
+struct Loader {
+    request_id: u64,
+    expected: Option<&'static Resource>,
+    started: Instant,
+    done: Sender<Outcome>,
+    /// What has arrived (handlers take `&self`; none of them calls out, so
+    /// a borrow never spans a re-entrant dispatch).
+    state: RefCell<Arrived>,
+}
+
+/// What a load has received so far.
+#[derive(Default)]
+struct Arrived {
+    url: String,
+    response: Option<(u16, String, u64)>,
+    hash: BodyHash,
+    /// The body of a text resource (documents and scripts are parsed).
+    text: Option<Vec<u8>>,
+    problems: Vec<String>,
+}
+
+impl WebResourceLoaderHandler for Loader {
+    fn response_started(&self, _: &mut Connection, m: &ArchivedResponseStarted) {
+        let mut state = self.state.borrow_mut();
+        if state.response.is_some() {
+            state.problems.push("a second ResponseStarted".into());
+        }
+        let (status, mime) = (m.status.to_native(), m.mime_type.as_str());
+        state.response = Some((status, mime.to_owned(), m.content_length.to_native()));
+        if mime.starts_with("text/") {
+            state.text = Some(Vec::new());
+        }
+    }
+
+    fn data_received(&self, _: &mut Connection, m: &ArchivedDataReceived) {
+        let mut state = self.state.borrow_mut();
+        if state.response.is_none() {
+            state
+                .problems
+                .push("DataReceived before ResponseStarted".into());
+        }
+        // Read in place: in the ring, or in the sealed memfd of an
+        // out-of-line body.
+        let data = m.data.as_slice();
+        state.hash.update(data);
+        if let Some(text) = &mut state.text {
+            text.extend_from_slice(data);
+        }
+    }
+
+    fn load_finished(&self, connection: &mut Connection, m: &ArchivedLoadFinished) {
+        let elapsed = self.started.elapsed();
+        let mut state = self.state.take();
+        state.verify(self.expected, m.sent.to_native());
+        connection.unregister::<WebResourceLoader>(self.request_id);
+        let (status, ..) = state.response.clone().unwrap_or_default();
+        let outcome = Outcome {
+            request_id: self.request_id,
+            url: state.url,
+            status,
+            bytes: state.hash.len(),
+            elapsed,
+            text: state.text.map(|t| String::from_utf8_lossy(&t).into_owned()),
+            problems: state.problems,
+        };
+        let _ = self.done.send(outcome);
+    }
+}
+
+impl Arrived {
+    /// Checks the whole response against the embedded site.
+    fn verify(&mut self, expected: Option<&Resource>, sent: u64) {
+        let received = self.hash.len();
+        let Some((status, mime, length)) = self.response.clone() else {
+            self.problems.push("LoadFinished without a response".into());
+            return;
+        };
+        if sent != received {
+            self.problems.push(format!(
+                "the Network process sent {sent} bytes, {received} arrived"
+            ));
+        }
+        match expected {
+            Some(resource) => {
+                let expected_len = resource.body.len() as u64;
+                if status != 200 {
+                    self.problems.push(format!("status {status}, expected 200"));
+                }
+                if mime != resource.mime {
+                    self.problems
+                        .push(format!("type {mime:?}, expected {:?}", resource.mime));
+                }
+                if length != expected_len || received != expected_len {
+                    self.problems.push(format!(
+                        "{received} bytes received ({length} announced), the site has {expected_len}"
+                    ));
+                } else if self.hash.finish() != resource.hash {
+                    self.problems
+                        .push("the body differs from the embedded site's (hash mismatch)".into());
+                }
+            }
+            None => {
+                if status != 404 || received != 0 {
+                    self.problems.push(format!(
+                        "status {status} with {received} bytes for a resource the site does not have (expected 404)"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The `WebPage` receiver: navigations from the UI process.
+struct PageHandler {
+    page: Arc<Mutex<Page>>,
+}
+
+impl WebPageHandler for PageHandler {
+    fn load_url(&self, ui: &mut Connection, m: &ArchivedLoadUrl) {
+        lock(&self.page).load(ui, m.page_id.to_native(), m.url.as_str());
+    }
+}
+
+/// What the GPU stream did.
+#[derive(Default)]
+struct StreamReport {
+    peer: String,
+    commands: u64,
+    frames: u64,
+    acknowledged: u64,
+    streaming: Duration,
+    failures: Vec<String>,
+    stats: TransportStats,
+}
+
+/// Streams frames of small drawing commands to the GPU process until told
+/// to stop, at most `fps` frames a second (0: no pacing), with at most
+/// [`FRAMES_IN_FLIGHT`] frames unacknowledged, and checks each
+/// acknowledgment.
+fn stream(mut gpu: Connection, stop: &AtomicBool, frame_commands: u32, fps: u32) -> StreamReport {
+    let mut report = StreamReport {
+        peer: gpu.config().peer_name.clone(),
+        ..StreamReport::default()
+    };
+    let (acks_tx, acks) = mpsc::channel();
+    let mut in_flight: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    let interval = (fps > 0).then(|| Duration::from_secs(1) / fps);
+    let started = Instant::now();
+    let mut rng = 0x5eed_u64;
+    let mut glyphs = DrawGlyphs {
+        x: 0.0,
+        y: 0.0,
+        glyphs: vec![0; 12],
+    };
+    let mut frame = 0u64;
+    'frames: while !stop.load(Ordering::Acquire) {
+        frame += 1;
+        let mut checksum = CHECKSUM_SEED;
+        for i in 0..frame_commands {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (x, y) = (
+                (rng >> 40) as f32 % 1280.0,
+                (rng >> 20 & 0xfff) as f32 % 800.0,
+            );
+            let sent = match i % 4 {
+                0 => {
+                    let rgba = (rng >> 32) as u32 | 0xff;
+                    checksum = fold_fill_color(checksum, rgba);
+                    gpu.send_with_fds(BACKEND, &SetFillColor { rgba }, &[], Some(SEND_TIMEOUT))
+                }
+                1 | 2 => {
+                    let (width, height) = (8.0 + (rng & 63) as f32, 4.0 + (rng >> 6 & 31) as f32);
+                    checksum = fold_fill_rect(checksum, x, y, width, height);
+                    let rect = FillRect {
+                        x,
+                        y,
+                        width,
+                        height,
+                    };
+                    gpu.send_with_fds(BACKEND, &rect, &[], Some(SEND_TIMEOUT))
+                }
+                _ => {
+                    glyphs.x = x;
+                    glyphs.y = y;
+                    for (k, glyph) in glyphs.glyphs.iter_mut().enumerate() {
+                        *glyph = (rng >> (k * 5) & 0x7f) as u16 + 32;
+                    }
+                    checksum = fold_glyphs(checksum, x, y, glyphs.glyphs.iter().copied());
+                    gpu.send_with_fds(BACKEND, &glyphs, &[], Some(SEND_TIMEOUT))
+                }
+            };
+            if let Err(e) = sent {
+                report
+                    .failures
+                    .push(format!("streaming to the GPU process failed: {e}"));
+                break 'frames;
+            }
+            report.commands += 1;
+        }
+        let commands = u64::from(frame_commands);
+        let acks_tx: Sender<Result<(u64, u64, u64), String>> = acks_tx.clone();
+        let flush = Flush {
+            frame,
+            commands,
+            checksum,
+        };
+        let flushed = gpu.send_with_reply(BACKEND, &flush, move |_, reply| {
+            let ack = reply
+                .map(|r| {
+                    (
+                        r.frame.to_native(),
+                        r.commands.to_native(),
+                        r.checksum.to_native(),
+                    )
+                })
+                .map_err(|e| e.to_string());
+            let _ = acks_tx.send(ack);
+        });
+        if let Err(e) = flushed {
+            report.failures.push(format!("Flush failed: {e}"));
+            break;
+        }
+        report.frames += 1;
+        in_flight.push_back((frame, commands, checksum));
+        if !wait_for_acks(
+            &mut gpu,
+            &acks,
+            &mut in_flight,
+            FRAMES_IN_FLIGHT - 1,
+            &mut report,
+        ) {
+            break;
+        }
+        if let Some(interval) = interval {
+            let next = started + interval * frame as u32;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+    }
+    wait_for_acks(&mut gpu, &acks, &mut in_flight, 0, &mut report);
+    report.streaming = started.elapsed();
+    report.stats = gpu.stats();
+    report
+}
+
+/// Dispatches the GPU connection until at most `max_in_flight` frames are
+/// unacknowledged; checks each acknowledgment. `false` if the stream broke.
+fn wait_for_acks(
+    gpu: &mut Connection,
+    acks: &Receiver<Result<(u64, u64, u64), String>>,
+    in_flight: &mut VecDeque<(u64, u64, u64)>,
+    max_in_flight: usize,
+    report: &mut StreamReport,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        while let Ok(ack) = acks.try_recv() {
+            let expected = in_flight.pop_front();
+            match (ack, expected) {
+                (Ok(got), Some(sent)) if got == sent => report.acknowledged += 1,
+                (Ok(got), sent) => {
+                    report.failures.push(format!(
+                        "the GPU process acknowledged (frame, commands, checksum) {got:?}, we sent {sent:?}"
+                    ));
+                    return false;
+                }
+                (Err(e), _) => {
+                    report
+                        .failures
+                        .push(format!("no acknowledgment from the GPU process: {e}"));
+                    return false;
+                }
+            }
+        }
+        if in_flight.len() <= max_in_flight {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            report.failures.push(format!(
+                "{} frames unacknowledged after 5 s",
+                in_flight.len()
+            ));
+            return false;
+        }
+        if let Err(e) = gpu.dispatch(Some(left.min(Duration::from_millis(100)))) {
+            report
+                .failures
+                .push(format!("the GPU connection failed: {e}"));
+            return false;
+        }
+    }
+}
+
+/// The `AuxiliaryProcess` receiver: stops the stream, checks the shared
+/// cookies, and reports.
+struct Reporter {
+    page: Arc<Mutex<Page>>,
+    stream: RefCell<Option<(Arc<AtomicBool>, JoinHandle<StreamReport>)>>,
+    done: Arc<AtomicBool>,
+}
+
+impl AuxiliaryProcessHandler for Reporter {
+    fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
+        self.done.store(true, Ordering::Release);
+        let stream = self.stream.take();
+        let gpu = match stream {
+            Some((stop, handle)) => {
+                stop.store(true, Ordering::Release);
+                handle.join().unwrap_or_else(|_| StreamReport {
+                    failures: vec!["the GPU stream thread panicked".into()],
+                    ..StreamReport::default()
+                })
+            }
+            None => StreamReport::default(),
+        };
+        let mut page = lock(&self.page);
+        let cookies = page.check_shared_cookies();
+        let network = page.network.stats();
+        let mut failures = std::mem::take(&mut page.failures);
+        failures.extend(gpu.failures.iter().cloned());
+        let lines = vec![
+            format!(
+                "{}: {} verified against the site ({}), {} missing as expected (404)",
+                plural(page.pages, "page", "pages"),
+                plural(page.verified, "resource", "resources"),
+                bytes(page.body_bytes),
+                page.missing
+            ),
+            format!("resource loads   {}", page.loads.summary()),
+            format!("sync GetCookies  {}", page.cookie_calls.summary()),
+            format!(
+                "introduced to {} and {} in {}; webcontent {}; {cookies}",
+                page.network.config().peer_name,
+                gpu.peer,
+                duration(page.introduced_in.as_nanos() as u64),
+                if page.denied {
+                    "denied by policy"
+                } else {
+                    "NOT denied"
+                },
+            ),
+            format!(
+                "gpu stream: {} in {}, {} acknowledged; {} commands/s",
+                plural(gpu.commands, "command", "commands"),
+                plural(gpu.frames, "frame", "frames"),
+                if gpu.acknowledged == gpu.frames {
+                    "all".to_owned()
+                } else {
+                    count(gpu.acknowledged)
+                },
+                rate(gpu.commands, gpu.streaming).trim_end_matches("/s")
+            ),
+            format!("to network: {}", report::traffic(&network)),
+            format!("to gpu:     {}", report::traffic(&gpu.stats)),
+        ];
+        ProcessSummary {
+            process: page.me.clone(),
+            pid: std::process::id(),
+            lines,
+            failures,
+            out_of_line_sent: network.out_of_line_sent + gpu.stats.out_of_line_sent,
+            peers_closed: Vec::new(),
+        }
+    }
+}
