@@ -1,0 +1,175 @@
+//! Runs the browser demo as a user would — normal mode, `--crash`, and a run
+//! that cannot succeed — and checks its exit status and the key lines of
+//! its output. A run that hangs is killed with its whole process group (the
+//! UI process and every child it spawned).
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// Far more than a run needs (well under a second in release, a few
+/// seconds in a debug build on a busy machine).
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn expect(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "expected {needle:?} in the output:\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Whether some output line starts with `prefix`.
+    fn expect_line(&self, prefix: &str) {
+        assert!(
+            self.stdout.lines().any(|line| line.starts_with(prefix)),
+            "expected a line starting with {prefix:?}:\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn reader(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// Runs the demo with `args`, waiting at most [`TIMEOUT`].
+fn run(args: &[&str]) -> Run {
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_browser"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that a hung run can be killed with
+        // every process it spawned.
+        .process_group(0)
+        .spawn()
+        .expect("the demo starts");
+    let stdout = reader(child.stdout.take().expect("piped stdout"));
+    let stderr = reader(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the demo") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // The UI process is not reaped yet, so the group id is still
+            // this run's.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = stdout
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_default();
+            panic!("the demo {args:?} did not finish within {TIMEOUT:?}; its output:\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The UI process reaps its children before it exits, so the pipes
+    // close now; a child left behind holding them is a failure too.
+    let collect = |pipe: Receiver<String>| {
+        pipe.recv_timeout(Duration::from_secs(30))
+            .expect("a child of the demo outlived it, holding its output open")
+    };
+    Run {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+#[test]
+fn every_page_loads_and_verifies() {
+    let run = run(&[]);
+    assert!(
+        run.status.success(),
+        "exit {:?}:\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.expect("[ui] broker: introduced webcontent#3 to network#1");
+    run.expect("[ui] broker: introduced webcontent#4 to gpu#2");
+    run.expect("[ui] broker: policy denied webcontent#3 a connection to webcontent");
+    run.expect("[ui] broker: policy denied webcontent#4 a connection to webcontent");
+    run.expect("\"Ferry Gazette — Gallery\"");
+    for process in [
+        "ui (broker)",
+        "network#1",
+        "gpu#2",
+        "webcontent#3",
+        "webcontent#4",
+    ] {
+        run.expect_line(process);
+    }
+    run.expect("resource loads   p50");
+    run.expect("sync GetCookies  p50");
+    run.expect("out of line");
+    run.expect("commands/s");
+    run.expect("shows all 2 visitor cookies");
+    run.expect_line("PASS: 10 pages loaded and verified by 2 WebContent processes");
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+}
+
+#[test]
+fn a_killed_webcontent_process_leaves_the_others_running() {
+    let run = run(&["--crash"]);
+    assert!(
+        run.status.success(),
+        "exit {:?}:\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.expect("[ui] --crash: killing webcontent#4");
+    run.expect("[ui] CRASH: webcontent#4 died (signal 9, SIGKILL)");
+    run.expect("crashed: killed by SIGKILL");
+    run.expect("policy denied webcontent#3 a connection to webcontent");
+    // The Network process saw it go and kept serving the other one.
+    run.expect_line("network#1");
+    run.expect("webcontent#4: ");
+    run.expect("[ui] webcontent#3   page 5/5 loaded");
+    run.expect_line("PASS: 5 pages loaded and verified by the surviving WebContent process");
+    run.expect("webcontent#4 crashed as planned");
+}
+
+#[test]
+fn a_run_that_cannot_finish_fails_with_a_reason() {
+    // No time at all: the UI process gives up at once, says why, and exits
+    // non-zero (after collecting what it can and reaping every child).
+    let run = run(&["--timeout", "0"]);
+    assert!(!run.status.success(), "{}", run.stdout);
+    run.expect("FAIL: ");
+    run.expect("timed out after 0 s");
+}
+
+#[test]
+fn a_child_role_without_a_broker_refuses_to_start() {
+    let run = run(&["--role", "network"]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("FERRY_BOOTSTRAP_FD"),
+        "stderr: {}",
+        run.stderr
+    );
+}
