@@ -1,2 +1,5 @@
-//! Examples for ferry. The browser demo lands with issue 5.
+//! Examples for ferry.
+//!
+//! The multi-process browser demo is the `browser` binary
+//! (`src/bin/browser/`): `cargo run --release -p ferry-examples --bin browser`.
 #![deny(missing_docs)]
