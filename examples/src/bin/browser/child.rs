@@ -10,17 +10,21 @@
 //! `ControlMessage` it sends is broker business). So the UI process makes
 //! the connection itself, WebKit-style, at spawn time: it creates a
 //! `Channel` pair, gives the child one end as its standard input (the way
-//! inetd and systemd hand over sockets; `std` does the `dup2`, no `unsafe`
-//! and no file name), spawns it through `Broker::spawn`, creates a
+//! inetd hands a service its socket; `std` does the `dup2`: no `unsafe`,
+//! no file name), spawns it through `Broker::spawn`, creates a
 //! [`Connection`] and sends the child's end of it ([`Endpoint`]: the memfd,
 //! the control socket and two eventfds) over that channel. The child takes
 //! its standard input, checks it is a `SOCK_SEQPACKET` socket, receives the
-//! endpoint and opens it. Both copies of the handover channel are closed
-//! afterwards, so the connection's control socket lives only in the two
-//! processes and either one's death is seen at once.
+//! endpoint and opens it. The UI process closes its end of the handover
+//! channel and its copies of the endpoint's descriptors right after sending,
+//! so the connection's control socket lives only in the two processes and
+//! either one's death is seen by the other at once. (The child's standard
+//! input stays a hung-up socket nobody reads.)
 
 use ferry_handoff::Channel;
-use ferry_transport::{Accepted, Connection, ConnectionConfig, ENDPOINT_FDS, Endpoint};
+use ferry_transport::{
+    Accepted, Connection, ConnectionConfig, DispatchError, ENDPOINT_FDS, Endpoint, SendError,
+};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -55,9 +59,14 @@ pub fn open_ui_connection(config: ConnectionConfig) -> Result<Connection, String
 
 /// Dispatches the UI connection until `done` is set by a handler (the
 /// process's `Shutdown`). Losing the UI process is an error: the demo is
-/// over.
-pub fn serve_ui(ui: &mut Connection, done: &AtomicBool) -> Result<(), String> {
+/// over. So is outliving the run's time limit (`--timeout`, plus a grace
+/// period for the UI process to give up first and say why).
+pub fn serve_ui(ui: &mut Connection, done: &AtomicBool, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout + Duration::from_secs(30);
     while !done.load(Ordering::Acquire) {
+        if Instant::now() >= deadline {
+            return Err("the UI process never asked us to shut down".into());
+        }
         ui.dispatch(Some(Duration::from_millis(500)))
             .map_err(|e| format!("lost the UI process: {e}"))?;
     }
@@ -135,6 +144,16 @@ impl Service {
             }
         })
     }
+}
+
+/// Whether a dispatch ended because the peer is gone: it closed or died,
+/// possibly between sending a request and our reply to it (then the reply
+/// is what fails).
+pub fn peer_gone(error: &DispatchError) -> bool {
+    matches!(
+        error,
+        DispatchError::Disconnected | DispatchError::Reply(SendError::Disconnected)
+    )
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking thread already reported

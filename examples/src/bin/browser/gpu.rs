@@ -5,11 +5,11 @@
 //! or reordered.
 
 use crate::Args;
-use crate::child::{Service, lock, open_ui_connection, serve_ui};
+use crate::child::{Service, lock, open_ui_connection, peer_gone, serve_ui};
 use crate::protocol::*;
 use crate::report::{self, plural, rate};
 use ferry_handoff::BrokerClient;
-use ferry_transport::{Accepted, Acceptor, Connection, DispatchError, TransportStats};
+use ferry_transport::{Accepted, Acceptor, Connection, TransportStats};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,7 +95,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             done: done.clone(),
         }),
     );
-    let result = serve_ui(&mut ui, &done);
+    let result = serve_ui(&mut ui, &done, Duration::from_secs(args.timeout));
     gpu.service.stop(Duration::from_secs(1));
     drop(client);
     let _ = acceptor_thread.join();
@@ -217,7 +217,7 @@ fn serve(accepted: Accepted, gpu: &Arc<Gpu>) {
     while !gpu.service.stopping() {
         match connection.dispatch(Some(Duration::from_millis(200))) {
             Ok(_) => {}
-            Err(DispatchError::Disconnected) => break,
+            Err(e) if peer_gone(&e) => break,
             Err(e) => {
                 lock(&gpu.failures).push(format!("{peer}: {e}"));
                 break;

@@ -14,14 +14,12 @@
 //! thread drops that process's queued requests and reports them.
 
 use crate::Args;
-use crate::child::{Service, lock, open_ui_connection, serve_ui};
+use crate::child::{Service, lock, open_ui_connection, peer_gone, serve_ui};
 use crate::protocol::*;
 use crate::report::{self, bytes, count, duration, plural};
 use crate::site::{Resource, site};
 use ferry_handoff::{BrokerClient, ClientEvent};
-use ferry_transport::{
-    Accepted, Acceptor, Connection, DispatchError, Remote, SendError, TransportStats,
-};
+use ferry_transport::{Accepted, Acceptor, Connection, Remote, SendError, TransportStats};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,7 +95,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             done: done.clone(),
         }),
     );
-    let result = serve_ui(&mut ui, &done);
+    let result = serve_ui(&mut ui, &done, Duration::from_secs(args.timeout));
     network.service.stop(Duration::from_secs(1));
     drop(client);
     let _ = acceptor_thread.join();
@@ -107,6 +105,7 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// One queued response.
 struct Load {
     request_id: u64,
+    url: String,
     resource: Option<&'static Resource>,
     started: bool,
     offset: usize,
@@ -141,6 +140,7 @@ impl NetworkConnectionHandler for Handler {
         queue.requests += 1;
         queue.loads.push_back(Load {
             request_id: message.request_id.to_native(),
+            url: message.url.as_str().to_owned(),
             resource: site().get(message.url.as_str()),
             started: false,
             offset: 0,
@@ -201,7 +201,7 @@ fn serve(accepted: Accepted, network: Arc<Network>) {
         };
         match connection.dispatch(Some(wait)) {
             Ok(_) => {}
-            Err(DispatchError::Disconnected) => break "connection closed".to_owned(),
+            Err(e) if peer_gone(&e) => break "connection closed".to_owned(),
             Err(e) => {
                 lock(&network.failures).push(format!("{peer}: {e}"));
                 break format!("failed: {e}");
@@ -225,12 +225,12 @@ fn serve(accepted: Accepted, network: Arc<Network>) {
     record.stats = connection.stats();
     if !record.dropped.is_empty() {
         println!(
-            "[network] {peer} went away with {} in flight: dropped (request ids {})",
+            "[network] {peer} went away with {} in flight: dropped {}",
             plural(record.dropped.len() as u64, "request", "requests"),
-            record
-                .dropped
+            queue
+                .loads
                 .iter()
-                .map(u64::to_string)
+                .map(|load| format!("#{} {}", load.request_id, load.url))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -129,6 +129,13 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn run_ui(args: &Args) -> Result<bool, String> {
+    if args.crash && args.web < 2 {
+        return Err(
+            "--crash kills one WebContent process and checks that the others finish: \
+                    it needs --web 2 or more"
+                .into(),
+        );
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
@@ -180,9 +187,7 @@ fn run_ui(args: &Args) -> Result<bool, String> {
             .map_err(|e| format!("cannot start the broker thread: {e}"))?
     };
     for (web, connection) in web_connections.into_iter().enumerate() {
-        let navigations = (0..args.pages as usize)
-            .map(|n| site::url(site::PAGES[(web + n) % site::PAGES.len()]))
-            .collect();
+        let navigations = navigations(web, args.pages);
         let events = events.clone();
         std::thread::Builder::new()
             .name(format!("proxy {}", webs[web].name))
@@ -209,6 +214,14 @@ fn run_ui(args: &Args) -> Result<bool, String> {
         ui.on_event(event);
     }
     Ok(ui.finish(network_summary.0, gpu_summary.0, started.elapsed()))
+}
+
+/// The URLs WebContent process `web` navigates to: `pages` of them, cycling
+/// through the site from a different page for each process.
+fn navigations(web: usize, pages: u32) -> Vec<String> {
+    (0..pages as usize)
+        .map(|n| site::url(site::PAGES[(web + n) % site::PAGES.len()]))
+        .collect()
 }
 
 /// Spawns a child through the broker and hands it its connection to us
@@ -397,8 +410,10 @@ struct Ui<'a> {
     gpu: Child,
     webs: Vec<Child>,
     handle: ferry_handoff::BrokerHandle,
-    /// Which WebContent process `--crash` kills, and the page it was loading.
+    /// Which WebContent process `--crash` kills, at the commit of which of
+    /// its navigations, and the page it was loading.
     victim: Option<usize>,
+    kill_at: u64,
     killed_during: Option<String>,
     pages: Vec<Vec<(String, PageState)>>,
     web_summaries: Vec<Option<Result<Summary, String>>>,
@@ -420,20 +435,24 @@ impl<'a> Ui<'a> {
         webs: Vec<Child>,
         handle: ferry_handoff::BrokerHandle,
     ) -> Self {
-        let pages = (0..webs.len())
+        let pages: Vec<Vec<(String, PageState)>> = (0..webs.len())
             .map(|web| {
-                (0..args.pages as usize)
-                    .map(|n| {
-                        (
-                            site::url(site::PAGES[(web + n) % site::PAGES.len()]),
-                            PageState::Waiting,
-                        )
-                    })
+                navigations(web, args.pages)
+                    .into_iter()
+                    .map(|url| (url, PageState::Waiting))
                     .collect()
             })
             .collect();
+        // The victim is the last WebContent process; it dies on its first
+        // visit of the gallery, or on its second navigation without one.
+        let gallery = site::url("/gallery.html");
+        let kill_at = pages
+            .last()
+            .and_then(|navigations| navigations.iter().position(|(url, _)| *url == gallery))
+            .map_or(2.min(u64::from(args.pages)), |n| n as u64 + 1);
         Ui {
             args,
+            kill_at,
             network,
             gpu,
             victim: args.crash.then(|| webs.len() - 1),
@@ -499,12 +518,13 @@ impl<'a> Ui<'a> {
             }
             Event::Committed { web, page_id } => {
                 self.set_page(web, page_id, PageState::Committed);
-                // `--crash`: kill the victim once its second page has
-                // requested its subresources (the gallery, with the 3 MiB
-                // image, for the last WebContent process of two), so the
+                // `--crash`: kill the victim once the gallery page (the
+                // 3 MiB image) has requested its subresources, so the
                 // Network process has its requests in flight.
-                let kill_at = 2.min(u64::from(self.args.pages));
-                if self.victim == Some(web) && page_id == kill_at && self.killed_during.is_none() {
+                if self.victim == Some(web)
+                    && page_id == self.kill_at
+                    && self.killed_during.is_none()
+                {
                     let url = self.pages[web][page_id as usize - 1].0.clone();
                     println!(
                         "[ui] --crash: killing {} (pid {}) with SIGKILL while its subresources of {url} load",

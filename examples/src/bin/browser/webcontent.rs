@@ -139,7 +139,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             done: done.clone(),
         }),
     );
-    serve_ui(&mut ui, &done)
+    serve_ui(&mut ui, &done, Duration::from_secs(args.timeout))
 }
 
 /// The page and everything this process measures.
