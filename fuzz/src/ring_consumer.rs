@@ -652,7 +652,9 @@ pub fn run_report(data: &[u8]) -> Report {
         0 => WaitStrategy::default(),
         1 => WaitStrategy::Spin,
         2 => WaitStrategy::Park,
-        _ => WaitStrategy::SpinThenPark { spins: 1 },
+        _ => WaitStrategy::SpinThenPark {
+            spin: std::time::Duration::ZERO,
+        },
     };
     let mut consumer = consumer.with_wait_strategy(strategy);
     let mut producer =

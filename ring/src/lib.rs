@@ -73,5 +73,5 @@ pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};
 pub use stats::Stats;
 pub use wait::{
-    DEFAULT_SPINS, WaitStrategy, clear_notification, notification_fd, signal_notification,
+    DEFAULT_SPIN, WaitStrategy, clear_notification, notification_fd, signal_notification,
 };

@@ -755,7 +755,7 @@ fn random_strategy(rng: &mut fastrand::Rng) -> WaitStrategy {
         0 => WaitStrategy::Spin,
         1 => WaitStrategy::Park,
         _ => WaitStrategy::SpinThenPark {
-            spins: rng.u32(0..2000),
+            spin: Duration::from_nanos(rng.u64(0..50_000)),
         },
     }
 }

@@ -223,7 +223,9 @@ fn closing_the_consumer_is_seen_by_the_producer() {
 #[test]
 fn timeouts_expire() {
     let (mut tx, mut rx) = channel(MIN_CAPACITY);
-    rx.set_wait_strategy(WaitStrategy::SpinThenPark { spins: 10 });
+    rx.set_wait_strategy(WaitStrategy::SpinThenPark {
+        spin: Duration::from_micros(10),
+    });
     let short = Some(Duration::from_millis(20));
     assert_eq!(rx.peek(short).unwrap_err(), RecvError::TimedOut);
     tx.set_wait_strategy(WaitStrategy::Spin);

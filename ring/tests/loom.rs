@@ -83,7 +83,9 @@ fn producer_parked_for_room_is_woken() {
 #[test]
 fn wrapped_frames_arrive_whole() {
     model(|| {
-        let (tx, rx) = ring(WaitStrategy::SpinThenPark { spins: 1 });
+        let (tx, rx) = ring(WaitStrategy::SpinThenPark {
+            spin: std::time::Duration::ZERO,
+        });
         let lens = [80, 80, 64];
         let consumer = thread::spawn(move || consume(rx, &lens));
         produce(tx, &lens);

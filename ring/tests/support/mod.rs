@@ -605,7 +605,7 @@ pub fn strategy_name(strategy: WaitStrategy) -> String {
     match strategy {
         WaitStrategy::Spin => "spin".into(),
         WaitStrategy::Park => "park".into(),
-        WaitStrategy::SpinThenPark { spins } => format!("spin-then-park:{spins}"),
+        WaitStrategy::SpinThenPark { spin } => format!("spin-then-park:{}", spin.as_nanos()),
     }
 }
 
@@ -614,11 +614,13 @@ pub fn parse_strategy(name: &str) -> WaitStrategy {
         "spin" => WaitStrategy::Spin,
         "park" => WaitStrategy::Park,
         other => {
-            let spins = other
+            let nanos = other
                 .strip_prefix("spin-then-park:")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("unknown wait strategy {other}"));
-            WaitStrategy::SpinThenPark { spins }
+            WaitStrategy::SpinThenPark {
+                spin: std::time::Duration::from_nanos(nanos),
+            }
         }
     }
 }

@@ -305,7 +305,7 @@ pub fn wait_name(wait: WaitStrategy) -> String {
     match wait {
         WaitStrategy::Spin => "spin".into(),
         WaitStrategy::Park => "park".into(),
-        WaitStrategy::SpinThenPark { spins } => format!("spin-then-park:{spins}"),
+        WaitStrategy::SpinThenPark { spin } => format!("spin-then-park:{}", spin.as_nanos()),
     }
 }
 
@@ -314,11 +314,13 @@ pub fn parse_wait(name: &str) -> WaitStrategy {
         "spin" => WaitStrategy::Spin,
         "park" => WaitStrategy::Park,
         other => {
-            let spins = other
+            let nanos = other
                 .strip_prefix("spin-then-park:")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("bad wait strategy {other}"));
-            WaitStrategy::SpinThenPark { spins }
+            WaitStrategy::SpinThenPark {
+                spin: std::time::Duration::from_nanos(nanos),
+            }
         }
     }
 }
