@@ -48,13 +48,43 @@ impl BlobWriter {
     /// Unmaps the writable view and seals the blob against writes, shrinking,
     /// growing and further sealing. The result can be sent to a peer.
     pub fn seal(self) -> Result<SealedBlob, RegionError> {
+        let len = self.map.len();
+        self.seal_with_len(len)
+    }
+
+    /// Like [`seal`](Self::seal), keeping only the first `len` bytes: for a
+    /// writer (a serializer) that did not know its size in advance and was
+    /// given more room. The memfd's pages are allocated on first touch, so
+    /// the unused room cost nothing.
+    pub fn seal_with_len(self, len: usize) -> Result<SealedBlob, RegionError> {
         let BlobWriter { file, map } = self;
-        let len = map.len();
+        if len == 0 || len > map.len() {
+            return Err(RegionError::BadSize(len as u64));
+        }
         // F_SEAL_WRITE is refused while a writable shared mapping exists.
         drop(map);
-        rustix::fs::fcntl_add_seals(&file, BLOB_SEALS)
-            .map_err(|e| RegionError::Create(e.into()))?;
+        rustix::fs::ftruncate(&file, len as u64).map_err(|e| RegionError::Create(e.into()))?;
+        add_blob_seals(&file)?;
         SealedBlob::map_read_only(file.into(), len)
+    }
+}
+
+/// Seals a filled blob. A fork by another thread between our `mmap` and
+/// `madvise(MADV_DONTFORK)` (a real fork: `Command` with `pre_exec` forks)
+/// leaves a writable mapping in the child until it execs, and the kernel
+/// answers EBUSY meanwhile: retry with backoff, for up to about a second.
+fn add_blob_seals(file: &File) -> Result<(), RegionError> {
+    let mut pause = std::time::Duration::from_micros(50);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match rustix::fs::fcntl_add_seals(file, BLOB_SEALS) {
+            Err(rustix::io::Errno::BUSY) if waited < std::time::Duration::from_secs(1) => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            result => return result.map_err(|e| RegionError::Create(e.into())),
+        }
     }
 }
 
@@ -148,6 +178,16 @@ mod tests {
         let received = SealedBlob::open(blob.fd().try_clone_to_owned().unwrap(), 10_000).unwrap();
         assert_eq!(received.bytes()[9_999], 7);
         assert!(rustix::fs::ftruncate(blob.fd(), 1).is_err());
+    }
+
+    #[test]
+    fn seal_with_len_keeps_the_prefix() {
+        let mut writer = BlobWriter::create(1 << 20).unwrap();
+        writer[..3].copy_from_slice(b"abc");
+        let blob = writer.seal_with_len(3).unwrap();
+        assert_eq!(blob.bytes(), b"abc");
+        assert_eq!(rustix::fs::fstat(blob.fd()).unwrap().st_size, 3);
+        assert!(BlobWriter::create(8).unwrap().seal_with_len(9).is_err());
     }
 
     #[test]

@@ -107,6 +107,13 @@ impl Consumer {
         self.ring.region()
     }
 
+    /// Whether the producer closed its end in an orderly way (dropped its
+    /// endpoint), as opposed to vanishing. Read from shared memory: a hint
+    /// about a peer, not a fact to rely on for safety.
+    pub fn peer_closed(&self) -> bool {
+        self.ring.header().producer.closed.load(Ordering::Acquire) != 0
+    }
+
     /// A handle another thread can use to declare the producer gone (for
     /// instance when its process died), which wakes this end if it waits.
     pub fn disconnect_handle(&self) -> DisconnectHandle {
