@@ -99,15 +99,21 @@ fn envelope_for<M: Message>(to: Remote<M::Receiver>, request_id: u64, extra: u16
 }
 
 impl Connection {
-    /// Sends `message` to `to`, waiting for room as long as it takes (the
-    /// peer's death ends the wait with `Disconnected`). The archive is written
+    /// Sends `message` to `to`, waiting for room for at most the configured
+    /// `send_timeout` (by default as long as it takes; the peer's death ends
+    /// the wait with `Disconnected`). The archive is written
     /// straight into the ring; one too large for it goes out of line.
     pub fn send<M: Message>(
         &mut self,
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
-        self.send_archived(envelope_for::<M>(to, 0, 0), message, &[], Room::Wait(None))
+        self.send_archived(
+            envelope_for::<M>(to, 0, 0),
+            message,
+            &[],
+            Room::Wait(self.config.send_timeout),
+        )
     }
 
     /// Sends `message` if the ring has room now.
@@ -150,7 +156,12 @@ impl Connection {
         + 'static,
     ) -> Result<(), SendError> {
         let id = self.dispatcher.calls.next_id();
-        self.send_archived(envelope_for::<M>(to, id, 0), message, &[], Room::Wait(None))?;
+        self.send_archived(
+            envelope_for::<M>(to, id, 0),
+            message,
+            &[],
+            Room::Wait(self.config.send_timeout),
+        )?;
         let handler: ReplyHandler = Box::new(move |connection, result| match result {
             Ok(incoming) => match access_archive::<M::Reply>(incoming.bytes(), M::NAME) {
                 Ok(reply) => on_reply(connection, Ok(reply)),

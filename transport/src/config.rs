@@ -38,6 +38,9 @@ pub struct ConnectionConfig {
     pub max_deferred_bytes: usize,
     /// A name for the peer in errors (e.g. "webcontent/2").
     pub peer_name: String,
+    /// How long `send` and `send_with_reply` wait for room in a full ring
+    /// (`None`: as long as it takes; the peer's death still ends the wait).
+    pub send_timeout: Option<Duration>,
 }
 
 /// Default ring size in each direction: 1 MiB.
@@ -53,6 +56,7 @@ impl Default for ConnectionConfig {
             max_fds_per_message: 16,
             max_deferred_bytes: 64 << 20,
             peer_name: String::from("peer"),
+            send_timeout: None,
         }
     }
 }
@@ -76,6 +80,11 @@ impl ConnectionConfig {
     /// Sets the ring capacity in each direction.
     pub fn ring_capacity(mut self, capacity: usize) -> Self {
         self.ring_capacity = capacity;
+        self
+    }
+    /// Sets how long `send` and `send_with_reply` wait for room.
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.send_timeout = timeout;
         self
     }
     /// Sets the peer's name used in errors.

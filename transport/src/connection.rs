@@ -215,6 +215,14 @@ impl Connection {
         self.state == State::Open
     }
 
+    /// After a `Disconnected`: whether the peer closed its end in an orderly
+    /// way (dropped its connection) rather than vanishing (killed, crashed).
+    /// Read from memory the peer shares: a hint for reporting, not a fact
+    /// to rely on.
+    pub fn peer_closed_cleanly(&self) -> bool {
+        self.rx.peer_closed()
+    }
+
     /// The largest frame body that travels inside the ring; larger ones go
     /// out of line automatically.
     pub fn max_inline_payload(&self) -> usize {

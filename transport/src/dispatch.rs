@@ -4,7 +4,7 @@
 
 use crate::connection::Connection;
 use crate::envelope::{Envelope, Flags};
-use crate::error::{DispatchError, RecvError, Violation};
+use crate::error::{DispatchError, RecvError, SendError, Violation};
 use crate::id_map::IdMap;
 use crate::incoming::Incoming;
 use crate::message::Receiver;
@@ -210,13 +210,14 @@ impl Connection {
             fd_count: 0,
             ..*request
         };
-        self.send_archived(
-            envelope,
-            reply,
-            &[],
-            crate::outgoing::Room::Wait(Some(REPLY_TIMEOUT)),
-        )
-        .map_err(DispatchError::Reply)
+        let room = crate::outgoing::Room::Wait(Some(REPLY_TIMEOUT));
+        self.send_archived(envelope, reply, &[], room)
+            .map_err(|error| match error {
+                // The requester died before its answer: that is the peer
+                // going away, not a failure to reply.
+                SendError::Disconnected => DispatchError::Disconnected,
+                other => DispatchError::Reply(other),
+            })
     }
 }
 

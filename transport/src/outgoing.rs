@@ -98,7 +98,7 @@ impl Connection {
             let mut blob =
                 BlobWriter::create(payload.len()).map_err(|e| SendError::Io(e.to_string()))?;
             blob.copy_from_slice(payload);
-            return self.send_out_of_line(envelope, blob, fds, room);
+            return self.send_out_of_line(envelope, blob, payload.len(), fds, room);
         }
         let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + payload.len(), room) {
             Ok(grant) => grant,
@@ -132,10 +132,20 @@ impl Connection {
         self.check_sendable(fds)?;
         envelope.fd_count = fds.len() as u16;
         let max = self.max_inline_payload();
-        let hint = self.size_hint.min(max);
+        if self.size_hint > max {
+            // The last archive went out of line: this one likely will too.
+            // Serialize straight into a memfd (one copy fewer than aside).
+            let (blob, len) = serialize_into_blob(value, self.size_hint)?;
+            self.size_hint = blob_hint(len);
+            if len > max {
+                return self.send_out_of_line(envelope, blob, len, fds, room);
+            }
+            // It turned out small: it goes in the ring after all.
+            return self.send_copy(envelope, &blob[..len], fds, room);
+        }
         // The hot path: no wait, no copy. A full ring or an archive larger
         // than the hint falls through to the exact-size path below.
-        if let Ok(mut grant) = self.tx.try_reserve(ENVELOPE_SIZE + hint) {
+        if let Ok(mut grant) = self.tx.try_reserve(ENVELOPE_SIZE + self.size_hint) {
             let written = with_arena(|arena| {
                 rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
                     value,
@@ -147,7 +157,7 @@ impl Connection {
             if let Ok(len) = written {
                 envelope.write_to(&mut grant);
                 grant.shrink_to(ENVELOPE_SIZE + len);
-                self.size_hint = len + len / 4 + 64;
+                self.size_hint = blob_hint(len);
                 send_attachment(
                     &self.control,
                     &mut self.attachments_out,
@@ -167,20 +177,32 @@ impl Connection {
             )
         })
         .map_err(|e| SendError::Serialize(e.to_string()))?;
-        self.size_hint = archive.len() + archive.len() / 4 + 64;
+        self.size_hint = blob_hint(archive.len());
         if archive.len() > max {
             let mut blob =
                 BlobWriter::create(archive.len()).map_err(|e| SendError::Io(e.to_string()))?;
             blob.copy_from_slice(&archive);
+            let len = archive.len();
             drop(archive);
-            return self.send_out_of_line(envelope, blob, fds, room);
+            return self.send_out_of_line(envelope, blob, len, fds, room);
         }
+        self.send_copy(envelope, &archive, fds, room)
+    }
+
+    /// Copies an archive serialized aside into exactly its room in the ring.
+    fn send_copy(
+        &mut self,
+        envelope: Envelope,
+        archive: &[u8],
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+    ) -> Result<(), SendError> {
         let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + archive.len(), room) {
             Ok(grant) => grant,
             Err(error) => return Err(self.reservation_failed(error)),
         };
         envelope.write_to(&mut grant);
-        grant[ENVELOPE_SIZE..].copy_from_slice(&archive);
+        grant[ENVELOPE_SIZE..].copy_from_slice(archive);
         send_attachment(
             &self.control,
             &mut self.attachments_out,
@@ -198,10 +220,13 @@ impl Connection {
         &mut self,
         mut envelope: Envelope,
         blob: BlobWriter,
+        len: usize,
         fds: &[BorrowedFd<'_>],
         room: Room,
     ) -> Result<(), SendError> {
-        let blob = blob.seal().map_err(|e| SendError::Io(e.to_string()))?;
+        let blob = blob
+            .seal_with_len(len)
+            .map_err(|e| SendError::Io(e.to_string()))?;
         let len = blob.bytes().len() as u64;
         envelope.flags.0 |= Flags::OUT_OF_LINE;
         envelope.fd_count = (fds.len() + 1) as u16;
@@ -299,6 +324,37 @@ fn raw_envelope(fd_count: usize) -> Envelope {
         flags: Flags(Flags::RAW),
         fd_count: fd_count as u16,
         ..Envelope::default()
+    }
+}
+
+/// The room to reserve for the next archive after one of `len` bytes.
+fn blob_hint(len: usize) -> usize {
+    len + len / 4 + 64
+}
+
+/// Serializes `value` straight into a memfd of at least `capacity` bytes,
+/// doubling it until the archive fits; returns the writer and the archive's
+/// length. Pages are allocated on first touch, so spare room costs nothing.
+fn serialize_into_blob<T: Archivable>(
+    value: &T,
+    capacity: usize,
+) -> Result<(BlobWriter, usize), SendError> {
+    let mut capacity = capacity.max(4096);
+    loop {
+        let mut blob = BlobWriter::create(capacity).map_err(|e| SendError::Io(e.to_string()))?;
+        let written = with_arena(|arena| {
+            rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                value,
+                Buffer::from(&mut blob[..]),
+                arena.acquire(),
+            )
+            .map(|buffer| buffer.len())
+        });
+        match written {
+            Ok(len) => return Ok((blob, len)),
+            Err(_) if capacity < ferry_ring::MAX_REGION_SIZE as usize / 2 => capacity *= 2,
+            Err(e) => return Err(SendError::Serialize(e.to_string())),
+        }
     }
 }
 

@@ -157,6 +157,23 @@ fn typed_larger_than_the_ring(trust: Trust) {
     drop(reply);
     let stats = conn.stats();
     assert_eq!((stats.out_of_line_sent, stats.out_of_line_received), (1, 1));
+    // A second large one: the sender now serializes straight into a memfd.
+    let reply = conn
+        .send_sync(
+            Remote::<Service>::new(SERVICE_DESTINATION),
+            &Big {
+                data: pattern(len, 0x44),
+                checksum: fnv64(&pattern(len, 0x44)),
+                reply_len: 16,
+            },
+            OP_TIMEOUT,
+        )
+        .expect("the second large call");
+    assert!(reply.intact, "the second large request arrived intact");
+    assert_eq!(reply.data.len(), 16);
+    drop(reply);
+    let stats = conn.stats();
+    assert_eq!((stats.out_of_line_sent, stats.out_of_line_received), (2, 1));
     // A small message after the large ones still travels in the ring.
     let sum = conn
         .send_sync(
@@ -166,7 +183,7 @@ fn typed_larger_than_the_ring(trust: Trust) {
         )
         .expect("a small call");
     assert_eq!(sum.value.to_native(), 4);
-    assert_eq!(conn.stats().out_of_line_sent, 1);
+    assert_eq!(conn.stats().out_of_line_sent, 2);
     drop(sum);
     drop(conn);
     peer.expect_success();

@@ -312,6 +312,7 @@ fn peer_killed_while_blocked_in_recv() {
             (conn, outcome)
         });
         assert_eq!(outcome, Err(RecvError::Disconnected), "{wait:?}");
+        assert!(!conn.peer_closed_cleanly(), "a killed peer closes nothing");
         assert!(!conn.is_open());
         assert!(matches!(
             conn.try_recv_frame(),
@@ -378,6 +379,10 @@ fn orderly_drop_delivers_everything_first() {
     assert!(total < config.ring_capacity, "the frames fit the ring");
     recv_checked(&mut conn, 7, 0, 300, 1024);
     expect_disconnected(&mut conn);
+    assert!(
+        conn.peer_closed_cleanly(),
+        "the peer dropped its connection"
+    );
 
     // More than fits: read while the peer sends.
     let config = small_ring();

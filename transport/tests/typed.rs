@@ -944,3 +944,25 @@ fn schema_mismatch_and_unknown_destinations_are_violations() {
     }
     peer.expect_success();
 }
+
+/// `send` and `send_with_reply` wait for room at most the configured
+/// `send_timeout` when the peer does not read (in one process: the point is
+/// the API, the ring is exercised across processes elsewhere).
+#[test]
+fn send_waits_at_most_the_send_timeout() {
+    let config = service_config(Trust::Trusted)
+        .ring_capacity(16 * 1024)
+        .send_timeout(Some(Duration::from_millis(50)));
+    let (mut conn, _idle_peer) = Connection::pair(config).expect("pair");
+    let mut sent = 0;
+    while conn.try_send(service(), &note(sent)).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert_eq!(conn.send(service(), &note(sent)), Err(SendError::TimedOut));
+    assert_eq!(
+        conn.send_with_reply(service(), &Add { a: 1, b: 2 }, |_, _| {}),
+        Err(SendError::TimedOut)
+    );
+    assert!(conn.is_open(), "a timeout does not end the connection");
+}
