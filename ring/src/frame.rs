@@ -29,7 +29,7 @@ pub const fn frame_size(len: usize) -> usize {
 /// in an empty ring.
 #[inline]
 pub const fn max_payload(capacity: usize) -> usize {
-    capacity / 2 - FRAME_HEADER_SIZE
+    (capacity / 2).saturating_sub(FRAME_HEADER_SIZE)
 }
 
 /// Packs a frame header word.

@@ -19,11 +19,31 @@ type ReplyHandler = Box<dyn FnOnce(&mut Connection, Result<&Incoming, CallError>
 /// Who waits for the reply to a request.
 enum Pending {
     /// A handler given to `send_with_reply`.
-    Handler(ReplyHandler),
+    Handler(ReplyTo, ReplyHandler),
     /// A `send_sync` further up the stack; the reply is parked in `arrived`.
-    Sync,
-    /// A `send_sync` that timed out: a late reply is dropped quietly.
+    Sync(ReplyTo),
+    /// A `send_sync` that failed after sending: a late reply is dropped.
     Abandoned,
+}
+
+/// What a reply must name: the receiver and message of its request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ReplyTo {
+    receiver: u32,
+    message: u32,
+}
+
+impl ReplyTo {
+    fn of<M: Message>() -> Self {
+        ReplyTo {
+            receiver: <M::Receiver as Receiver>::ID,
+            message: M::ID,
+        }
+    }
+
+    fn named_by(&self, envelope: &Envelope) -> bool {
+        envelope.receiver == self.receiver && envelope.message == self.message
+    }
 }
 
 /// Requests in flight on one connection.
@@ -36,6 +56,11 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
+    /// Drops replies not yet collected by their synchronous callers.
+    pub(crate) fn discard_arrived(&mut self) {
+        self.arrived.clear();
+    }
+
     fn next_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
@@ -172,10 +197,9 @@ impl Connection {
             },
             Err(error) => on_reply(connection, Err(error)),
         });
-        self.dispatcher
-            .calls
-            .pending
-            .insert(id, Pending::Handler(handler));
+        let expected = ReplyTo::of::<M>();
+        let pending = Pending::Handler(expected, handler);
+        self.dispatcher.calls.pending.insert(id, pending);
         Ok(())
     }
 
@@ -200,7 +224,10 @@ impl Connection {
             &[],
             Room::Wait(Some(timeout)),
         )?;
-        self.dispatcher.calls.pending.insert(id, Pending::Sync);
+        self.dispatcher
+            .calls
+            .pending
+            .insert(id, Pending::Sync(ReplyTo::of::<M>()));
         let outcome = self.wait_for_reply(id, deadline);
         let calls = &mut self.dispatcher.calls;
         match outcome {
@@ -254,13 +281,25 @@ impl Connection {
     /// Delivers a reply to whoever waits for it.
     pub(crate) fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
         let id = incoming.envelope.request_id;
-        match self.dispatcher.calls.pending.remove(&id) {
-            Some(Pending::Handler(handler)) => {
+        let pending = self.dispatcher.calls.pending.remove(&id);
+        let expected = match &pending {
+            Some(Pending::Handler(expected, _) | Pending::Sync(expected)) => Some(*expected),
+            _ => None,
+        };
+        if expected.is_some_and(|expected| !expected.named_by(&incoming.envelope)) {
+            // A reply must answer the message it claims to: a different
+            // receiver or message id would have its bytes validated as the
+            // wrong type.
+            self.finish(&mut incoming);
+            return Err(self.protocol_violation(Violation::MismatchedReply(id)));
+        }
+        match pending {
+            Some(Pending::Handler(_, handler)) => {
                 handler(self, Ok(&incoming));
                 self.finish(&mut incoming);
                 Ok(())
             }
-            Some(Pending::Sync) => {
+            Some(Pending::Sync(_)) => {
                 // The caller is further up the stack and collects it later:
                 // it must not stay in the ring.
                 self.make_owned(&mut incoming);
@@ -284,10 +323,11 @@ impl Connection {
         let pending = std::mem::take(&mut self.dispatcher.calls.pending);
         for (id, waiter) in pending {
             match waiter {
-                Pending::Handler(handler) => handler(self, Err(error.clone())),
+                Pending::Handler(_, handler) => handler(self, Err(error.clone())),
                 // Synchronous callers learn it from their own receive.
-                Pending::Sync => {
-                    self.dispatcher.calls.pending.insert(id, Pending::Sync);
+                Pending::Sync(expected) => {
+                    let still_waiting = Pending::Sync(expected);
+                    self.dispatcher.calls.pending.insert(id, still_waiting);
                 }
                 Pending::Abandoned => {}
             }

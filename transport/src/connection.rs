@@ -241,11 +241,14 @@ impl Connection {
     /// Records that the peer broke the protocol: closes the connection (the
     /// peer sees the hang-up) and returns the error to report.
     pub(crate) fn fail(&mut self, violation: Violation) -> RecvError {
-        if self.state == State::Open {
+        // Also after a disconnection: the violation is the more telling
+        // report, and nothing the peer sent may be dispatched any more.
+        if !matches!(self.state, State::Failed(_)) {
             self.state = State::Failed(violation.clone());
             let _ = self.control.shutdown();
             self.rx.disconnect_handle().disconnect();
             self.tx.disconnect_handle().disconnect();
+            self.dispatcher.discard_received();
             self.fail_pending_calls(crate::error::CallError::ProtocolViolation {
                 peer: self.config.peer_name.clone(),
                 violation: violation.clone(),

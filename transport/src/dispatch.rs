@@ -2,7 +2,7 @@
 //! receiver and destination, and setting messages aside while a synchronous
 //! call waits.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, State};
 use crate::envelope::{Envelope, Flags};
 use crate::error::{DispatchError, RecvError, SendError, Violation};
 use crate::id_map::IdMap;
@@ -68,6 +68,17 @@ pub(crate) struct Dispatcher {
     deferred_bytes: usize,
 }
 
+impl Dispatcher {
+    /// Drops every message received but not yet dispatched, and the replies
+    /// waiting for their synchronous callers: after a protocol violation
+    /// nothing the peer sent is trusted.
+    pub(crate) fn discard_received(&mut self) {
+        self.deferred.clear();
+        self.deferred_bytes = 0;
+        self.calls.discard_arrived();
+    }
+}
+
 impl Connection {
     /// Registers `receiver` to handle the messages sent to `destination`.
     /// Replaces an earlier registration of the same receiver there (and
@@ -98,6 +109,14 @@ impl Connection {
         let mut count = 0;
         while let Some(incoming) = self.dispatcher.deferred.pop_front() {
             self.dispatcher.deferred_bytes -= incoming.bytes().len();
+            // A violation (maybe raised by a handler's nested call in this
+            // very loop) ends all dispatching of what the peer sent.
+            if let State::Failed(violation) = &self.state {
+                return Err(DispatchError::ProtocolViolation {
+                    peer: self.config.peer_name.clone(),
+                    violation: violation.clone(),
+                });
+            }
             self.route(incoming)?;
             count += 1;
         }

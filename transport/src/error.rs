@@ -58,6 +58,9 @@ pub enum Violation {
     /// A reply to a request this side never made (or already answered).
     #[error("reply to unknown request {0}")]
     UnexpectedReply(u64),
+    /// A reply that names another receiver or message than its request.
+    #[error("reply to request {0} names another message than the request")]
+    MismatchedReply(u64),
     /// A raw frame where a typed message was expected.
     #[error("raw frame where a typed message was expected")]
     UnexpectedRawFrame,

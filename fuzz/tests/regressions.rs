@@ -1,7 +1,6 @@
 //! Defects the fuzz targets found in ferry's crates, reproduced without
-//! libFuzzer. Ignored until fixed (`cargo test -- --ignored` runs them);
-//! once fixed, drop the `#[ignore]` and keep the test (its input can also go
-//! to `regressions/<target>/`).
+//! libFuzzer and kept as regression tests once fixed. A defect not fixed yet
+//! is `#[ignore]`d here (and `dispatch` fails CI on it) until it is.
 
 use ferry_fuzz::dispatch::{self, Op::Frame, mode};
 use ferry_fuzz::proto::*;
@@ -34,7 +33,6 @@ fn frame<M: Message>(destination: u64, request_id: u64, flags: u16, body: &[u8])
 /// `LoadResource` handler (the harness's handlers panic: "LoadResource
 /// handled after the victim reported a protocol violation").
 #[test]
-#[ignore = "defect in ferry-transport: set-aside messages dispatched after a violation"]
 fn set_aside_messages_are_not_dispatched_after_a_violation() {
     let load = LoadResource {
         request_id: 1,
@@ -57,4 +55,28 @@ fn set_aside_messages_are_not_dispatched_after_a_violation() {
         )),
     ];
     dispatch::run(&dispatch::encode(mode::SYNC_CALL, &ops));
+}
+
+/// transport/src/call.rs, `complete_reply`: a reply was matched by request
+/// id only, so a reply naming another message was validated as the reply
+/// type the caller expected (found by `dispatch`: a `Found` archive accepted
+/// as `Cookies` because the bytes happened to validate). Now the reply must
+/// name its request's receiver and message, or it is a violation.
+#[test]
+fn a_reply_naming_another_message_is_a_violation() {
+    let cookies = Cookies {
+        cookies: vec!["a=b".into()],
+    };
+    let ops = [Frame(frame::<Publish>(
+        0,
+        1,
+        Flags::REPLY,
+        &rkyv::to_bytes::<rancor::Error>(&cookies).unwrap(),
+    ))];
+    let report = dispatch::run_report(&dispatch::encode(mode::SYNC_CALL, &ops));
+    let call = report.sync_call.expect("the victim made its call");
+    assert!(
+        call.contains("MismatchedReply") || call.contains("names another message"),
+        "{call}"
+    );
 }
