@@ -5,14 +5,17 @@
 //! - `ring/one_thread`: reserve, write, commit, peek, read, release on one
 //!   thread: the instructions of a frame, no cache-line transfers.
 //! - `ring/two_threads`: a producer thread and a consumer thread, both
-//!   spinning, frames published one by one.
+//!   spinning, frames published one by one; a sample is timed until the
+//!   consumer has read its last frame.
 //! - `ring/two_threads_batched`: the same, publishing and releasing every 64
 //!   frames (`commit_deferred`, `release_deferred`, `flush`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ferry_bench::payload::{Pattern, scan};
+use ferry_bench::payload::{Pattern, QUIT, SYNC, scan};
 use ferry_ring::{Consumer, Producer, WaitStrategy};
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 5] = [8, 64, 1024, 4096, 65536];
@@ -49,42 +52,102 @@ fn one_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Sends `count` frames from this thread to a consumer thread; returns the
-/// time until the consumer has read the last one.
-fn stream(size: usize, count: u64, batch: u64) -> Duration {
-    let (mut tx, mut rx) = spinning_channel();
-    let consumer = std::thread::spawn(move || {
-        let mut sum = 0u64;
-        for i in 0..count {
-            let frame = rx.peek(TIMEOUT).expect("a frame");
-            sum = sum.wrapping_add(scan(frame.payload()).sum);
-            if batch > 1 && (i + 1) % batch != 0 {
-                frame.release_deferred();
-            } else {
-                frame.release();
+/// A consumer thread that reads (and checksums) every frame until a `QUIT`
+/// frame, and tells when it has seen a `SYNC` frame: the producer times a
+/// batch of frames up to the consumer's acknowledgement of the `SYNC` after
+/// them. The thread lives for a whole benchmark, so spawning it is not
+/// timed.
+struct Stream {
+    tx: Producer,
+    pattern: Pattern,
+    batch: u64,
+    seq: u64,
+    syncs: u64,
+    acknowledged: Arc<AtomicU64>,
+    consumer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stream {
+    fn new(size: usize, batch: u64) -> Stream {
+        let (tx, mut rx) = spinning_channel();
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&acknowledged);
+        let consumer = std::thread::spawn(move || {
+            let mut sum = 0u64;
+            let mut unreleased = 0u64;
+            loop {
+                let frame = rx.peek(TIMEOUT).expect("a frame");
+                let msg = scan(frame.payload());
+                if batch > 1 {
+                    frame.release_deferred();
+                    unreleased += 1;
+                    if unreleased == batch {
+                        rx.flush();
+                        unreleased = 0;
+                    }
+                } else {
+                    frame.release();
+                }
+                match msg.tag {
+                    QUIT => return,
+                    SYNC => {
+                        rx.flush();
+                        seen.fetch_add(1, Ordering::Release);
+                    }
+                    _ => sum = sum.wrapping_add(msg.sum),
+                }
+                black_box(sum);
             }
+        });
+        Stream {
+            tx,
+            pattern: Pattern::new(size),
+            batch,
+            seq: 0,
+            syncs: 0,
+            acknowledged,
+            consumer: Some(consumer),
         }
-        rx.flush();
-        sum
-    });
-    let pattern = Pattern::new(size);
-    let start = Instant::now();
-    let mut expected = 0u64;
-    for seq in 0..count {
-        let mut grant = tx.reserve(size, TIMEOUT).expect("room");
-        pattern.write(&mut grant, seq);
-        expected = expected.wrapping_add(pattern.expected(seq));
-        if batch > 1 && (seq + 1) % batch != 0 {
+    }
+
+    fn send(&mut self, tag: u64) {
+        let mut grant = self.tx.reserve(self.pattern.len(), TIMEOUT).expect("room");
+        self.pattern.write(&mut grant, tag);
+        if self.batch > 1 {
             grant.commit_deferred();
+            if tag % self.batch == 0 {
+                self.tx.flush();
+            }
         } else {
             grant.commit();
         }
     }
-    tx.flush();
-    let sum = consumer.join().expect("the consumer thread");
-    let elapsed = start.elapsed();
-    assert_eq!(sum, expected, "the consumer read something else");
-    elapsed
+
+    /// Sends `count` frames and waits until the consumer has read them.
+    fn run(&mut self, count: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..count {
+            self.seq += 1;
+            self.send(self.seq);
+        }
+        self.send(SYNC);
+        self.tx.flush();
+        self.syncs += 1;
+        while self.acknowledged.load(Ordering::Acquire) < self.syncs {
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.send(QUIT);
+        self.tx.flush();
+        if let Some(consumer) = self.consumer.take() {
+            consumer.join().expect("the consumer thread");
+        }
+    }
 }
 
 fn two_threads(c: &mut Criterion) {
@@ -92,8 +155,9 @@ fn two_threads(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         for size in SIZES {
             group.throughput(Throughput::Bytes(size as u64));
-            group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
-                b.iter_custom(|iters| stream(size, iters, batch));
+            let mut stream = Stream::new(size, batch);
+            group.bench_function(BenchmarkId::from_parameter(size), |b| {
+                b.iter_custom(|iters| stream.run(iters));
             });
         }
         group.finish();

@@ -467,8 +467,17 @@ fn measure_one(
             .map(|run| Outcome::Latency(run.histogram, run.counters)),
         Mode::Throughput => driver::throughput(end, size, warmup, measure)
             .map(|run| Outcome::Throughput(run.messages, run.elapsed, run.counters)),
-    })?;
+    });
     drop(end);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            return Err(match peer.failure() {
+                Some(theirs) => format!("{e} ({theirs})").into(),
+                None => e,
+            });
+        }
+    };
     let theirs = peer.finish()?;
     Ok(match outcome {
         Outcome::Latency(h, ours) => Outcome::Latency(h, ours.plus(theirs)),

@@ -26,6 +26,11 @@ pub fn main() -> ExitCode {
         }
     };
     let mut buf = vec![0u8; 64 * 1024];
+    // The last job's end stays open until the next job arrives: dropping it
+    // at once could make the measuring process's last receive race with the
+    // close (ferry-ring's consumer can report `Disconnected` for a frame
+    // published just before the producer's orderly close; see the README).
+    let mut previous: Option<PeerEnd> = None;
     loop {
         let received = match control.recv(&mut buf, None) {
             Ok(received) => received,
@@ -37,8 +42,10 @@ pub fn main() -> ExitCode {
             }
         };
         let line = String::from_utf8_lossy(&buf[..received.len]).into_owned();
+        drop(previous.take());
         match run(&control, &line, received.fds) {
-            Ok(counters) => {
+            Ok((counters, end)) => {
+                previous = Some(end);
                 let _ = control.send(format!("done {}", counters.encode()).as_bytes(), &[]);
             }
             Err(e) => {
@@ -49,24 +56,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(control: &Channel, line: &str, fds: Vec<std::os::fd::OwnedFd>) -> Result<Counters> {
+fn run(
+    control: &Channel,
+    line: &str,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<(Counters, PeerEnd)> {
     let job = Job::decode(line)?;
     if let Some(cpu) = job.cpu {
         cpu::pin(cpu)?;
     }
     let mut end = transports::open(&job, fds)?;
     control.send(b"ready", &[])?;
-    match &mut end {
+    let counters = match &mut end {
         PeerEnd::Typed(server) => {
             server.serve()?;
-            Ok(server.counters())
+            server.counters()
         }
         PeerEnd::Generic(any) => with_end!(any, end => {
             match job.mode {
                 Mode::Latency => endpoint::serve_latency(end)?,
                 Mode::Throughput => endpoint::serve_throughput(end)?,
             }
-            Ok(endpoint::Endpoint::counters(end))
+            endpoint::Endpoint::counters(end)
         }),
-    }
+    };
+    Ok((counters, end))
 }

@@ -82,11 +82,24 @@ impl Peer {
         }
     }
 
+    /// After the job failed on this side: what the peer reported, if it
+    /// reported anything within a second (its own error explains ours).
+    pub fn failure(&mut self) -> Option<String> {
+        match self.recv_line_within(Duration::from_secs(1)) {
+            Err(e) => Some(e.to_string()),
+            Ok(line) => Some(format!("peer said {line:?}")),
+        }
+    }
+
     fn recv_line(&self) -> Result<String> {
+        self.recv_line_within(OP_TIMEOUT)
+    }
+
+    fn recv_line_within(&self, timeout: Duration) -> Result<String> {
         let mut buf = vec![0u8; 4096];
         let received = self
             .control()?
-            .recv(&mut buf, Some(OP_TIMEOUT))
+            .recv(&mut buf, Some(timeout))
             .map_err(|e| BoxError::from(format!("waiting for the peer: {e}")))?;
         let line = String::from_utf8_lossy(&buf[..received.len]).into_owned();
         match line.strip_prefix("error ") {
