@@ -2,7 +2,6 @@
 //! grant; descriptors sent ahead over the control socket; bodies too large
 //! for the ring sent out of line as sealed blobs.
 
-use crate::config::ATTACHMENT_TIMEOUT;
 use crate::connection::{Connection, State};
 use crate::envelope::{ENVELOPE_SIZE, Envelope, Flags};
 use crate::error::{SendError, Violation};
@@ -106,12 +105,16 @@ impl Connection {
         };
         envelope.write_to(&mut grant);
         grant[ENVELOPE_SIZE..].copy_from_slice(payload);
-        send_attachment(
+        if let Err(error) = send_attachment(
             &self.control,
             &mut self.attachments_out,
             &mut self.stats,
             fds,
-        )?;
+            room,
+        ) {
+            // The grant is abandoned: nothing was published.
+            return Err(self.attachment_failed(error));
+        }
         grant.commit();
         self.stats.frames_sent += 1;
         Ok(())
@@ -158,12 +161,16 @@ impl Connection {
                 envelope.write_to(&mut grant);
                 grant.shrink_to(ENVELOPE_SIZE + len);
                 self.size_hint = blob_hint(len);
-                send_attachment(
+                if let Err(error) = send_attachment(
                     &self.control,
                     &mut self.attachments_out,
                     &mut self.stats,
                     fds,
-                )?;
+                    room,
+                ) {
+                    // The grant is abandoned: nothing was published.
+                    return Err(self.attachment_failed(error));
+                }
                 grant.commit();
                 self.stats.frames_sent += 1;
                 return Ok(());
@@ -203,12 +210,16 @@ impl Connection {
         };
         envelope.write_to(&mut grant);
         grant[ENVELOPE_SIZE..].copy_from_slice(archive);
-        send_attachment(
+        if let Err(error) = send_attachment(
             &self.control,
             &mut self.attachments_out,
             &mut self.stats,
             fds,
-        )?;
+            room,
+        ) {
+            // The grant is abandoned: nothing was published.
+            return Err(self.attachment_failed(error));
+        }
         grant.commit();
         self.stats.frames_sent += 1;
         Ok(())
@@ -239,16 +250,30 @@ impl Connection {
         let mut all_fds = Vec::with_capacity(fds.len() + 1);
         all_fds.push(blob.fd());
         all_fds.extend_from_slice(fds);
-        send_attachment(
+        if let Err(error) = send_attachment(
             &self.control,
             &mut self.attachments_out,
             &mut self.stats,
             &all_fds,
-        )?;
+            room,
+        ) {
+            // The grant is abandoned: nothing was published.
+            return Err(self.attachment_failed(error));
+        }
         grant.commit();
         self.stats.frames_sent += 1;
         self.stats.out_of_line_sent += 1;
         Ok(())
+    }
+
+    /// The transport's error for descriptors that could not be sent: a peer
+    /// found gone ends the connection, as when the ring finds it.
+    fn attachment_failed(&mut self, error: SendError) -> SendError {
+        if error == SendError::Disconnected {
+            self.state = State::Disconnected;
+            self.fail_pending_calls(crate::error::CallError::Disconnected);
+        }
+        error
     }
 
     /// The transport's error for a failed reservation. Closed, dead or
@@ -387,25 +412,34 @@ fn ring_send_error(error: ferry_ring::SendError) -> SendError {
 
 /// Sends the descriptors of the frame about to be published, numbered so
 /// the receiver can match them to it. They go before the frame is
-/// published, so they are waiting when the receiver sees the frame. (Takes
-/// the connection's fields, not the connection: the grant borrows `tx`.)
+/// published, so they are waiting when the receiver sees the frame. Waits
+/// for room in the control socket as the caller asked to wait for room in
+/// the ring. (Takes the connection's fields, not the connection: the grant
+/// borrows `tx`.)
 fn send_attachment(
     control: &Channel,
     sequence: &mut u64,
     stats: &mut TransportStats,
     fds: &[BorrowedFd<'_>],
+    room: Room,
 ) -> Result<(), SendError> {
     if fds.is_empty() {
         return Ok(());
     }
     let next = *sequence + 1;
-    control
-        .send_timeout(&encode_attachment_header(next), fds, ATTACHMENT_TIMEOUT)
-        .map_err(|error| match error {
-            ferry_handoff::SendError::Disconnected => SendError::Disconnected,
-            ferry_handoff::SendError::TimedOut => SendError::TimedOut,
-            other => SendError::Io(other.to_string()),
-        })?;
+    let header = encode_attachment_header(next);
+    let sent = match room {
+        Room::Try => control.try_send(&header, fds),
+        // A dead peer ends a blocking send at once (EPIPE).
+        Room::Wait(None) => control.send(&header, fds),
+        Room::Wait(Some(timeout)) => control.send_timeout(&header, fds, timeout),
+    };
+    sent.map_err(|error| match error {
+        ferry_handoff::SendError::Disconnected => SendError::Disconnected,
+        ferry_handoff::SendError::TimedOut => SendError::TimedOut,
+        ferry_handoff::SendError::WouldBlock => SendError::Full,
+        other => SendError::Io(other.to_string()),
+    })?;
     *sequence = next;
     stats.fds_sent += fds.len() as u64;
     Ok(())

@@ -23,9 +23,10 @@
 //! to what they were before the first round. The test process checks that
 //! nothing new appeared in `/dev/shm`.
 //!
-//! Two defects the suite ran into are pinned down by deterministic tests,
-//! ignored until fixed: `a_send_finding_the_peer_gone_ends_the_connection`
-//! and `an_unbounded_out_of_line_send_to_a_stalled_peer_waits`.
+//! Two defects the suite ran into (now fixed) are pinned down by
+//! deterministic regression tests:
+//! `a_send_finding_the_peer_gone_ends_the_connection` and
+//! `an_unbounded_out_of_line_send_to_a_stalled_peer_waits`.
 //!
 //! `FERRY_CRASH_SEED` repeats a run (the seed is printed);
 //! `FERRY_CRASH_ROUNDS` sets the kills per situation (default 50).
@@ -244,7 +245,7 @@ fn target_killed_during_introduction() {
 }
 
 // ---------------------------------------------------------------------------
-// Defects the suite ran into, pinned down in-process (ignored until fixed).
+// Defects the suite ran into, pinned down in-process (regression tests).
 
 /// A send that finds the peer's control socket closed (an out-of-line
 /// frame, or one with descriptors, sent right after the peer died, before
@@ -254,7 +255,6 @@ fn target_killed_during_introduction() {
 /// Deterministic here: our own hang-up callback holds the watcher's thread
 /// while the peer's end closes.
 #[test]
-#[ignore = "bug: transport/src/outgoing.rs send_attachment's Disconnected leaves the connection Open"]
 fn a_send_finding_the_peer_gone_ends_the_connection() {
     let config = service_config(Trust::Trusted).ring_capacity(RING);
     let (mut conn, endpoint) = Connection::create(config).expect("Connection::create");
@@ -304,7 +304,6 @@ fn a_send_finding_the_peer_gone_ends_the_connection() {
 /// default (1 MiB) ring fills with the 64-byte frames that announce them:
 /// `send_frame(big, None)` returns `TimedOut`.
 #[test]
-#[ignore = "bug: transport/src/outgoing.rs send_attachment bounds an unbounded send by ATTACHMENT_TIMEOUT"]
 fn an_unbounded_out_of_line_send_to_a_stalled_peer_waits() {
     let (conn, endpoint) =
         Connection::create(ConnectionConfig::default()).expect("Connection::create");
