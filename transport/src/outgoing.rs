@@ -99,25 +99,7 @@ impl Connection {
             blob.copy_from_slice(payload);
             return self.send_out_of_line(envelope, blob, payload.len(), fds, room);
         }
-        let mut grant = match reserve_in(&mut self.tx, ENVELOPE_SIZE + payload.len(), room) {
-            Ok(grant) => grant,
-            Err(error) => return Err(self.reservation_failed(error)),
-        };
-        envelope.write_to(&mut grant);
-        grant[ENVELOPE_SIZE..].copy_from_slice(payload);
-        if let Err(error) = send_attachment(
-            &self.control,
-            &mut self.attachments_out,
-            &mut self.stats,
-            fds,
-            room,
-        ) {
-            // The grant is abandoned: nothing was published.
-            return Err(self.attachment_failed(error));
-        }
-        grant.commit();
-        self.stats.frames_sent += 1;
-        Ok(())
+        self.send_copy(envelope, payload, fds, room)
     }
 
     /// Serializes `value` behind `envelope`: straight into a ring grant when
@@ -161,18 +143,15 @@ impl Connection {
                 envelope.write_to(&mut grant);
                 grant.shrink_to(ENVELOPE_SIZE + len);
                 self.size_hint = blob_hint(len);
-                if let Err(error) = send_attachment(
+                publish(
+                    grant,
                     &self.control,
                     &mut self.attachments_out,
                     &mut self.stats,
                     fds,
                     room,
-                ) {
-                    // The grant is abandoned: nothing was published.
-                    return Err(self.attachment_failed(error));
-                }
-                grant.commit();
-                self.stats.frames_sent += 1;
+                )
+                .map_err(|error| self.attachment_failed(error))?;
                 return Ok(());
             }
         }
@@ -196,7 +175,8 @@ impl Connection {
         self.send_copy(envelope, &archive, fds, room)
     }
 
-    /// Copies an archive serialized aside into exactly its room in the ring.
+    /// Copies a body (raw bytes, or an archive serialized aside) into exactly
+    /// its room in the ring.
     fn send_copy(
         &mut self,
         envelope: Envelope,
@@ -210,18 +190,15 @@ impl Connection {
         };
         envelope.write_to(&mut grant);
         grant[ENVELOPE_SIZE..].copy_from_slice(archive);
-        if let Err(error) = send_attachment(
+        publish(
+            grant,
             &self.control,
             &mut self.attachments_out,
             &mut self.stats,
             fds,
             room,
-        ) {
-            // The grant is abandoned: nothing was published.
-            return Err(self.attachment_failed(error));
-        }
-        grant.commit();
-        self.stats.frames_sent += 1;
+        )
+        .map_err(|error| self.attachment_failed(error))?;
         Ok(())
     }
 
@@ -250,18 +227,15 @@ impl Connection {
         let mut all_fds = Vec::with_capacity(fds.len() + 1);
         all_fds.push(blob.fd());
         all_fds.extend_from_slice(fds);
-        if let Err(error) = send_attachment(
+        publish(
+            grant,
             &self.control,
             &mut self.attachments_out,
             &mut self.stats,
             &all_fds,
             room,
-        ) {
-            // The grant is abandoned: nothing was published.
-            return Err(self.attachment_failed(error));
-        }
-        grant.commit();
-        self.stats.frames_sent += 1;
+        )
+        .map_err(|error| self.attachment_failed(error))?;
         self.stats.out_of_line_sent += 1;
         Ok(())
     }
@@ -408,6 +382,23 @@ fn ring_send_error(error: ferry_ring::SendError) -> SendError {
         }
         Ring::Corrupt(corruption) => SendError::Failed(Violation::Ring(corruption)),
     }
+}
+
+/// Publishes a filled grant: its descriptors first (so they wait for the
+/// receiver when it sees the frame), then the frame. On error nothing is
+/// published: the grant is abandoned.
+fn publish(
+    grant: Grant<'_>,
+    control: &Channel,
+    sequence: &mut u64,
+    stats: &mut TransportStats,
+    fds: &[BorrowedFd<'_>],
+    room: Room,
+) -> Result<(), SendError> {
+    send_attachment(control, sequence, stats, fds, room)?;
+    grant.commit();
+    stats.frames_sent += 1;
+    Ok(())
 }
 
 /// Sends the descriptors of the frame about to be published, numbered so
