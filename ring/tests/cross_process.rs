@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    Consumed, EXIT_TIMEOUT, OP_TIMEOUT, Produced, RawMap, Sizes, Traffic, consume, offsets,
+    Consumed, EXIT_TIMEOUT, OP_TIMEOUT, Produced, RawMap, Traffic, consume, frame_sizes, offsets,
     produce, spawn_bounded, spawn_child, wait_until,
 };
 
@@ -49,7 +49,7 @@ fn child_main() {
             let mut tx = Producer::attach(region, 0)
                 .expect("attach")
                 .with_wait_strategy(traffic.strategy);
-            let mut sizes = Sizes::new(traffic.seed, tx.max_payload());
+            let mut sizes = frame_sizes(traffic.seed, tx.max_payload());
             for seq in 0..traffic.frames {
                 let mut grant = tx
                     .reserve(sizes.next_len(), Some(OP_TIMEOUT))
@@ -64,7 +64,7 @@ fn child_main() {
             let mut rx = Consumer::attach(region, 0)
                 .expect("attach")
                 .with_wait_strategy(traffic.strategy);
-            let mut sizes = Sizes::new(traffic.seed, rx.max_payload());
+            let mut sizes = frame_sizes(traffic.seed, rx.max_payload());
             let mut buf = Vec::new();
             for seq in 0..traffic.frames {
                 let len = rx.recv_into(&mut buf, Some(OP_TIMEOUT)).expect("a frame");
@@ -241,7 +241,7 @@ fn consumer_close_is_seen_by_a_waiting_producer() {
         .with_wait_strategy(WaitStrategy::Park);
     let traffic = Traffic::new(0x5EED_0008, 1_000, WaitStrategy::Park);
     let child = spawn_child(CHILD, "consumer-then-close", &region, &traffic.to_params());
-    let mut sizes = Sizes::new(traffic.seed, tx.max_payload());
+    let mut sizes = frame_sizes(traffic.seed, tx.max_payload());
     for seq in 0..traffic.frames {
         let mut grant = tx
             .reserve(sizes.next_len(), Some(OP_TIMEOUT))
@@ -303,7 +303,7 @@ fn killed_peer_wakes_the_sleeper(kill_producer: bool) {
             );
             match survivor {
                 Survivor::Consumer(mut rx) => {
-                    let mut sizes = Sizes::new(traffic.seed, rx.max_payload());
+                    let mut sizes = frame_sizes(traffic.seed, rx.max_payload());
                     for seq in 0..traffic.frames {
                         let frame = rx.peek(Some(OP_TIMEOUT)).expect("a frame");
                         assert_eq!(frame.len(), sizes.next_len());
@@ -319,7 +319,7 @@ fn killed_peer_wakes_the_sleeper(kill_producer: bool) {
                     )
                 }
                 Survivor::Producer(mut tx) => {
-                    let mut sizes = Sizes::new(traffic.seed, tx.max_payload());
+                    let mut sizes = frame_sizes(traffic.seed, tx.max_payload());
                     for seq in 0..traffic.frames {
                         let mut grant = tx.reserve(sizes.next_len(), None).expect("room");
                         support::write_frame(seq, &mut grant);

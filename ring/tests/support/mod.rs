@@ -1,5 +1,8 @@
 //! Shared by the multi-process tests: a helper-process harness, a second raw
 //! view of a region for playing the hostile peer, and self-checking traffic.
+//! What is not specific to the ring (the child guard, bounded waits, the
+//! checksummed frames, the raw mapping, descriptor counts) comes from
+//! `ferry-testkit`; this module adds the ring's own parts.
 //!
 //! # Helper processes
 //!
@@ -15,18 +18,25 @@
 //! every wait for a child is bounded.
 
 #![allow(dead_code)] // each test file uses its own part of this module
+#![allow(unused_imports)] // likewise for the re-exports
 
 use ferry_ring::{
     Consumer, Producer, RecvError, Region, SendError, Stats, WaitStrategy, frame::FRAME_ALIGN,
 };
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use ferry_testkit::process::ReExec;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+pub use ferry_testkit::bounded::{BoundedThread, bounded, spawn_bounded, wait_until};
+pub use ferry_testkit::fds::open_descriptors_of;
+pub use ferry_testkit::payload::{Sizes, check_frame, write_frame};
+/// A helper process; dropping it kills and reaps it.
+pub use ferry_testkit::process::ChildGuard as ChildProcess;
+pub use ferry_testkit::process::{EXIT_TIMEOUT, OP_TIMEOUT};
+pub use ferry_testkit::shm::RawMap;
 
 /// Names the role a re-executed test binary plays; absent in a normal run.
 pub const ROLE_ENV: &str = "FERRY_TEST_CHILD_ROLE";
@@ -34,12 +44,8 @@ pub const ROLE_ENV: &str = "FERRY_TEST_CHILD_ROLE";
 pub const FD_ENV: &str = "FERRY_TEST_CHILD_FD";
 /// Prefix of the environment variables that carry a role's parameters.
 const PARAM_PREFIX: &str = "FERRY_TEST_CHILD_P_";
-
-/// How long any single blocking operation may take before the test calls it
-/// a hang. Generous: the machine is shared, and this only bounds bugs.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a test waits for a child to exit once it should.
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How this test binary re-executes itself.
+const HELPERS: ReExec = ReExec::new(ROLE_ENV, PARAM_PREFIX);
 
 /// Byte offsets in the shared ring header (ring/src/layout.rs). Written out
 /// here on purpose: a peer in another process knows the layout only by these
@@ -60,14 +66,7 @@ pub mod offsets {
 }
 
 // ---------------------------------------------------------------------------
-// Parent side: spawning and reaping helper processes.
-
-/// A helper process running this test binary in some role. Dropping it kills
-/// (SIGKILL) and reaps the process if it still runs.
-pub struct ChildProcess {
-    child: Option<Child>,
-    label: String,
-}
+// Parent side: spawning helper processes.
 
 /// Re-executes this test binary to run `child_test` (the name of a test
 /// function, matched exactly) in `role`, inheriting `region`'s memfd.
@@ -81,17 +80,10 @@ pub fn spawn_child(
         .fd()
         .expect("a cross-process test needs a memfd region");
     let raw = fd.as_raw_fd();
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .env(FD_ENV, raw.to_string())
-        .stdin(Stdio::null())
-        // libtest's own chatter; the child's panics go to the shared stderr.
-        .stdout(Stdio::null());
-    for (key, value) in params {
-        cmd.env(format!("{PARAM_PREFIX}{key}"), value);
-    }
+    // The command dies with the parent (testkit's pre_exec hook); ours
+    // below keeps the memfd open across exec.
+    let mut cmd = HELPERS.command(child_test, role, params);
+    cmd.env(FD_ENV, raw.to_string());
     // Runs in the forked child, before exec.
     let keep_memfd = move || -> std::io::Result<()> {
         // SAFETY: `raw` is the region's memfd, which the parent keeps open
@@ -100,145 +92,16 @@ pub fn spawn_child(
         // Keep the memfd across exec; every other descriptor stays
         // close-on-exec.
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-        // If the test process dies without reaping us, die too.
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
         Ok(())
     };
     // SAFETY: between fork and exec only async-signal-safe calls are
-    // allowed. `keep_memfd` makes exactly two system calls through rustix's
-    // raw-syscall backend, fcntl(F_SETFD) and prctl(PR_SET_PDEATHSIG), with
-    // no allocation, no lock and no access to state another thread of the
-    // parent could have left inconsistent.
+    // allowed. `keep_memfd` makes exactly one system call through rustix's
+    // raw-syscall backend, fcntl(F_SETFD), with no allocation, no lock and
+    // no access to state another thread of the parent could have left
+    // inconsistent.
     unsafe { cmd.pre_exec(keep_memfd) };
     let child = cmd.spawn().expect("spawning the helper process");
-    ChildProcess {
-        label: format!("helper process {} ({role})", child.id()),
-        child: Some(child),
-    }
-}
-
-impl ChildProcess {
-    /// The child's process id.
-    pub fn id(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Sends SIGKILL (if the child has not been reaped yet).
-    pub fn kill(&mut self) {
-        if let Some(child) = &mut self.child {
-            child.kill().expect("kill(SIGKILL)");
-        }
-    }
-
-    /// The exit status if the child has exited (reaping it), else `None`.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let status = child.try_wait().expect("waitpid")?;
-        self.child = None;
-        Some(status)
-    }
-
-    /// Waits (waitpid) for the child to exit, for at most `limit`; on
-    /// timeout kills it and panics.
-    pub fn wait_timeout(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
-            assert!(self.child.is_some(), "{} was already reaped", self.label);
-            if Instant::now() >= deadline {
-                self.kill();
-                panic!("{} still running after {limit:?}: killed", self.label);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits for the child to exit and requires success.
-    pub fn expect_success(mut self) {
-        let status = self.wait_timeout(EXIT_TIMEOUT);
-        assert!(
-            status.success(),
-            "{} failed ({status}); its stderr is above",
-            self.label
-        );
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A thread whose result the test waits for with a time limit.
-pub struct BoundedThread<T> {
-    what: String,
-    rx: std::sync::mpsc::Receiver<T>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-/// Runs `f` on a new thread; collect its result with
-/// [`BoundedThread::join_within`].
-pub fn spawn_bounded<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> BoundedThread<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(what.to_owned())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .expect("spawning a thread");
-    BoundedThread {
-        what: what.to_owned(),
-        rx,
-        handle,
-    }
-}
-
-impl<T> BoundedThread<T> {
-    /// The thread's result, waiting at most `limit`: a hang becomes a test
-    /// failure instead of a stuck run (the thread is then abandoned). A
-    /// panic on the thread is re-raised here.
-    pub fn join_within(self, limit: Duration) -> T {
-        match self.rx.recv_timeout(limit) {
-            Ok(value) => {
-                self.handle.join().expect("thread finished");
-                value
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match self.handle.join() {
-                Err(panic) => std::panic::resume_unwind(panic),
-                Ok(()) => unreachable!("the thread sends before it ends"),
-            },
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                panic!("{}: no result after {limit:?} (hang)", self.what)
-            }
-        }
-    }
-}
-
-/// Runs `f` on a thread and waits at most `limit` for it.
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    spawn_bounded(what, f).join_within(limit)
-}
-
-/// Polls `cond` every millisecond for at most `limit`; panics on timeout.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    ChildProcess::new(child, role)
 }
 
 /// Whether thread `tid` of this process is asleep in the kernel (state `S`,
@@ -255,19 +118,7 @@ pub fn thread_is_sleeping(tid: i32) -> bool {
 
 /// The (device, inode) of a region's memfd.
 pub fn memfd_identity(region: &Region) -> (u64, u64) {
-    let stat = rustix::fs::fstat(region.fd().expect("memfd region")).expect("fstat");
-    (stat.st_dev, stat.st_ino)
-}
-
-/// How many descriptors of this process refer to the memfd `(dev, ino)`.
-pub fn open_descriptors_of(identity: (u64, u64)) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
-        .filter(|meta| (meta.dev(), meta.ino()) == identity)
-        .count()
+    ferry_testkit::fds::identity(region.fd().expect("memfd region"))
 }
 
 // ---------------------------------------------------------------------------
@@ -275,18 +126,15 @@ pub fn open_descriptors_of(identity: (u64, u64)) -> usize {
 
 /// The role this process was started in, or `None` in a normal test run.
 pub fn child_role() -> Option<String> {
-    std::env::var(ROLE_ENV).ok()
+    HELPERS.role()
 }
 
 /// A parameter the parent passed to this child.
-pub fn param<T: FromStr>(name: &str) -> T
+pub fn param<T: std::str::FromStr>(name: &str) -> T
 where
     T::Err: std::fmt::Debug,
 {
-    let raw = std::env::var(format!("{PARAM_PREFIX}{name}"))
-        .unwrap_or_else(|_| panic!("parameter {name} missing"));
-    raw.parse()
-        .unwrap_or_else(|e| panic!("parameter {name}={raw}: {e:?}"))
+    HELPERS.param(name)
 }
 
 /// Opens the region whose memfd the parent passed down. Call once.
@@ -312,228 +160,14 @@ pub fn inherited_region() -> Arc<Region> {
 }
 
 // ---------------------------------------------------------------------------
-// A raw second view of a region: the hostile peer's hands.
-
-/// A second `MAP_SHARED` mapping of a region's memfd, through which a test
-/// writes whatever it likes into the ring. All access is atomic, so the
-/// scribbling itself is free of data races.
-pub struct RawMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: a RawMap is a mapping it owns; every access goes through atomics.
-unsafe impl Send for RawMap {}
-// SAFETY: as above.
-unsafe impl Sync for RawMap {}
-
-impl RawMap {
-    /// Maps the whole memfd read-write and shared.
-    pub fn new(fd: BorrowedFd<'_>) -> RawMap {
-        let len = rustix::fs::fstat(fd).expect("fstat").st_size as usize;
-        assert!(len > 0);
-        // SAFETY: a fresh mapping chosen by the kernel (null hint), of a
-        // memfd sealed against shrinking, so every mapped page stays backed.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-                fd.as_fd(),
-                0,
-            )
-        }
-        .expect("mmap");
-        RawMap {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "u64 at {offset}");
-        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the
-        // mapping lives as long as `self`; AtomicU64 is valid for any bits.
-        unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) }
-    }
-
-    pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "u32 at {offset}");
-        // SAFETY: as in `u64_at`, for a 4-aligned u32.
-        unsafe { AtomicU32::from_ptr(self.ptr.add(offset).cast()) }
-    }
-
-    pub fn u8_at(&self, offset: usize) -> &AtomicU8 {
-        assert!(offset < self.len, "u8 at {offset}");
-        // SAFETY: in bounds; a byte is always aligned.
-        unsafe { AtomicU8::from_ptr(self.ptr.add(offset)) }
-    }
-
-    pub fn store_u64(&self, offset: usize, value: u64) {
-        self.u64_at(offset).store(value, Ordering::SeqCst);
-    }
-
-    pub fn store_u32(&self, offset: usize, value: u32) {
-        self.u32_at(offset).store(value, Ordering::SeqCst);
-    }
-
-    pub fn load_u64(&self, offset: usize) -> u64 {
-        self.u64_at(offset).load(Ordering::SeqCst)
-    }
-
-    pub fn load_u32(&self, offset: usize) -> u32 {
-        self.u32_at(offset).load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for RawMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping `new` made; no reference
-        // into it outlives `self` (they all borrow `self`).
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Self-checking traffic.
 
-/// Payload lengths from 0 to `max` inclusive, reproducible from a seed, so
-/// the consumer knows the length of every frame it should get. Mostly small
-/// frames (the soak stays fast in debug builds), with every size up to the
-/// maximum, and the maximum itself, mixed in.
-pub struct Sizes {
-    rng: fastrand::Rng,
-    max: usize,
-}
-
-impl Sizes {
-    pub fn new(seed: u64, max: usize) -> Sizes {
-        Sizes {
-            rng: fastrand::Rng::with_seed(seed),
-            max,
-        }
-    }
-
-    pub fn next_len(&mut self) -> usize {
-        let max = self.max;
-        match self.rng.u32(0..1000) {
-            0 => self.rng.usize(0..=max),
-            1 => max - self.rng.usize(0..=max.min(FRAME_ALIGN * 2)),
-            2..=29 => self.rng.usize(0..=max.min(2048)),
-            _ => self.rng.usize(0..=max.min(128)),
-        }
-    }
-}
-
-/// The word stream a frame's bytes are made of, determined by its sequence
-/// number (xorshift64 seeded by splitmix64).
-struct Words(u64);
-
-impl Words {
-    fn new(seq: u64) -> Words {
-        let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Words((z ^ (z >> 31)) | 1)
-    }
-
-    #[inline]
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-#[inline]
-fn mix(sum: u64, word: u64) -> u64 {
-    (sum ^ word)
-        .wrapping_mul(0x0000_0100_0000_01B3)
-        .rotate_left(29)
-}
-
-/// Fills a whole payload for frame `seq`: when there is room, the sequence
-/// number and a checksum of the rest come first; every byte is written.
-pub fn write_frame(seq: u64, buf: &mut [u8]) {
-    let len = buf.len();
-    let (head, body) = if len >= 16 {
-        buf.split_at_mut(16)
-    } else {
-        buf.split_at_mut(0)
-    };
-    let mut words = Words::new(seq);
-    let mut sum = mix(0xCBF2_9CE4_8422_2325, len as u64);
-    let mut chunks = body.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let word = words.next();
-        chunk.copy_from_slice(&word.to_le_bytes());
-        sum = mix(sum, word);
-    }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let bytes = words.next().to_le_bytes();
-        rest.copy_from_slice(&bytes[..rest.len()]);
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        sum = mix(sum, u64::from_le_bytes(last));
-    }
-    if !head.is_empty() {
-        head[..8].copy_from_slice(&seq.to_le_bytes());
-        head[8..].copy_from_slice(&sum.to_le_bytes());
-    }
-}
-
-/// Checks every byte of frame `seq` as `write_frame` made it, and its
-/// embedded sequence number and checksum.
-pub fn check_frame(seq: u64, buf: &[u8]) -> Result<(), String> {
-    let len = buf.len();
-    let (head, body) = if len >= 16 {
-        buf.split_at(16)
-    } else {
-        buf.split_at(0)
-    };
-    let mut words = Words::new(seq);
-    let mut sum = mix(0xCBF2_9CE4_8422_2325, len as u64);
-    let mut chunks = body.chunks_exact(8);
-    for (i, chunk) in (&mut chunks).enumerate() {
-        let got = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let want = words.next();
-        if got != want {
-            return Err(format!(
-                "frame {seq} ({len} B): word {i} of the body is {got:#x}, expected {want:#x}"
-            ));
-        }
-        sum = mix(sum, got);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let want = words.next().to_le_bytes();
-        if rest != &want[..rest.len()] {
-            return Err(format!("frame {seq} ({len} B): last bytes differ"));
-        }
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        sum = mix(sum, u64::from_le_bytes(last));
-    }
-    if !head.is_empty() {
-        let got_seq = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        if got_seq != seq {
-            return Err(format!("frame {seq} ({len} B) carries sequence {got_seq}"));
-        }
-        let got_sum = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
-        if got_sum != sum {
-            return Err(format!("frame {seq} ({len} B): checksum mismatch"));
-        }
-    }
-    Ok(())
+/// Frame lengths from 0 to `max` inclusive, reproducible from `seed`:
+/// mostly small frames (the soak stays fast in debug builds), with every
+/// size up to the maximum, and lengths up to two frame alignments below the
+/// maximum, mixed in.
+pub fn frame_sizes(seed: u64, max: usize) -> Sizes {
+    Sizes::frames(seed, max, FRAME_ALIGN * 2)
 }
 
 /// What one side of a traffic run does; passed to helper processes through
@@ -650,7 +284,7 @@ pub struct Produced {
 pub fn produce(mut tx: Producer, traffic: Traffic, progress: Option<&AtomicU64>) -> Produced {
     let map =
         (traffic.stall_every > 0).then(|| RawMap::new(tx.region().fd().expect("memfd region")));
-    let mut sizes = Sizes::new(traffic.seed, tx.max_payload());
+    let mut sizes = frame_sizes(traffic.seed, tx.max_payload());
     let mut batch = fastrand::Rng::with_seed(traffic.seed ^ 0xBA7C);
     let mut pending = 0u32;
     let mut batch_target = 0u32;
@@ -750,7 +384,7 @@ pub struct Consumed {
 pub fn consume(mut rx: Consumer, traffic: Traffic, progress: Option<&AtomicU64>) -> Consumed {
     let map =
         (traffic.stall_every > 0).then(|| RawMap::new(rx.region().fd().expect("memfd region")));
-    let mut sizes = Sizes::new(traffic.seed, rx.max_payload());
+    let mut sizes = frame_sizes(traffic.seed, rx.max_payload());
     let mut batch = fastrand::Rng::with_seed(traffic.seed ^ 0x5E1E);
     let mut batch_target = 0u32;
     let mut pending = 0u32;
