@@ -754,7 +754,7 @@ fn raw_sends(
     seed: u64,
     max_len: usize,
 ) -> (SendError, u64) {
-    let mut sizes = Sizes::new(seed, max_len);
+    let mut sizes = Sizes::messages(seed, max_len);
     let memfd = memfd_with(b"sent with a frame");
     let mut buf = Vec::new();
     for seq in 0.. {
@@ -805,7 +805,7 @@ fn typed_sends(conn: &mut Connection, plan: &KillPlan, kill: &Kill) -> (SendErro
 fn victim_reader() {
     let (mut conn, control) = child_connect();
     let mode: String = param("MODE");
-    let mut sizes = Sizes::new(param("SEED"), param("MAXLEN"));
+    let mut sizes = Sizes::messages(param("SEED"), param("MAXLEN"));
     let fd_every: u64 = param("FD_EVERY");
     tell(&control, b"ready");
     if mode == "stall" {
@@ -953,7 +953,7 @@ fn raw_receives(
     max_len: usize,
     fd_every: u64,
 ) -> (RecvError, u64) {
-    let mut sizes = Sizes::new(seed, max_len);
+    let mut sizes = Sizes::messages(seed, max_len);
     for seq in 0.. {
         kill.at_message(plan, seq);
         let len = sizes.next_len();
@@ -1060,7 +1060,7 @@ fn victim_writer() {
     let (mut conn, control) = child_connect();
     let mode: String = param("MODE");
     let typed = param::<u8>("TYPED") == 1;
-    let mut sizes = Sizes::new(param("SEED"), param("MAXLEN"));
+    let mut sizes = Sizes::messages(param("SEED"), param("MAXLEN"));
     let fd_every: u64 = param("FD_EVERY");
     let burst: u64 = param("BURST");
     tell(&control, b"ready");

@@ -36,7 +36,7 @@ fn small_ring() -> ConnectionConfig {
 /// Receives `n` frames numbered from `first` with lengths from `seed`,
 /// checking every byte.
 fn recv_checked(conn: &mut Connection, seed: u64, first: u64, n: u64, max: usize) {
-    let mut sizes = Sizes::new(seed, max.min(conn.max_inline_payload()));
+    let mut sizes = Sizes::messages(seed, max.min(conn.max_inline_payload()));
     for seq in first..first + n {
         let len = sizes.next_len();
         let frame = conn
@@ -49,7 +49,7 @@ fn recv_checked(conn: &mut Connection, seed: u64, first: u64, n: u64, max: usize
 
 /// Sends `n` frames numbered from `first` with lengths from `seed`.
 fn send_checked(conn: &mut Connection, seed: u64, first: u64, n: u64, max: usize) {
-    let mut sizes = Sizes::new(seed, max.min(conn.max_inline_payload()));
+    let mut sizes = Sizes::messages(seed, max.min(conn.max_inline_payload()));
     let mut buf = Vec::new();
     for seq in first..first + n {
         buf.resize(sizes.next_len(), 0);
@@ -63,8 +63,8 @@ fn send_checked(conn: &mut Connection, seed: u64, first: u64, n: u64, max: usize
 /// on one direction while the other could make progress.
 fn both_ways(conn: &mut Connection, seed_out: u64, seed_in: u64, first: u64, n: u64) {
     let max = conn.max_inline_payload();
-    let mut out_sizes = Sizes::new(seed_out, max);
-    let mut in_sizes = Sizes::new(seed_in, max);
+    let mut out_sizes = Sizes::messages(seed_out, max);
+    let mut in_sizes = Sizes::messages(seed_in, max);
     let (mut sent, mut received) = (0, 0);
     let mut pending: Option<Vec<u8>> = None;
     let deadline = Instant::now() + OP_TIMEOUT;
@@ -372,7 +372,7 @@ fn orderly_drop_delivers_everything_first() {
     let (mut conn, mut peer) = connect_peer("send-and-drop", &config, &params);
     peer.expect_word(b"dropped");
     assert!(peer.wait_timeout(EXIT_TIMEOUT).success());
-    let mut sizes = Sizes::new(7, 1024);
+    let mut sizes = Sizes::messages(7, 1024);
     let total: usize = (0..300)
         .map(|_| frame_size_estimate(sizes.next_len()))
         .sum();
@@ -406,7 +406,7 @@ fn frame_size_estimate(len: usize) -> usize {
 fn child_stream() {
     let (mut conn, control) = child_connect();
     tell(&control, b"ready");
-    let mut sizes = Sizes::new(param("SEED"), conn.max_inline_payload().min(8192));
+    let mut sizes = Sizes::messages(param("SEED"), conn.max_inline_payload().min(8192));
     let deadline = Instant::now() + Duration::from_secs(120);
     for seq in 0.. {
         assert!(
@@ -430,7 +430,7 @@ fn peer_killed_mid_stream() {
     let params = [("SEED", seed.to_string())];
     let (mut conn, mut peer) = connect_peer("stream", &config, &params);
     peer.expect_word(b"ready");
-    let mut sizes = Sizes::new(seed, conn.max_inline_payload().min(8192));
+    let mut sizes = Sizes::messages(seed, conn.max_inline_payload().min(8192));
     let deadline = Instant::now() + OP_TIMEOUT;
     let mut seq = 0u64;
     loop {

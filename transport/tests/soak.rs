@@ -138,7 +138,7 @@ fn soak(wait: WaitStrategy, seed: u64) {
     let config = ConnectionConfig::default().ring_capacity(RING).wait(wait);
     let params = [("SEED", seed.to_string()), ("N", n.to_string())];
     let (mut conn, peer) = connect_peer("receiver", &config, &params);
-    let mut sizes = Sizes::new(seed, conn.max_inline_payload());
+    let mut sizes = Sizes::messages(seed, conn.max_inline_payload());
     let mut sent = Digest::new();
     let mut buf = Vec::with_capacity(conn.max_inline_payload());
     let started = Instant::now();
@@ -194,7 +194,7 @@ fn receiver() {
     let (mut conn, _control) = child_connect();
     let seed: u64 = param("SEED");
     let n: u64 = param("N");
-    let mut sizes = Sizes::new(seed, conn.max_inline_payload());
+    let mut sizes = Sizes::messages(seed, conn.max_inline_payload());
     let mut received = Digest::new();
     for seq in 0..n {
         let frame = conn

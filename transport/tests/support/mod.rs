@@ -1,6 +1,9 @@
 //! Shared by the cross-process tests of ferry-transport: a helper-process
 //! harness built on ferry-handoff's bootstrap, self-checking traffic, the
 //! test protocols, and a raw second view of a region for hostile peers.
+//! What is not specific to the transport (the child guard, bounded waits,
+//! the checksummed frames, the raw mapping, descriptor counts) comes from
+//! `ferry-testkit`; this module adds the transport's own parts.
 //!
 //! # Helper processes
 //!
@@ -20,17 +23,22 @@
 //! and reaps the child when dropped, and every wait for a child is bounded.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
+#![allow(unused_imports)] // likewise for the re-exports
 
 pub mod proto;
 
 use ferry_handoff::Channel;
+use ferry_testkit::process::{ChildGuard, ReExec};
 use ferry_transport::{Connection, ConnectionConfig, Endpoint, Trust, WaitStrategy};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+pub use ferry_testkit::bounded::bounded;
+pub use ferry_testkit::fds::open_fd_count;
+pub use ferry_testkit::payload::{Sizes, check_frame, make_frame, write_frame};
+pub use ferry_testkit::process::{EXIT_TIMEOUT, OP_TIMEOUT};
+pub use ferry_testkit::shm::RawMap;
 
 /// Names the role a re-executed test binary plays; absent in a normal run.
 pub const ROLE_ENV: &str = "FERRY_TRANSPORT_TEST_ROLE";
@@ -38,12 +46,8 @@ pub const ROLE_ENV: &str = "FERRY_TRANSPORT_TEST_ROLE";
 const PARAM_PREFIX: &str = "FERRY_TRANSPORT_TEST_P_";
 /// The name of the child test function in every test binary.
 pub const CHILD_TEST: &str = "child";
-
-/// How long any single blocking operation may take before the test calls it
-/// a hang. Generous: the machine is shared, and this only bounds bugs.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a test waits for a child to exit once it should.
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How this test binary re-executes itself.
+const HELPERS: ReExec = ReExec::new(ROLE_ENV, PARAM_PREFIX);
 
 /// Tag of the control message carrying an endpoint.
 const ENDPOINT_TAG: &[u8] = b"EP";
@@ -54,35 +58,15 @@ const ENDPOINT_TAG: &[u8] = b"EP";
 /// The command that re-executes this test binary as a child in `role`. It
 /// dies with SIGKILL if the thread that spawned it ends first.
 pub fn child_command(role: &str, params: &[(&str, String)]) -> Command {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .stdin(Stdio::null())
-        // libtest's own chatter; the child's panics go to the shared stderr.
-        .stdout(Stdio::null());
-    for (key, value) in params {
-        cmd.env(format!("{PARAM_PREFIX}{key}"), value);
-    }
-    let die_with_parent = || -> std::io::Result<()> {
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-        Ok(())
-    };
-    // SAFETY: runs between fork and exec, where only async-signal-safe work
-    // is allowed: one prctl(PR_SET_PDEATHSIG) system call through rustix's
-    // raw-syscall backend, no allocation, no lock.
-    unsafe { cmd.pre_exec(die_with_parent) };
-    cmd
+    HELPERS.command(CHILD_TEST, role, params)
 }
 
 /// A helper process running this test binary in some role, with the parent's
 /// end of its control channel. Dropping it kills (SIGKILL) and reaps the
-/// process if it still runs.
+/// process if it still runs (then closes the channel).
 pub struct Peer {
-    child: Option<Child>,
-    pid: u32,
+    guard: ChildGuard,
     control: Channel,
-    label: String,
 }
 
 /// Spawns a child in `role` with a control channel.
@@ -91,9 +75,7 @@ pub fn spawn_peer(role: &str, params: &[(&str, String)]) -> Peer {
         ferry_handoff::bootstrap::spawn_with_channel(child_command(role, params))
             .expect("spawning the helper process");
     Peer {
-        pid: child.id(),
-        label: format!("helper process {} ({role})", child.id()),
-        child: Some(child),
+        guard: ChildGuard::new(child, role),
         control,
     }
 }
@@ -116,7 +98,7 @@ pub fn connect_peer(
 impl Peer {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.guard.id()
     }
 
     /// Sends an endpoint over the control channel; our copies of its
@@ -142,7 +124,7 @@ impl Peer {
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(expected),
             "{}: unexpected control message",
-            self.label
+            self.guard.label()
         );
     }
 
@@ -153,65 +135,34 @@ impl Peer {
 
     /// A function that SIGKILLs the child, for another thread.
     pub fn killer(&self) -> impl Fn() + Send + 'static {
-        let pid = self.pid;
+        let pid = self.pid();
         move || kill_pid(pid)
     }
 
     /// Sends SIGKILL (if the child has not been reaped yet).
     pub fn kill(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-        }
+        self.guard.kill();
     }
 
     /// The exit status if the child has exited (reaping it), else `None`.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let status = child.try_wait().expect("waitpid")?;
-        self.child = None;
-        Some(status)
+        self.guard.try_wait()
     }
 
     /// Waits for the child to exit, for at most `limit`; on timeout kills it
     /// and panics.
     pub fn wait_timeout(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
-            assert!(self.child.is_some(), "{} was already reaped", self.label);
-            if Instant::now() >= deadline {
-                self.kill();
-                panic!("{} still running after {limit:?}: killed", self.label);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.guard.wait_timeout(limit)
     }
 
     /// Waits for the child to exit and requires success.
-    pub fn expect_success(mut self) {
-        let status = self.wait_timeout(EXIT_TIMEOUT);
-        assert!(
-            status.success(),
-            "{} failed ({status}); its stderr is above",
-            self.label
-        );
+    pub fn expect_success(self) {
+        self.guard.expect_success();
     }
 
     /// Kills the child and reaps it.
-    pub fn kill_and_reap(mut self) -> ExitStatus {
-        self.kill();
-        self.wait_timeout(EXIT_TIMEOUT)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn kill_and_reap(self) -> ExitStatus {
+        self.guard.kill_and_reap()
     }
 }
 
@@ -253,18 +204,15 @@ pub fn hear(control: &Channel) -> Vec<u8> {
 
 /// The role this process was started in, or `None` in a normal test run.
 pub fn child_role() -> Option<String> {
-    std::env::var(ROLE_ENV).ok()
+    HELPERS.role()
 }
 
 /// A parameter the parent passed to this child.
-pub fn param<T: FromStr>(name: &str) -> T
+pub fn param<T: std::str::FromStr>(name: &str) -> T
 where
     T::Err: std::fmt::Debug,
 {
-    let raw = std::env::var(format!("{PARAM_PREFIX}{name}"))
-        .unwrap_or_else(|_| panic!("parameter {name} missing"));
-    raw.parse()
-        .unwrap_or_else(|e| panic!("parameter {name}={raw}: {e:?}"))
+    HELPERS.param(name)
 }
 
 /// The control channel this child inherited. Call once.
@@ -359,188 +307,7 @@ pub fn config_from_params() -> ConnectionConfig {
 }
 
 // ---------------------------------------------------------------------------
-// Bounded waits in the test process.
-
-/// Runs `f` on a thread and waits at most `limit` for its result: a hang
-/// becomes a test failure instead of a stuck run (the thread is then
-/// abandoned). A panic on the thread is re-raised here.
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(what.to_owned())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .expect("spawning a thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            handle.join().expect("thread finished");
-            value
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: no result after {limit:?} (hang)")
-        }
-    }
-}
-
-/// Descriptors open in this process.
-pub fn open_fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
-// ---------------------------------------------------------------------------
-// Self-checking traffic.
-
-/// Payload lengths from 0 to `max` inclusive, reproducible from a seed so the
-/// receiver knows the length of every frame it should get: mostly small, with
-/// every size up to the maximum and the maximum itself mixed in.
-pub struct Sizes {
-    rng: fastrand::Rng,
-    max: usize,
-}
-
-impl Sizes {
-    pub fn new(seed: u64, max: usize) -> Sizes {
-        Sizes {
-            rng: fastrand::Rng::with_seed(seed),
-            max,
-        }
-    }
-
-    pub fn next_len(&mut self) -> usize {
-        let max = self.max;
-        match self.rng.u32(0..100) {
-            0..=4 => self.rng.usize(0..=max),
-            5 => max,
-            6 => 0,
-            7..=29 => self.rng.usize(0..=max.min(4096)),
-            _ => self.rng.usize(0..=max.min(256)),
-        }
-    }
-}
-
-/// The word stream a frame's bytes are made of, determined by its sequence
-/// number (xorshift64 seeded by splitmix64).
-struct Words(u64);
-
-impl Words {
-    fn new(seq: u64) -> Words {
-        let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Words((z ^ (z >> 31)) | 1)
-    }
-
-    #[inline]
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-#[inline]
-fn mix(sum: u64, word: u64) -> u64 {
-    (sum ^ word)
-        .wrapping_mul(0x0000_0100_0000_01B3)
-        .rotate_left(29)
-}
-
-/// Fills a whole payload for frame `seq`: when there is room, the sequence
-/// number and a checksum of the rest come first; every byte is written.
-pub fn write_frame(seq: u64, buf: &mut [u8]) {
-    let len = buf.len();
-    let (head, body) = if len >= 16 {
-        buf.split_at_mut(16)
-    } else {
-        buf.split_at_mut(0)
-    };
-    let mut words = Words::new(seq);
-    let mut sum = mix(0xCBF2_9CE4_8422_2325, len as u64);
-    let mut chunks = body.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let word = words.next();
-        chunk.copy_from_slice(&word.to_le_bytes());
-        sum = mix(sum, word);
-    }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let bytes = words.next().to_le_bytes();
-        rest.copy_from_slice(&bytes[..rest.len()]);
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        sum = mix(sum, u64::from_le_bytes(last));
-    }
-    if !head.is_empty() {
-        head[..8].copy_from_slice(&seq.to_le_bytes());
-        head[8..].copy_from_slice(&sum.to_le_bytes());
-    }
-}
-
-/// A frame for `seq` of `len` bytes, made by [`write_frame`].
-pub fn make_frame(seq: u64, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    write_frame(seq, &mut buf);
-    buf
-}
-
-/// Checks every byte of frame `seq` as [`write_frame`] made it, and its
-/// embedded sequence number and checksum.
-pub fn check_frame(seq: u64, buf: &[u8]) -> Result<(), String> {
-    let len = buf.len();
-    let (head, body) = if len >= 16 {
-        buf.split_at(16)
-    } else {
-        buf.split_at(0)
-    };
-    let mut words = Words::new(seq);
-    let mut sum = mix(0xCBF2_9CE4_8422_2325, len as u64);
-    let mut chunks = body.chunks_exact(8);
-    for (i, chunk) in (&mut chunks).enumerate() {
-        let got = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let want = words.next();
-        if got != want {
-            return Err(format!(
-                "frame {seq} ({len} B): word {i} is {got:#x}, expected {want:#x}"
-            ));
-        }
-        sum = mix(sum, got);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let want = words.next().to_le_bytes();
-        if rest != &want[..rest.len()] {
-            return Err(format!("frame {seq} ({len} B): last bytes differ"));
-        }
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        sum = mix(sum, u64::from_le_bytes(last));
-    }
-    if !head.is_empty() {
-        let got_seq = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        if got_seq != seq {
-            return Err(format!("frame {seq} ({len} B) carries sequence {got_seq}"));
-        }
-        let got_sum = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
-        if got_sum != sum {
-            return Err(format!("frame {seq} ({len} B): checksum mismatch"));
-        }
-    }
-    Ok(())
-}
+// Self-checking traffic (the frames themselves come from ferry-testkit).
 
 /// FNV-1a over bytes: the checksum typed test messages carry.
 pub fn fnv64(bytes: &[u8]) -> u64 {
@@ -550,88 +317,6 @@ pub fn fnv64(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
     }
     hash
-}
-
-// ---------------------------------------------------------------------------
-// A raw second view of a region: the hostile peer's hands.
-
-/// A second `MAP_SHARED` mapping of a region's memfd, through which a test
-/// writes whatever it likes into the rings. All access is atomic, so the
-/// scribbling itself is free of data races in this process.
-pub struct RawMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: a RawMap is a mapping it owns; every access goes through atomics.
-unsafe impl Send for RawMap {}
-// SAFETY: as above.
-unsafe impl Sync for RawMap {}
-
-impl RawMap {
-    /// Maps the whole memfd read-write and shared.
-    pub fn new(fd: BorrowedFd<'_>) -> RawMap {
-        let len = rustix::fs::fstat(fd).expect("fstat").st_size as usize;
-        assert!(len > 0);
-        // SAFETY: a fresh mapping chosen by the kernel (null hint), of a
-        // memfd sealed against shrinking, so every mapped page stays backed.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .expect("mmap");
-        RawMap {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "u64 at {offset}");
-        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the
-        // mapping lives as long as `self`; AtomicU64 is valid for any bits.
-        unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) }
-    }
-
-    pub fn u8_at(&self, offset: usize) -> &AtomicU8 {
-        assert!(offset < self.len, "u8 at {offset}");
-        // SAFETY: in bounds; a byte is always aligned.
-        unsafe { AtomicU8::from_ptr(self.ptr.add(offset)) }
-    }
-
-    pub fn store_u64(&self, offset: usize, value: u64) {
-        self.u64_at(offset).store(value, Ordering::SeqCst);
-    }
-
-    pub fn load_u64(&self, offset: usize) -> u64 {
-        self.u64_at(offset).load(Ordering::SeqCst)
-    }
-
-    pub fn store_u8(&self, offset: usize, value: u8) {
-        self.u8_at(offset).store(value, Ordering::Relaxed);
-    }
-}
-
-impl Drop for RawMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping `new` made; no reference
-        // into it outlives `self` (they all borrow `self`).
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 /// Byte offsets in the shared ring header (ring/src/layout.rs), as a peer in
