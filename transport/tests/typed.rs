@@ -747,6 +747,18 @@ fn reentrant_sync_calls_three_deep() {
     let reply = reply.expect("the three-deep call completes");
     assert_eq!(reply.callback.to_native(), 8);
     assert_eq!(*log.lock().unwrap(), ["callback 7", "callback-reply 108"]);
+    // The peer sends `Later 5` after replying: take it before hanging up,
+    // or its send races with our drop.
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while !log.lock().unwrap().iter().any(|line| line == "later 5") {
+        assert!(
+            Instant::now() < deadline,
+            "Later 5 missing: {:?}",
+            log.lock().unwrap()
+        );
+        conn.dispatch(Some(Duration::from_millis(100)))
+            .expect("dispatch");
+    }
     drop(conn);
     peer.expect_success();
 }
