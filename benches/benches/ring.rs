@@ -7,6 +7,10 @@
 //! - `ring/two_threads`: a producer thread and a consumer thread, both
 //!   spinning, frames published one by one; a sample is timed until the
 //!   consumer has read its last frame.
+//! - `transport/one_thread_raw`: the same frame through ferry-transport's
+//!   raw API (`reserve_frame`, `recv_frame`) on a connection pair in one
+//!   thread: what the transport adds to the ring, per frame, without any
+//!   cache-line transfer.
 //! - `ring/two_threads_batched`: the same, publishing and releasing every 64
 //!   frames (`commit_deferred`, `release_deferred`, `flush`).
 
@@ -164,5 +168,28 @@ fn two_threads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, one_thread, two_threads);
+fn transport_one_thread(c: &mut Criterion) {
+    use ferry_transport::{Connection, ConnectionConfig, WaitStrategy as Wait};
+    let mut group = c.benchmark_group("transport/one_thread_raw");
+    for size in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            let config = ConnectionConfig::default().wait(Wait::Spin);
+            let (mut tx, mut rx) = Connection::pair(config).expect("a connection pair");
+            let pattern = Pattern::new(size);
+            let mut seq = 0u64;
+            b.iter(|| {
+                seq += 1;
+                let mut frame = tx.reserve_frame(size, TIMEOUT).expect("room");
+                pattern.write(&mut frame, seq);
+                frame.commit();
+                let frame = rx.recv_frame(TIMEOUT).expect("a frame");
+                black_box(scan(frame.bytes()));
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, one_thread, transport_one_thread, two_threads);
 criterion_main!(benches);

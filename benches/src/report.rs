@@ -105,6 +105,13 @@ impl LatencyRow {
         }
     }
 
+    /// The lowest and the highest p50 over the runs.
+    pub fn p50_spread(&self) -> (f64, f64) {
+        self.runs.iter().fold((f64::INFINITY, 0.0), |(lo, hi), s| {
+            (lo.min(s.p50), hi.max(s.p50))
+        })
+    }
+
     /// The median of each statistic over the runs.
     pub fn median(&self) -> Summary {
         let pick = |f: fn(&Summary) -> f64| median(self.runs.iter().map(f).collect());
@@ -138,6 +145,12 @@ impl ThroughputRow {
             runs: Vec::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// The slowest and the fastest run's messages per second.
+    pub fn spread(&self) -> (f64, f64) {
+        let rates = self.runs.iter().map(|&(n, t)| n as f64 / t.as_secs_f64());
+        rates.fold((f64::INFINITY, 0.0), |(lo, hi), r| (lo.min(r), hi.max(r)))
     }
 
     /// Messages per second of the median run, and that run's message count.
@@ -206,10 +219,11 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7} {:>7} {:>7} {:>9}",
+        "{:<26} {:>5} {:>9} {:>13} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7} {:>7} {:>7} {:>9}",
         "transport",
         "size",
         "p50",
+        "p50 of runs",
         "p90",
         "p99",
         "p99.9",
@@ -222,7 +236,7 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>5} {:>50} {:>7} {:>7} {:>7} {:>7}",
+        "{:<26} {:>5} {:>64} {:>7} {:>7} {:>7} {:>7}",
         "", "B", "round trip, ns", "p50/floor", "", "/msg", "/msg"
     );
     let mut last_size = None;
@@ -232,13 +246,15 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
         }
         last_size = Some(row.key.size);
         let s = row.median();
+        let (lo, hi) = row.p50_spread();
         let (wakes, parks) = per_message_cells(&row.key, &row.counters);
         let _ = writeln!(
             out,
-            "{:<26} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>7} {:>7} {:>7} {:>7} {:>9}",
+            "{:<26} {:>5} {:>9.0} {:>13} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>7} {:>7} {:>7} {:>7} {:>9}",
             row.key.label(),
             size_label(row.key.size),
             s.p50,
+            format!("{lo:.0}-{hi:.0}"),
             s.p90,
             s.p99,
             s.p999,
@@ -268,12 +284,21 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:>5} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10}",
-        "transport", "size", "msgs/s", "GB/s", "×spin", "×futex", "wakes", "parks", "messages"
+        "{:<26} {:>5} {:>10} {:>17} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10}",
+        "transport",
+        "size",
+        "msgs/s",
+        "runs' range",
+        "GB/s",
+        "×spin",
+        "×futex",
+        "wakes",
+        "parks",
+        "messages"
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>5} {:>20} {:>15} {:>7} {:>7}",
+        "{:<26} {:>5} {:>38} {:>15} {:>7} {:>7}",
         "", "B", "", "rate/floor", "/msg", "/msg"
     );
     let mut last_size = None;
@@ -283,13 +308,15 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
         }
         last_size = Some(row.key.size);
         let (rate, messages) = row.median();
+        let (lo, hi) = row.spread();
         let (wakes, parks) = per_message_cells(&row.key, &row.counters);
         let _ = writeln!(
             out,
-            "{:<26} {:>5} {:>10} {:>9.2} {:>7} {:>7} {:>7} {:>7} {:>10}",
+            "{:<26} {:>5} {:>10} {:>17} {:>9.2} {:>7} {:>7} {:>7} {:>7} {:>10}",
             row.key.label(),
             size_label(row.key.size),
             rate_label(rate),
+            format!("{}-{}", rate_label(lo), rate_label(hi)),
             rate * row.key.size as f64 / 1e9,
             ratio(rate, floor_rate(rows, row.key.size, Transport::FloorSpin)),
             ratio(rate, floor_rate(rows, row.key.size, Transport::FloorFutex)),
@@ -339,6 +366,9 @@ pub fn latency_json(rows: &[LatencyRow]) -> Vec<Value> {
                 object.insert(name.into(), json!(value));
             }
             object.insert("samples".into(), json!(s.samples));
+            let (lo, hi) = row.p50_spread();
+            object.insert("p50_ns_runs_min".into(), json!(lo));
+            object.insert("p50_ns_runs_max".into(), json!(hi));
             let size = row.key.size;
             object.insert(
                 "ratio_floor_spin".into(),
@@ -363,6 +393,9 @@ pub fn throughput_json(rows: &[ThroughputRow]) -> Vec<Value> {
             object.insert("messages".into(), json!(messages));
             object.insert("msgs_per_s".into(), json!(rate));
             object.insert("bytes_per_s".into(), json!(rate * row.key.size as f64));
+            let (lo, hi) = row.spread();
+            object.insert("msgs_per_s_runs_min".into(), json!(lo));
+            object.insert("msgs_per_s_runs_max".into(), json!(hi));
             let size = row.key.size;
             object.insert(
                 "ratio_floor_spin".into(),

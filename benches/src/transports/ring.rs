@@ -18,8 +18,13 @@ pub struct RingEnd {
     pattern: Pattern,
     /// Frames per publish (1: every frame is published at once).
     batch: usize,
+    /// Bytes per publish at most: a batch of large frames must not hold
+    /// back a quarter of the ring, or the two sides stop overlapping.
+    batch_bytes: usize,
     unpublished: usize,
+    unpublished_bytes: usize,
     unreleased: usize,
+    unreleased_bytes: usize,
 }
 
 fn offsets(capacity: usize) -> (usize, usize) {
@@ -69,8 +74,11 @@ impl RingEnd {
             } else {
                 1
             },
+            batch_bytes: job.ring / 4,
             unpublished: 0,
+            unpublished_bytes: 0,
             unreleased: 0,
+            unreleased_bytes: 0,
         })
     }
 }
@@ -85,9 +93,9 @@ impl Endpoint for RingEnd {
         } else {
             grant.commit_deferred();
             self.unpublished += 1;
-            if self.unpublished >= self.batch {
-                self.tx.flush();
-                self.unpublished = 0;
+            self.unpublished_bytes += self.pattern.len();
+            if self.unpublished >= self.batch || self.unpublished_bytes >= self.batch_bytes {
+                self.flush()?;
             }
         }
         Ok(())
@@ -103,6 +111,7 @@ impl Endpoint for RingEnd {
     fn flush(&mut self) -> Result<()> {
         self.tx.flush();
         self.unpublished = 0;
+        self.unpublished_bytes = 0;
         Ok(())
     }
 
@@ -115,9 +124,11 @@ impl Endpoint for RingEnd {
         } else {
             frame.release_deferred();
             self.unreleased += 1;
-            if self.unreleased >= self.batch {
+            self.unreleased_bytes += msg.len;
+            if self.unreleased >= self.batch || self.unreleased_bytes >= self.batch_bytes {
                 self.rx.flush();
                 self.unreleased = 0;
+                self.unreleased_bytes = 0;
             }
         }
         Ok(msg)
