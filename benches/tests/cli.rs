@@ -84,6 +84,8 @@ fn latency_json_and_plot() {
     let svg = std::fs::read_to_string(&plot).expect("the plot");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<polyline").count(), 4);
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&plot);
 }
 
 #[test]
@@ -117,6 +119,7 @@ fn throughput_json() {
     assert_eq!(results[0]["wait"], "park");
     assert_eq!(results[0]["trust"], "untrusted");
     assert_eq!(results[4]["wait"], "kernel");
+    let _ = std::fs::remove_file(&json);
 }
 
 #[test]
