@@ -274,17 +274,19 @@ impl Consumer {
     /// and every frame it published was seen). `Ok(false)` when a last load
     /// of the tail after the close found more frames.
     fn no_more_frames(&mut self) -> Result<bool, RecvError> {
-        if self.disconnect.is_set() {
-            return Err(RecvError::Disconnected);
-        }
-        if self.ring.header().producer.closed.load(Ordering::Acquire) == 0 {
+        let gone = if self.disconnect.is_set() {
+            RecvError::Disconnected
+        } else if self.ring.header().producer.closed.load(Ordering::Acquire) != 0 {
+            RecvError::Closed
+        } else {
             return Ok(true);
-        }
-        // The producer publishes before it sets `closed`: load the tail once
-        // more so no frame sent before the close is missed.
+        };
+        // The producer published before it closed or died (and before
+        // whoever declared it gone learned of that): load the tail once more
+        // so no frame it sent is missed.
         self.refresh_tail()?;
         if self.read == self.cached_tail {
-            return Err(RecvError::Closed);
+            return Err(gone);
         }
         Ok(false)
     }

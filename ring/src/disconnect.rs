@@ -6,19 +6,28 @@
 
 use crate::futex;
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, Ordering};
+// The flag is shared with the handle; under loom its sharing is modelled too.
+#[cfg(loom)]
+use loom::sync::Arc as FlagArc;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+#[cfg(not(loom))]
+use std::sync::Arc as FlagArc;
 
 /// The endpoint's private "peer is gone" flag.
-#[derive(Default)]
-pub(crate) struct DisconnectFlag(Arc<AtomicBool>);
+pub(crate) struct DisconnectFlag(FlagArc<AtomicBool>);
+
+impl Default for DisconnectFlag {
+    fn default() -> Self {
+        DisconnectFlag(FlagArc::new(AtomicBool::new(false)))
+    }
+}
 
 impl DisconnectFlag {
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -26,7 +35,7 @@ impl DisconnectFlag {
 /// usable from any thread.
 #[derive(Clone)]
 pub struct DisconnectHandle {
-    flag: Arc<AtomicBool>,
+    flag: FlagArc<AtomicBool>,
     /// The word the endpoint sleeps on.
     wake_seq: NonNull<AtomicU32>,
     /// Keeps `wake_seq` alive.
@@ -42,7 +51,7 @@ unsafe impl Sync for DisconnectHandle {}
 impl DisconnectHandle {
     pub(crate) fn new(flag: &DisconnectFlag, region: &Arc<Region>, wake_seq: &AtomicU32) -> Self {
         DisconnectHandle {
-            flag: Arc::clone(&flag.0),
+            flag: FlagArc::clone(&flag.0),
             wake_seq: NonNull::from(wake_seq),
             _region: Arc::clone(region),
         }
@@ -51,7 +60,7 @@ impl DisconnectHandle {
     /// Marks the endpoint's peer gone: its pending and future operations
     /// return `Disconnected` (frames already published can still be read).
     pub fn disconnect(&self) {
-        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.flag.store(true, Ordering::Release);
         // SAFETY: the word lies in the region `_region` keeps alive.
         let word = unsafe { self.wake_seq.as_ref() };
         // Change the word, not just wake it: a waiter between its last check
@@ -63,7 +72,7 @@ impl DisconnectHandle {
 
     /// Whether [`disconnect`](Self::disconnect) was called.
     pub fn is_disconnected(&self) -> bool {
-        self.flag.load(std::sync::atomic::Ordering::Acquire)
+        self.flag.load(Ordering::Acquire)
     }
 }
 

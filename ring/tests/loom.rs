@@ -117,3 +117,30 @@ fn batch_then_close_is_seen() {
         consumer.join().unwrap();
     });
 }
+
+/// A producer that publishes and is then declared gone (as the hang-up
+/// watcher does when the peer process dies right after sending): the frame
+/// is delivered before `Disconnected`, whatever the interleaving. (Found by
+/// the benchmark: the consumer had loaded the tail as empty, then saw the
+/// disconnect flag and reported `Disconnected` without loading it again.)
+#[test]
+fn a_frame_published_before_disconnect_is_delivered() {
+    model(|| {
+        let (mut tx, rx) = ring(WaitStrategy::Park);
+        let gone = rx.disconnect_handle();
+        let consumer = thread::spawn(move || {
+            let mut rx = rx;
+            let frame = rx.peek(None).expect("the frame comes before Disconnected");
+            assert_eq!(frame.payload(), &[9]);
+            frame.release();
+            assert_eq!(rx.peek(None).unwrap_err(), RecvError::Disconnected);
+        });
+        let mut grant = tx.reserve(1, None).unwrap();
+        grant[0] = 9;
+        grant.commit();
+        gone.disconnect();
+        consumer.join().unwrap();
+        // Keep the producer (its drop would close the ring) until the end.
+        drop(tx);
+    });
+}

@@ -85,6 +85,11 @@ impl Connection {
         })
     }
 
+    /// Publishes every frame completed with [`FrameWriter::commit_deferred`].
+    pub fn flush(&mut self) {
+        self.tx.flush();
+    }
+
     fn send_raw(
         &mut self,
         payload: &[u8],
@@ -293,6 +298,14 @@ impl FrameWriter<'_> {
     /// Publishes the frame.
     pub fn commit(self) {
         self.grant.commit();
+        *self.frames_sent += 1;
+    }
+
+    /// Completes the frame but publishes it only at the next
+    /// [`Connection::flush`] or commit (or when the ring fills up): a batch
+    /// of small frames costs one publish, and the peer at most one wake-up.
+    pub fn commit_deferred(self) {
+        self.grant.commit_deferred();
         *self.frames_sent += 1;
     }
 }

@@ -817,3 +817,25 @@ fn readiness_fd_in_epoll() {
     assert_eq!(conn.arm(), Err(RecvError::Disconnected));
     assert!(!peer.wait_timeout(EXIT_TIMEOUT).success());
 }
+
+/// Frames committed with `commit_deferred` reach the peer only with the
+/// flush that publishes them together (in one process: the point is the
+/// API; batches cross processes in the ring's own tests).
+#[test]
+fn deferred_frames_are_published_by_flush() {
+    let (mut a, mut b) = Connection::pair(ConnectionConfig::default()).expect("pair");
+    for i in 0..10u8 {
+        let mut frame = a.reserve_frame(1, Some(OP_TIMEOUT)).expect("room");
+        frame[0] = i;
+        frame.commit_deferred();
+    }
+    assert!(
+        matches!(b.try_recv_frame(), Err(RecvError::Empty)),
+        "nothing before the flush"
+    );
+    a.flush();
+    for i in 0..10u8 {
+        assert_eq!(b.try_recv_frame().expect("a frame").bytes(), [i]);
+    }
+    assert_eq!(a.stats().tx_ring.wakes, 0, "the peer never slept");
+}
