@@ -240,8 +240,8 @@ fn run(mode: Mode, size: usize, iters: u64, cpus: &[usize]) -> Result<(), BoxErr
     );
     if mode == Mode::Park {
         println!(
-            "      pinger: {} parks, {} wakes sent; {} parks while sending",
-            pong_stats.parks, pong_stats.wakes, ping_stats.parks
+            "      pinger: {} parks waiting for the echo, {} wakes sent to it, {} parks waiting for room",
+            pong_stats.parks, ping_stats.wakes, ping_stats.parks
         );
     }
     Ok(())
