@@ -88,6 +88,19 @@ impl Service {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// At shutdown: stops the connections (waiting at most 3 s) and returns
+    /// the service's `failures`, plus one if connections are still open.
+    pub fn shut_down(&self, failures: &Mutex<Vec<String>>) -> Vec<String> {
+        let still_open = self.stop(Duration::from_secs(3));
+        let mut failures = lock(failures).clone();
+        if still_open > 0 {
+            failures.push(format!(
+                "{still_open} WebContent connections still open at shutdown"
+            ));
+        }
+        failures
+    }
+
     /// Tells every connection thread to finish, and waits at most `timeout`
     /// for them; returns how many are still running.
     pub fn stop(&self, timeout: Duration) -> usize {

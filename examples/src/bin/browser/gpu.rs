@@ -239,18 +239,9 @@ struct Reporter {
 impl AuxiliaryProcessHandler for Reporter {
     fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
         self.done.store(true, Ordering::Release);
-        let still_open = self.gpu.service.stop(Duration::from_secs(3));
-        let mut failures = lock(&self.gpu.failures).clone();
-        if still_open > 0 {
-            failures.push(format!(
-                "{still_open} WebContent connections still open at shutdown"
-            ));
-        }
+        let failures = self.gpu.service.shut_down(&self.gpu.failures);
         let peers = lock(&self.gpu.peers);
-        let mut total = TransportStats::default();
-        for peer in peers.iter() {
-            report::add(&mut total, &peer.stats);
-        }
+        let total = report::total(peers.iter().map(|peer| &peer.stats));
         let commands: u64 = peers.iter().map(|p| p.commands).sum();
         let frames: u64 = peers.iter().map(|p| p.frames).sum();
         let mut lines = vec![

@@ -336,18 +336,9 @@ struct Reporter {
 impl AuxiliaryProcessHandler for Reporter {
     fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
         self.done.store(true, Ordering::Release);
-        let still_open = self.network.service.stop(Duration::from_secs(3));
-        let mut failures = lock(&self.network.failures).clone();
-        if still_open > 0 {
-            failures.push(format!(
-                "{still_open} WebContent connections still open at shutdown"
-            ));
-        }
+        let failures = self.network.service.shut_down(&self.network.failures);
         let peers = lock(&self.network.peers);
-        let mut total = TransportStats::default();
-        for peer in peers.iter() {
-            report::add(&mut total, &peer.stats);
-        }
+        let total = report::total(peers.iter().map(|peer| &peer.stats));
         let requests: u64 = peers.iter().map(|p| p.requests).sum();
         let completed: u64 = peers.iter().map(|p| p.completed).sum();
         let dropped: usize = peers.iter().map(|p| p.dropped.len()).sum();

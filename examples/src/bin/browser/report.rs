@@ -106,6 +106,15 @@ pub fn rate(events: u64, over: Duration) -> String {
     }
 }
 
+/// The sum of several connections' counters.
+pub fn total<'a>(all: impl IntoIterator<Item = &'a TransportStats>) -> TransportStats {
+    let mut total = TransportStats::default();
+    for stats in all {
+        add(&mut total, stats);
+    }
+    total
+}
+
 /// Adds `b`'s counters to `a`'s.
 pub fn add(a: &mut TransportStats, b: &TransportStats) {
     a.frames_sent += b.frames_sent;
