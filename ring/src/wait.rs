@@ -81,13 +81,19 @@ pub(crate) fn block_on<W: Waiter>(
     if let Some(ready) = side.poll_ready().map_err(Blocked::Failed)? {
         return Ok(ready);
     }
-    let start = Instant::now();
-    let deadline = timeout.and_then(|t| start.checked_add(t));
+    // Pure spinning without a deadline never needs the time.
+    let clocked = timeout.is_some() || side.strategy() != WaitStrategy::Spin;
+    let start = if clocked { Some(Instant::now()) } else { None };
+    let deadline = start
+        .zip(timeout)
+        .and_then(|(start, t)| start.checked_add(t));
     // When to stop polling and sleep: never for Spin, at once for Park.
     let spin_until = match side.strategy() {
         WaitStrategy::Spin => None,
-        WaitStrategy::Park => Some(start),
-        WaitStrategy::SpinThenPark { spin } => Some(start.checked_add(spin).unwrap_or(start)),
+        WaitStrategy::Park => start,
+        WaitStrategy::SpinThenPark { spin } => {
+            start.map(|start| start.checked_add(spin).unwrap_or(start))
+        }
     };
     let mut spins: u32 = 0;
     let mut parking = false;
@@ -99,7 +105,7 @@ pub(crate) fn block_on<W: Waiter>(
         // The clock is read every few polls while spinning (a read costs as
         // much as several polls) and before every sleep.
         let mut remaining = None;
-        if parking || spins % SPINS_PER_CLOCK_READ == 0 {
+        if clocked && (parking || spins % SPINS_PER_CLOCK_READ == 0) {
             let now = Instant::now();
             if let Some(deadline) = deadline {
                 if now >= deadline {
