@@ -3,6 +3,7 @@
 use crate::disconnect::{DisconnectFlag, DisconnectHandle};
 use crate::error::{AttachError, Corruption, RecvError};
 use crate::frame::{FRAME_ALIGN, FRAME_HEADER_SIZE, FrameSpan, decode_header, max_payload};
+use crate::pinned::{PinToken, PinnedFrame};
 use crate::region::Region;
 use crate::ring::RingRef;
 use crate::stats::Stats;
@@ -38,6 +39,9 @@ pub struct Consumer {
     read: u64,
     /// While non-zero, the head is not published (see `pin`).
     pins: u32,
+    /// Shared with every frame kept in place; while any exists, the head is
+    /// not published either (see `Frame::keep_in_place`).
+    pin_token: Arc<PinToken>,
     /// The head last stored to shared memory.
     published: u64,
     /// The producer's tail as last loaded (and validated).
@@ -65,6 +69,7 @@ impl Consumer {
         Ok(Consumer {
             read: positions.head,
             pins: 0,
+            pin_token: PinToken::new(Arc::clone(ring.region())),
             published: positions.head,
             cached_tail: positions.head,
             space_seq: ring.header().consumer.space_seq.load(Ordering::Relaxed),
@@ -223,7 +228,7 @@ impl Consumer {
     /// Makes every frame released with [`Frame::release_deferred`] available
     /// to the producer with a single store of the head (unless pinned).
     pub fn flush(&mut self) {
-        if self.read == self.published || self.pins > 0 {
+        if self.read == self.published || self.pins > 0 || PinToken::frames_kept(&self.pin_token) {
             return;
         }
         let header = self.ring.header();
@@ -440,6 +445,21 @@ impl<'a> Frame<'a> {
     /// (unless [pinned](Consumer::pin)): a batch costs one store.
     pub fn release_deferred(self) {
         self.finish();
+    }
+
+    /// Frees the frame's room like [`release_deferred`](Self::release_deferred),
+    /// but keeps its payload readable in place: the consumer publishes no
+    /// head until the returned frame is dropped (it goes on reading later
+    /// frames meanwhile). For a trusted producer, as [`payload`](Self::payload).
+    pub fn keep_in_place(self) -> PinnedFrame {
+        let (payload, len) = (self.payload, self.at.len);
+        let token = Arc::clone(&self.consumer.pin_token);
+        self.finish();
+        // SAFETY: `payload..payload + len` is this frame's validated payload
+        // inside the region `token` keeps mapped; with `token` cloned, the
+        // consumer's `flush` publishes no head until the clone is dropped,
+        // so the room is not given back to the producer meanwhile.
+        unsafe { PinnedFrame::new(payload, len, token) }
     }
 
     fn finish(self) -> &'a mut Consumer {

@@ -1,0 +1,105 @@
+//! A frame kept in place after the consumer moved past it: the ring-owned
+//! way to read a trusted producer's bytes without copying them while the
+//! consumer goes on to later frames (a handler that receives more messages
+//! while it still reads its own).
+
+use crate::region::Region;
+use std::sync::Arc;
+
+/// What a consumer shares with the frames it keeps in place: the region
+/// (so its mapping outlives every such frame, even if the consumer is
+/// dropped or moved away) and, by its reference count, how many frames are
+/// kept: while any exists, the consumer publishes no head, so the producer
+/// cannot reuse their room.
+#[derive(Debug)]
+pub(crate) struct PinToken {
+    _region: Arc<Region>,
+}
+
+impl PinToken {
+    pub(crate) fn new(region: Arc<Region>) -> Arc<PinToken> {
+        Arc::new(PinToken { _region: region })
+    }
+
+    /// Whether a frame holding a clone of `token` still exists. When this
+    /// returns `false`, every such frame has been dropped, and their reads
+    /// of the ring happened before whatever the caller does next (the
+    /// fence pairs with the Release decrement of each clone's drop), so
+    /// publishing the head past them is safe.
+    pub(crate) fn frames_kept(token: &Arc<PinToken>) -> bool {
+        if Arc::strong_count(token) > 1 {
+            return true;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        false
+    }
+}
+
+/// A frame's payload kept in place in the ring (see
+/// [`Frame::keep_in_place`](crate::Frame::keep_in_place)). The bytes stay
+/// valid and unchanged for as long as this value lives, whatever happens to
+/// the consumer it came from (moved, replaced, dropped): the region stays
+/// mapped, and that consumer publishes no head until every kept frame is
+/// dropped. Dropping it lets the consumer publish at its next operation.
+///
+/// For a **trusted** producer only, like [`Frame::payload`](crate::Frame::payload):
+/// a producer that breaks the protocol could rewrite the bytes.
+pub struct PinnedFrame {
+    payload: *const u8,
+    len: usize,
+    _token: Arc<PinToken>,
+}
+
+impl PinnedFrame {
+    /// Keeps `len` bytes at `payload` in place.
+    ///
+    /// # Safety
+    ///
+    /// `payload..payload + len` must be a validated frame payload inside
+    /// the region `token` keeps alive, which the consumer holding `token`
+    /// has not released to the producer (it publishes no head while this
+    /// clone of `token` exists).
+    pub(crate) unsafe fn new(payload: *const u8, len: usize, token: Arc<PinToken>) -> Self {
+        PinnedFrame {
+            payload,
+            len,
+            _token: token,
+        }
+    }
+
+    /// The payload (16-aligned).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `new`'s contract: the bytes are inside the region this
+        // value keeps mapped (through its token), and their room is not
+        // given back to the producer while the token clone lives, so a
+        // producer that keeps the protocol does not write them. The borrow
+        // cannot outlive `self`.
+        unsafe { std::slice::from_raw_parts(self.payload, self.len) }
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// SAFETY: the pointer refers to shared memory kept mapped by the `Arc`
+// inside, and is only read (through `&self`); the reference count that
+// pins the ring is atomic. Moving the frame to, or reading it from, another
+// thread changes nothing of that.
+unsafe impl Send for PinnedFrame {}
+// SAFETY: as above; `bytes` only reads.
+unsafe impl Sync for PinnedFrame {}
+
+impl std::fmt::Debug for PinnedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedFrame")
+            .field("len", &self.len)
+            .finish()
+    }
+}
