@@ -1,71 +1,17 @@
-//! Requests and their replies: asynchronous sends, sends with a reply
-//! handler, and synchronous calls that keep dispatching the messages marked
-//! allowed-while-waiting, so two processes calling each other synchronously
-//! do not deadlock.
+//! Typed sending: messages, requests with a reply handler, and synchronous
+//! calls that keep dispatching the messages marked allowed-while-waiting, so
+//! two processes calling each other synchronously do not deadlock.
 
-use crate::connection::Connection;
-use crate::envelope::{Envelope, Flags};
-use crate::error::{CallError, DispatchError, RecvError, SendError, Violation};
-use crate::id_map::IdMap;
-use crate::incoming::Incoming;
-use crate::message::{Archivable, Message, Receiver, Remote, Request, access_archive};
-use crate::outgoing::Room;
+use crate::connection::{Connection, ReplyHandler};
+use crate::error::{CallError, RecvError, SendError, Violation};
+use crate::incoming::{Incoming, access_archive};
+use crate::message::{Archivable, Message, Receiver, Remote, Request};
+use crate::outbox::Room;
+use crate::pending::{ReplyTo, Waiter};
+use crate::wire::{Envelope, Flags};
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
-
-type ReplyHandler = Box<dyn FnOnce(&mut Connection, Result<&Incoming, CallError>) + Send>;
-
-/// Who waits for the reply to a request.
-enum Pending {
-    /// A handler given to `send_with_reply`.
-    Handler(ReplyTo, ReplyHandler),
-    /// A `send_sync` further up the stack; the reply is parked in `arrived`.
-    Sync(ReplyTo),
-    /// A `send_sync` that failed after sending: a late reply is dropped.
-    Abandoned,
-}
-
-/// What a reply must name: the receiver and message of its request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ReplyTo {
-    receiver: u32,
-    message: u32,
-}
-
-impl ReplyTo {
-    fn of<M: Message>() -> Self {
-        ReplyTo {
-            receiver: <M::Receiver as Receiver>::ID,
-            message: M::ID,
-        }
-    }
-
-    fn named_by(&self, envelope: &Envelope) -> bool {
-        envelope.receiver == self.receiver && envelope.message == self.message
-    }
-}
-
-/// Requests in flight on one connection.
-#[derive(Default)]
-pub(crate) struct Calls {
-    next_request: u64,
-    pending: IdMap<u64, Pending>,
-    /// Replies that arrived for synchronous calls, not yet collected.
-    arrived: IdMap<u64, Incoming>,
-}
-
-impl Calls {
-    /// Drops replies not yet collected by their synchronous callers.
-    pub(crate) fn discard_arrived(&mut self) {
-        self.arrived.clear();
-    }
-
-    fn next_id(&mut self) -> u64 {
-        self.next_request += 1;
-        self.next_request
-    }
-}
 
 /// The reply to a synchronous call, validated, in a private buffer or a
 /// sealed blob.
@@ -87,7 +33,8 @@ impl<T: Archivable> Reply<T> {
     pub fn get(&self) -> &T::Archived {
         // SAFETY: `new` validated these exact bytes as a `T` archive, and
         // they cannot change: they are a private copy owned by `self` or a
-        // blob sealed against writes.
+        // blob sealed against writes (a synchronous reply is always made
+        // owned before it is parked for its caller).
         unsafe { rkyv::access_unchecked::<T::Archived>(self.incoming.bytes()) }
     }
 }
@@ -104,6 +51,13 @@ impl<T: Archivable> std::fmt::Debug for Reply<T> {
         f.debug_struct("Reply")
             .field("len", &self.incoming.bytes().len())
             .finish()
+    }
+}
+
+fn reply_to<M: Message>() -> ReplyTo {
+    ReplyTo {
+        receiver: <M::Receiver as Receiver>::ID,
+        message: M::ID,
     }
 }
 
@@ -133,12 +87,8 @@ impl Connection {
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
-        self.send_archived(
-            envelope_for::<M>(to, 0, 0),
-            message,
-            &[],
-            Room::Wait(self.config.send_timeout),
-        )
+        let room = Room::Wait(self.config.send_timeout);
+        self.send_typed(envelope_for::<M>(to, 0, 0), message, &[], room)
     }
 
     /// Sends `message` if the ring has room now.
@@ -147,7 +97,7 @@ impl Connection {
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
-        self.send_archived(envelope_for::<M>(to, 0, 0), message, &[], Room::Try)
+        self.send_typed(envelope_for::<M>(to, 0, 0), message, &[], Room::Try)
     }
 
     /// Sends `message` with descriptors attached, waiting for room for at
@@ -159,12 +109,8 @@ impl Connection {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<(), SendError> {
-        self.send_archived(
-            envelope_for::<M>(to, 0, 0),
-            message,
-            fds,
-            Room::Wait(timeout),
-        )
+        let envelope = envelope_for::<M>(to, 0, 0);
+        self.send_typed(envelope, message, fds, Room::Wait(timeout))
     }
 
     /// Sends a request; `on_reply` runs during a later `dispatch` (or
@@ -180,13 +126,9 @@ impl Connection {
         ) + Send
         + 'static,
     ) -> Result<(), SendError> {
-        let id = self.dispatcher.calls.next_id();
-        self.send_archived(
-            envelope_for::<M>(to, id, 0),
-            message,
-            &[],
-            Room::Wait(self.config.send_timeout),
-        )?;
+        let id = self.calls.next_id();
+        let room = Room::Wait(self.config.send_timeout);
+        self.send_typed(envelope_for::<M>(to, id, 0), message, &[], room)?;
         let handler: ReplyHandler = Box::new(move |connection, result| match result {
             Ok(incoming) => match access_archive::<M::Reply>(incoming.bytes(), M::NAME) {
                 Ok(reply) => on_reply(connection, Ok(reply)),
@@ -197,9 +139,8 @@ impl Connection {
             },
             Err(error) => on_reply(connection, Err(error)),
         });
-        let expected = ReplyTo::of::<M>();
-        let pending = Pending::Handler(expected, handler);
-        self.dispatcher.calls.pending.insert(id, pending);
+        self.calls
+            .expect(id, Waiter::Handler(reply_to::<M>(), handler));
         Ok(())
     }
 
@@ -217,29 +158,18 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Reply<M::Reply>, CallError> {
         let deadline = Instant::now().checked_add(timeout);
-        let id = self.dispatcher.calls.next_id();
-        self.send_archived(
-            envelope_for::<M>(to, id, Flags::SYNC),
-            message,
-            &[],
-            Room::Wait(Some(timeout)),
-        )?;
-        self.dispatcher
-            .calls
-            .pending
-            .insert(id, Pending::Sync(ReplyTo::of::<M>()));
-        let outcome = self.wait_for_reply(id, deadline);
-        let calls = &mut self.dispatcher.calls;
-        match outcome {
+        let id = self.calls.next_id();
+        let envelope = envelope_for::<M>(to, id, Flags::SYNC);
+        self.send_typed(envelope, message, &[], Room::Wait(Some(timeout)))?;
+        self.calls.expect(id, Waiter::Sync(reply_to::<M>()));
+        match self.wait_for_reply(id, deadline) {
             Ok(incoming) => {
                 Reply::new(incoming, M::NAME).map_err(|violation| self.fail(violation).into())
             }
             Err(error) => {
                 // The request went out: a reply may still come (after a
                 // timeout, or a QueueFull). Drop it quietly when it does.
-                if calls.pending.remove(&id).is_some() {
-                    calls.pending.insert(id, Pending::Abandoned);
-                }
+                self.calls.abandon(id);
                 Err(error)
             }
         }
@@ -251,7 +181,7 @@ impl Connection {
         deadline: Option<Instant>,
     ) -> Result<Incoming, CallError> {
         loop {
-            if let Some(reply) = self.dispatcher.calls.arrived.remove(&id) {
+            if let Some(reply) = self.calls.take_arrived(id) {
                 return Ok(reply);
             }
             let remaining = match deadline {
@@ -271,76 +201,25 @@ impl Connection {
             };
             let flags = incoming.envelope.flags;
             if flags.has(Flags::REPLY) || flags.has(Flags::ALLOWED_WHILE_WAITING) {
-                self.route(incoming).map_err(dispatch_to_call)?;
-            } else if self.defer(incoming) {
+                self.route(incoming)?;
+            } else if self.set_message_aside(incoming) {
                 return Err(CallError::QueueFull);
             }
         }
     }
 
-    /// Delivers a reply to whoever waits for it.
-    pub(crate) fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
-        let id = incoming.envelope.request_id;
-        let pending = self.dispatcher.calls.pending.remove(&id);
-        let expected = match &pending {
-            Some(Pending::Handler(expected, _) | Pending::Sync(expected)) => Some(*expected),
-            _ => None,
-        };
-        if expected.is_some_and(|expected| !expected.named_by(&incoming.envelope)) {
-            // A reply must answer the message it claims to: a different
-            // receiver or message id would have its bytes validated as the
-            // wrong type.
-            self.finish(&mut incoming);
-            return Err(self.protocol_violation(Violation::MismatchedReply(id)));
-        }
-        match pending {
-            Some(Pending::Handler(_, handler)) => {
-                handler(self, Ok(&incoming));
-                self.finish(&mut incoming);
-                Ok(())
-            }
-            Some(Pending::Sync(_)) => {
-                // The caller is further up the stack and collects it later:
-                // it must not stay in the ring.
-                self.make_owned(&mut incoming);
-                self.dispatcher.calls.arrived.insert(id, incoming);
-                Ok(())
-            }
-            Some(Pending::Abandoned) => {
-                self.finish(&mut incoming);
-                Ok(())
-            }
-            None => {
-                self.finish(&mut incoming);
-                Err(self.protocol_violation(Violation::UnexpectedReply(id)))
-            }
-        }
-    }
-
-    /// Fails every request still waiting for a reply handler: the peer is
-    /// gone, no reply will come.
-    pub(crate) fn fail_pending_calls(&mut self, error: CallError) {
-        let pending = std::mem::take(&mut self.dispatcher.calls.pending);
-        for (id, waiter) in pending {
-            match waiter {
-                Pending::Handler(_, handler) => handler(self, Err(error.clone())),
-                // Synchronous callers learn it from their own receive.
-                Pending::Sync(expected) => {
-                    let still_waiting = Pending::Sync(expected);
-                    self.dispatcher.calls.pending.insert(id, still_waiting);
-                }
-                Pending::Abandoned => {}
-            }
-        }
-    }
-}
-
-fn dispatch_to_call(error: DispatchError) -> CallError {
-    match error {
-        DispatchError::Disconnected => CallError::Disconnected,
-        DispatchError::ProtocolViolation { peer, violation } => {
-            CallError::ProtocolViolation { peer, violation }
-        }
-        DispatchError::Reply(error) => CallError::from(error),
+    /// Sends a typed frame: `envelope` and the archive of `value`.
+    pub(crate) fn send_typed<T: Archivable>(
+        &mut self,
+        envelope: Envelope,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+    ) -> Result<(), SendError> {
+        self.check_sendable(fds.len())?;
+        let sent = self
+            .outbox
+            .send_archived(envelope, value, fds, room, &self.control);
+        self.sent(sent)
     }
 }

@@ -17,8 +17,21 @@ pub enum Trust {
     Untrusted,
 }
 
-/// Settings of one connection. Both ends choose their own.
+/// Settings of one connection. Both ends choose their own. Start from
+/// `default()` and change what you need with the builder methods (new
+/// settings may be added in any release):
+///
+/// ```
+/// use ferry_transport::{ConnectionConfig, Trust, WaitStrategy};
+/// let config = ConnectionConfig::default()
+///     .trust(Trust::Untrusted)
+///     .wait(WaitStrategy::Park)
+///     .ring_capacity(1 << 16)
+///     .peer_name("webcontent/1");
+/// assert_eq!(config.ring_capacity, 1 << 16);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectionConfig {
     /// Bytes in each direction's ring (a power of two). Messages larger than
     /// half of it travel out of line.
@@ -90,6 +103,16 @@ impl ConnectionConfig {
     /// Sets the peer's name used in errors.
     pub fn peer_name(mut self, name: impl Into<String>) -> Self {
         self.peer_name = name.into();
+        self
+    }
+    /// Sets how many descriptors one message may carry.
+    pub fn max_fds_per_message(mut self, max: usize) -> Self {
+        self.max_fds_per_message = max;
+        self
+    }
+    /// Sets how many bytes of messages a synchronous call may set aside.
+    pub fn max_deferred_bytes(mut self, max: usize) -> Self {
+        self.max_deferred_bytes = max;
         self
     }
 }

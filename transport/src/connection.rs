@@ -1,26 +1,70 @@
 //! A connection: one ring per direction in one sealed region, plus a control
 //! socket for liveness, descriptors and out-of-line payloads.
+//!
+//! This file answers "what is a connection's state and who changes it":
+//! the struct, how it is built, and the transitions of its lifecycle. The
+//! public operations are grouped by use in `raw.rs` (frames), `call.rs`
+//! (typed sends, replies, synchronous calls), `dispatch.rs` (handlers) and
+//! `readiness.rs` (event loops); each part of the state has its own owner
+//! type: [`Outbox`], [`Inbox`], [`Lifecycle`], [`ReceiverRegistry`],
+//! [`PendingCalls`], [`SetAside`].
 
 use crate::config::ConnectionConfig;
-use crate::dispatch::Dispatcher;
-use crate::endpoint::{ENDPOINT_FDS, Endpoint, EndpointInfo};
-use crate::error::{OpenError, RecvError, SendError, Violation};
+use crate::endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
+use crate::error::{
+    CallError, Cause, DispatchError, OpenError, RecvError, RingRecvOutcome, SendError, Violation,
+    from_ring_recv,
+};
+use crate::inbox::{Inbox, InboxError};
+use crate::incoming::Incoming;
+use crate::lifecycle::{Lifecycle, Transition};
+use crate::outbox::Outbox;
+use crate::pending::PendingCalls;
+use crate::registry::ReceiverRegistry;
+use crate::set_aside::SetAside;
 use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
 use ferry_ring::{Consumer, Producer, RING_ALIGN, Region, init, notification_fd, ring_size};
-use rkyv::util::AlignedVec;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Where a connection stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum State {
-    Open,
-    /// The peer closed its end or died.
-    Disconnected,
-    /// The peer broke the protocol; we closed the connection.
-    Failed(Violation),
+/// A registered handler: type-erased, validates and dispatches one message.
+pub(crate) type Handler = dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send;
+
+/// A handler for the reply to a request sent with `send_with_reply`.
+pub(crate) type ReplyHandler =
+    Box<dyn FnOnce(&mut Connection, Result<&Incoming, CallError>) + Send>;
+
+/// A receiver implementation ready to be registered on a connection; made
+/// by the `handler` function [`protocol!`](crate::protocol) generates.
+pub struct BoundReceiver {
+    pub(crate) name: &'static str,
+    pub(crate) id: u32,
+    pub(crate) schema: u32,
+    pub(crate) handler: Box<Handler>,
+}
+
+impl BoundReceiver {
+    /// Wraps a dispatch function for receiver `R`. Generated code calls this.
+    #[doc(hidden)]
+    pub fn new<R: crate::message::Receiver>(
+        handler: impl Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send + 'static,
+    ) -> BoundReceiver {
+        BoundReceiver {
+            name: R::NAME,
+            id: R::ID,
+            schema: R::SCHEMA,
+            handler: Box::new(handler),
+        }
+    }
+}
+
+impl std::fmt::Debug for BoundReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BoundReceiver({})", self.name)
+    }
 }
 
 /// One end of a bidirectional, shared-memory connection to another process.
@@ -46,26 +90,19 @@ pub(crate) enum State {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Connection {
-    pub(crate) tx: Producer,
-    pub(crate) rx: Consumer,
+    pub(crate) outbox: Outbox,
+    pub(crate) inbox: Inbox,
     pub(crate) control: Channel,
     pub(crate) config: ConnectionConfig,
-    pub(crate) state: State,
-    /// The eventfd the peer signals when we wait in an event loop.
-    pub(crate) notify: OwnedFd,
-    pub(crate) _hangup: HangupWatch,
-    /// Attachments (descriptor messages) sent and received so far; both
-    /// sides count, so each one is matched to its frame.
-    pub(crate) attachments_out: u64,
-    pub(crate) attachments_in: u64,
-    /// Room to reserve for the next archive (learned from the last one).
-    pub(crate) size_hint: usize,
-    /// Private 16-aligned buffers for untrusted copies, reused.
-    pub(crate) spare_buffers: Vec<AlignedVec<16>>,
-    pub(crate) dispatcher: Dispatcher,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) receivers: ReceiverRegistry<Handler>,
+    pub(crate) calls: PendingCalls<ReplyHandler>,
+    pub(crate) set_aside: SetAside,
     /// Descriptors of the message a handler is running for.
     pub(crate) message_fds: Vec<OwnedFd>,
-    pub(crate) stats: TransportStats,
+    /// The descriptor the peer signals when we wait in an event loop.
+    pub(crate) notify: OwnedFd,
+    _hangup: HangupWatch,
 }
 
 /// Ring offsets of a region holding two rings of `capacity`.
@@ -91,13 +128,12 @@ impl Connection {
         // The creator sends on the first ring and receives on the second.
         init(&region, first, config.ring_capacity)?;
         init(&region, second, config.ring_capacity)?;
-        let (ours, theirs) =
-            Channel::pair().map_err(|e| OpenError::Io(std::io::Error::other(e)))?;
+        let (ours, theirs) = Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
         let our_notify = notification_fd()?;
         let their_notify = notification_fd()?;
         let region_fd = region
             .fd()
-            .expect("a created region is shared")
+            .ok_or_else(|| OpenError::Io(std::io::Error::other("a created region is shared")))?
             .try_clone_to_owned()?;
         let endpoint = Endpoint {
             fds: vec![
@@ -137,10 +173,10 @@ impl Connection {
                 theirs: info.schema,
             });
         }
-        let [region_fd, control, our_notify, their_notify]: [OwnedFd; ENDPOINT_FDS] =
-            endpoint.fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-                crate::endpoint::EndpointError::FdCount { found: fds.len() }
-            })?;
+        let [region_fd, control, our_notify, their_notify]: [OwnedFd; ENDPOINT_FDS] = endpoint
+            .fds
+            .try_into()
+            .map_err(|fds: Vec<OwnedFd>| EndpointError::FdCount { found: fds.len() })?;
         let region = Region::open(region_fd)?;
         if region.len() as u64 != info.region_len {
             return Err(OpenError::Region(ferry_ring::RegionError::BadSize(
@@ -148,7 +184,7 @@ impl Connection {
             )));
         }
         let control =
-            Channel::from_checked(control).map_err(|e| OpenError::Io(std::io::Error::other(e)))?;
+            Channel::from_checked(control).map_err(|e| OpenError::Control(Cause::new(e)))?;
         Connection::assemble(
             Arc::new(region),
             info.rx_offset as usize,
@@ -187,20 +223,17 @@ impl Connection {
             })?
         };
         Ok(Connection {
-            tx,
-            rx,
+            outbox: Outbox::new(tx),
+            inbox: Inbox::new(rx, config.trust, config.max_fds_per_message),
             control,
+            lifecycle: Lifecycle::new(config.peer_name.clone()),
             config,
-            state: State::Open,
+            receivers: ReceiverRegistry::default(),
+            calls: PendingCalls::default(),
+            set_aside: SetAside::default(),
+            message_fds: Vec::new(),
             notify,
             _hangup: hangup,
-            attachments_out: 0,
-            attachments_in: 0,
-            size_hint: 256,
-            spare_buffers: Vec::new(),
-            dispatcher: Dispatcher::default(),
-            message_fds: Vec::new(),
-            stats: TransportStats::default(),
         })
     }
 
@@ -212,7 +245,7 @@ impl Connection {
     /// Whether the connection is still usable (the peer has not closed,
     /// died, or broken the protocol).
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        self.lifecycle.is_open()
     }
 
     /// After a `Disconnected`: whether the peer closed its end in an orderly
@@ -220,69 +253,123 @@ impl Connection {
     /// Read from memory the peer shares: a hint for reporting, not a fact
     /// to rely on.
     pub fn peer_closed_cleanly(&self) -> bool {
-        self.rx.peer_closed()
+        self.inbox.rx.peer_closed()
     }
 
     /// The largest frame body that travels inside the ring; larger ones go
     /// out of line automatically.
     pub fn max_inline_payload(&self) -> usize {
-        self.tx.max_payload() - crate::envelope::ENVELOPE_SIZE
+        self.outbox.max_inline()
     }
 
     /// What this end has done so far, with its rings' counters.
     pub fn stats(&self) -> TransportStats {
         TransportStats {
-            tx_ring: self.tx.stats(),
-            rx_ring: self.rx.stats(),
-            ..self.stats
+            frames_sent: self.outbox.published.frames,
+            frames_received: self.inbox.frames,
+            out_of_line_sent: self.outbox.published.out_of_line,
+            out_of_line_received: self.inbox.out_of_line,
+            fds_sent: self.outbox.published.fds,
+            fds_received: self.inbox.fds,
+            tx_ring: self.outbox.tx.stats(),
+            rx_ring: self.inbox.rx.stats(),
+        }
+    }
+
+    // ---- the lifecycle's transitions: the only places that end it ----
+
+    /// The peer closed its end or died: every reply handler learns it.
+    pub(crate) fn peer_gone(&mut self) {
+        if self.lifecycle.peer_gone() == Transition::Ended {
+            self.fail_pending_calls(CallError::Disconnected);
         }
     }
 
     /// Records that the peer broke the protocol: closes the connection (the
-    /// peer sees the hang-up) and returns the error to report.
+    /// peer sees the hang-up), drops everything it sent that was not
+    /// dispatched yet, and returns the error to report.
     pub(crate) fn fail(&mut self, violation: Violation) -> RecvError {
-        // Also after a disconnection: the violation is the more telling
-        // report, and nothing the peer sent may be dispatched any more.
-        if !matches!(self.state, State::Failed(_)) {
-            self.state = State::Failed(violation.clone());
+        if self.lifecycle.fail(violation.clone()) == Transition::Ended {
             let _ = self.control.shutdown();
-            self.rx.disconnect_handle().disconnect();
-            self.tx.disconnect_handle().disconnect();
-            self.dispatcher.discard_received();
-            self.fail_pending_calls(crate::error::CallError::ProtocolViolation {
-                peer: self.config.peer_name.clone(),
-                violation: violation.clone(),
-            });
+            self.inbox.rx.disconnect_handle().disconnect();
+            self.outbox.tx.disconnect_handle().disconnect();
+            self.set_aside.clear();
+            self.calls.discard_arrived();
+            let error = self.lifecycle.violation_error(violation.clone());
+            self.fail_pending_calls(error.into());
         }
-        RecvError::ProtocolViolation {
-            peer: self.config.peer_name.clone(),
-            violation,
+        self.lifecycle.violation_error(violation)
+    }
+
+    /// Runs every reply handler with `error`: no reply will come.
+    fn fail_pending_calls(&mut self, error: CallError) {
+        for handler in self.calls.take_handlers() {
+            handler(self, Err(error.clone()));
         }
     }
 
-    /// The error a receive returns once the connection is no longer open.
-    pub(crate) fn closed_recv_error(&self) -> Option<RecvError> {
-        match &self.state {
-            State::Open => None,
-            State::Disconnected => Some(RecvError::Disconnected),
-            State::Failed(violation) => Some(RecvError::ProtocolViolation {
-                peer: self.config.peer_name.clone(),
-                violation: violation.clone(),
-            }),
+    /// What a send's outcome means for the connection: a peer found gone
+    /// or corrupting the ring ends it.
+    pub(crate) fn sent(&mut self, result: Result<(), SendError>) -> Result<(), SendError> {
+        result.map_err(|error| self.send_failed(error))
+    }
+
+    /// What a failed send means for the connection (see [`sent`](Self::sent)).
+    pub(crate) fn send_failed(&mut self, error: SendError) -> SendError {
+        match &error {
+            SendError::Disconnected => self.peer_gone(),
+            SendError::Failed(violation) => {
+                self.fail(violation.clone());
+            }
+            _ => {}
+        }
+        error
+    }
+
+    /// Whether a send may start: the connection is open and the descriptors
+    /// are within the limit.
+    pub(crate) fn check_sendable(&self, fds: usize) -> Result<(), SendError> {
+        if let Some(error) = self.lifecycle.send_error() {
+            return Err(error);
+        }
+        let max = self.config.max_fds_per_message;
+        if fds > max {
+            return Err(SendError::TooManyFds { count: fds, max });
+        }
+        Ok(())
+    }
+
+    /// Takes the next frame off the ring. `wait`: `None` to try once,
+    /// `Some(timeout)` to wait.
+    pub(crate) fn next_incoming(
+        &mut self,
+        wait: Option<Option<Duration>>,
+    ) -> Result<Incoming, RecvError> {
+        if let Some(error) = self.lifecycle.recv_error() {
+            return Err(error);
+        }
+        match self.inbox.next(wait, &self.control) {
+            Ok(incoming) => Ok(incoming),
+            Err(InboxError::Violation(violation)) => Err(self.fail(violation)),
+            Err(InboxError::Ring(error)) => match from_ring_recv(error) {
+                RingRecvOutcome::Wait(error) => Err(error),
+                RingRecvOutcome::PeerGone => {
+                    self.peer_gone();
+                    Err(RecvError::Disconnected)
+                }
+                RingRecvOutcome::Violation(violation) => Err(self.fail(violation)),
+            },
         }
     }
 
-    /// The error a send returns once the connection is no longer open.
-    pub(crate) fn closed_send_error(&self) -> Option<SendError> {
-        match &self.state {
-            State::Open => None,
-            State::Disconnected => Some(SendError::Disconnected),
-            State::Failed(violation) => Some(SendError::Failed(violation.clone())),
-        }
+    /// Gives back what a received frame holds (its room in the ring, or its
+    /// private buffer).
+    pub(crate) fn finish(&mut self, incoming: &mut Incoming) {
+        self.inbox.finish(incoming);
     }
 }
 
-// SAFETY: every field is Send except the handlers' `Rc`s in the dispatcher
+// SAFETY: every field is Send except the handlers' `Rc`s in the registry
 // (the handlers themselves are required to be Send). Those `Rc`s are cloned
 // only by `Connection::route`, and each clone lives on the stack of that
 // call, which holds `&mut Connection` for as long as the clone exists: the
@@ -295,7 +382,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.config.peer_name)
-            .field("state", &self.state)
+            .field("state", self.lifecycle.state())
             .field("trust", &self.config.trust)
             .finish()
     }
@@ -305,5 +392,6 @@ impl std::fmt::Debug for Connection {
 const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<Connection>();
-    assert_send::<crate::BoundReceiver>();
+    assert_send::<BoundReceiver>();
+    assert_send::<Incoming>();
 };

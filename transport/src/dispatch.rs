@@ -1,104 +1,39 @@
 //! Typed receiving: routing each message to the handler registered for its
-//! receiver and destination, and setting messages aside while a synchronous
-//! call waits.
+//! receiver and destination, each reply to whoever waits for it, and the
+//! messages set aside during a synchronous call to the next `dispatch`.
 
-use crate::connection::{Connection, State};
-use crate::envelope::{Envelope, Flags};
-use crate::error::{DispatchError, RecvError, SendError, Violation};
-use crate::id_map::IdMap;
+use crate::connection::{BoundReceiver, Connection};
+use crate::error::{DispatchError, RecvError, Violation, reply_failed};
 use crate::incoming::Incoming;
-use crate::message::Receiver;
-use std::collections::VecDeque;
+use crate::message::{Archivable, Receiver};
+use crate::outbox::Room;
+use crate::pending::Waiter;
+use crate::registry::Registration;
+use crate::wire::{Envelope, Flags};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// A handler as it is built: type-erased, validates and dispatches one
-/// message.
-type BoxedHandle = Box<dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send>;
-
-/// A registered handler. Shared, not taken out while it runs, so that a
-/// message can re-enter a receiver whose handler is further up the stack
-/// (handlers take `&self`).
-type Handle = Rc<dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send>;
-
-/// A receiver implementation ready to be registered on a connection; made
-/// by the `handler` function [`protocol!`](crate::protocol) generates.
-pub struct BoundReceiver {
-    name: &'static str,
-    id: u32,
-    schema: u32,
-    handle: BoxedHandle,
-}
-
-impl BoundReceiver {
-    /// Wraps a dispatch function for receiver `R`. Generated code calls this.
-    #[doc(hidden)]
-    pub fn new<R: Receiver>(
-        handle: impl Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send + 'static,
-    ) -> BoundReceiver {
-        BoundReceiver {
-            name: R::NAME,
-            id: R::ID,
-            schema: R::SCHEMA,
-            handle: Box::new(handle),
-        }
-    }
-}
-
-impl std::fmt::Debug for BoundReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BoundReceiver({})", self.name)
-    }
-}
-
-/// A registration.
-struct Slot {
-    name: &'static str,
-    schema: u32,
-    handle: Handle,
-}
-
-/// What a connection keeps for typed messaging.
-#[derive(Default)]
-pub(crate) struct Dispatcher {
-    slots: IdMap<(u32, u64), Slot>,
-    pub(crate) calls: crate::call::Calls,
-    /// Messages that arrived while a synchronous call waited, in order.
-    deferred: VecDeque<Incoming>,
-    deferred_bytes: usize,
-}
-
-impl Dispatcher {
-    /// Drops every message received but not yet dispatched, and the replies
-    /// waiting for their synchronous callers: after a protocol violation
-    /// nothing the peer sent is trusted.
-    pub(crate) fn discard_received(&mut self) {
-        self.deferred.clear();
-        self.deferred_bytes = 0;
-        self.calls.discard_arrived();
-    }
-}
+/// How long a reply may wait for room in the ring. The requester reads its
+/// ring while it waits, so only a peer that stopped reading hits this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Connection {
     /// Registers `receiver` to handle the messages sent to `destination`.
     /// Replaces an earlier registration of the same receiver there (and
     /// returns whether there was one).
     pub fn register(&mut self, destination: u64, receiver: BoundReceiver) -> bool {
-        let slot = Slot {
+        let registration = Registration {
             name: receiver.name,
             schema: receiver.schema,
-            handle: Rc::from(receiver.handle),
+            handler: Rc::from(receiver.handler),
         };
-        let key = (receiver.id, destination);
-        self.dispatcher.slots.insert(key, slot).is_some()
+        self.receivers
+            .register(receiver.id, destination, registration)
     }
 
     /// Removes the registration of receiver `R` at `destination`.
     pub fn unregister<R: Receiver>(&mut self, destination: u64) -> bool {
-        self.dispatcher
-            .slots
-            .remove(&(R::ID, destination))
-            .is_some()
+        self.receivers.unregister(R::ID, destination)
     }
 
     /// Dispatches incoming messages to their handlers: first those set aside
@@ -107,15 +42,11 @@ impl Connection {
     /// the timeout expired).
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<usize, DispatchError> {
         let mut count = 0;
-        while let Some(incoming) = self.dispatcher.deferred.pop_front() {
-            self.dispatcher.deferred_bytes -= incoming.bytes().len();
+        while let Some(incoming) = self.set_aside.pop() {
             // A violation (maybe raised by a handler's nested call in this
             // very loop) ends all dispatching of what the peer sent.
-            if let State::Failed(violation) = &self.state {
-                return Err(DispatchError::ProtocolViolation {
-                    peer: self.config.peer_name.clone(),
-                    violation: violation.clone(),
-                });
+            if let Some(error) = self.lifecycle.dispatch_error() {
+                return Err(error);
             }
             self.route(incoming)?;
             count += 1;
@@ -126,7 +57,7 @@ impl Connection {
                 Ok(incoming) => self.route(incoming)?,
                 Err(RecvError::Empty | RecvError::TimedOut) => return Ok(count),
                 Err(RecvError::Disconnected) if count > 0 => return Ok(count),
-                Err(error) => return Err(recv_to_dispatch(error)),
+                Err(error) => return Err(error.into()),
             }
             count += 1;
             wait = None;
@@ -149,18 +80,20 @@ impl Connection {
             self.finish(&mut incoming);
             return Err(self.protocol_violation(Violation::UnexpectedRawFrame));
         }
-        let key = (envelope.receiver, envelope.destination);
-        let Some(slot) = self.dispatcher.slots.get(&key) else {
+        let Some(registration) = self
+            .receivers
+            .lookup(envelope.receiver, envelope.destination)
+        else {
             self.finish(&mut incoming);
             return Err(self.protocol_violation(Violation::UnknownDestination {
                 receiver: envelope.receiver,
                 destination: envelope.destination,
             }));
         };
-        if slot.schema != envelope.schema {
+        if registration.schema != envelope.schema {
             let violation = Violation::SchemaMismatch {
-                receiver: slot.name,
-                expected: slot.schema,
+                receiver: registration.name,
+                expected: registration.schema,
                 found: envelope.schema,
             };
             self.finish(&mut incoming);
@@ -168,30 +101,68 @@ impl Connection {
         }
         // A clone, so the handler may unregister itself or be re-entered
         // (its own synchronous call may bring another message for it).
-        let handle = Rc::clone(&slot.handle);
+        let handler = Rc::clone(&registration.handler);
         if envelope.flags.has(Flags::SYNC) {
             // Its handler is the kind that calls back and waits. Read in
             // place, the request would pin the ring for that whole wait, and
             // a peer sending more than a ring's worth meanwhile would block.
-            self.make_owned(&mut incoming);
+            self.inbox.make_owned(&mut incoming);
         }
         let outer_fds = std::mem::replace(&mut self.message_fds, incoming.take_fds());
-        let result = handle(self, &incoming);
+        let result = handler(self, &incoming);
         // Descriptors the handler did not take are closed here.
         self.message_fds = outer_fds;
         self.finish(&mut incoming);
         result
     }
 
+    /// Delivers a reply to whoever waits for it.
+    fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
+        let id = incoming.envelope.request_id;
+        let waiter = self.calls.complete(id);
+        let expected = match &waiter {
+            Some(Waiter::Handler(expected, _) | Waiter::Sync(expected)) => Some(*expected),
+            _ => None,
+        };
+        if expected.is_some_and(|expected| !expected.named_by(&incoming.envelope)) {
+            // A reply must answer the message it claims to: a different
+            // receiver or message id would have its bytes validated as the
+            // wrong type.
+            self.finish(&mut incoming);
+            return Err(self.protocol_violation(Violation::MismatchedReply(id)));
+        }
+        match waiter {
+            Some(Waiter::Handler(_, handler)) => {
+                handler(self, Ok(&incoming));
+                self.finish(&mut incoming);
+                Ok(())
+            }
+            Some(Waiter::Sync(_)) => {
+                // The caller is further up the stack and collects it later:
+                // it must not stay in the ring.
+                self.inbox.make_owned(&mut incoming);
+                self.calls.park_reply(id, incoming);
+                Ok(())
+            }
+            Some(Waiter::Abandoned) => {
+                self.finish(&mut incoming);
+                Ok(())
+            }
+            None => {
+                self.finish(&mut incoming);
+                Err(self.protocol_violation(Violation::UnexpectedReply(id)))
+            }
+        }
+    }
+
     /// Sets a message aside until the next `dispatch` (a synchronous call
     /// waits and the message is not allowed meanwhile), copying it out of
     /// the ring if it is read in place there. Returns whether the set-aside
     /// messages now exceed the configured bound.
-    pub(crate) fn defer(&mut self, mut incoming: Incoming) -> bool {
-        self.make_owned(&mut incoming);
-        self.dispatcher.deferred_bytes += incoming.bytes().len();
-        self.dispatcher.deferred.push_back(incoming);
-        self.dispatcher.deferred_bytes > self.config.max_deferred_bytes
+    pub(crate) fn set_message_aside(&mut self, mut incoming: Incoming) -> bool {
+        self.inbox.make_owned(&mut incoming);
+        self.set_aside
+            .push(incoming, self.config.max_deferred_bytes)
     }
 
     /// Takes the descriptors that came with the message being dispatched
@@ -203,20 +174,20 @@ impl Connection {
 
     /// Whether messages are set aside, waiting for `dispatch`.
     pub fn has_deferred(&self) -> bool {
-        !self.dispatcher.deferred.is_empty()
+        !self.set_aside.is_empty()
     }
 
     /// Reports a protocol violation found while dispatching: the connection
     /// is closed. Generated dispatch code calls this.
     #[doc(hidden)]
     pub fn protocol_violation(&mut self, violation: Violation) -> DispatchError {
-        recv_to_dispatch(self.fail(violation))
+        self.fail(violation).into()
     }
 
     /// Sends the reply to `request` (nothing if no reply was asked for).
     /// Generated dispatch code calls this.
     #[doc(hidden)]
-    pub fn send_reply<T: crate::message::Archivable>(
+    pub fn send_reply<T: Archivable>(
         &mut self,
         request: &Envelope,
         reply: &T,
@@ -229,28 +200,7 @@ impl Connection {
             fd_count: 0,
             ..*request
         };
-        let room = crate::outgoing::Room::Wait(Some(REPLY_TIMEOUT));
-        self.send_archived(envelope, reply, &[], room)
-            .map_err(|error| match error {
-                // The requester died before its answer: that is the peer
-                // going away, not a failure to reply.
-                SendError::Disconnected => DispatchError::Disconnected,
-                other => DispatchError::Reply(other),
-            })
-    }
-}
-
-/// How long a reply may wait for room in the ring. The requester reads its
-/// ring while it waits, so only a peer that stopped reading hits this.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) fn recv_to_dispatch(error: RecvError) -> DispatchError {
-    match error {
-        RecvError::ProtocolViolation { peer, violation } => {
-            DispatchError::ProtocolViolation { peer, violation }
-        }
-        RecvError::Disconnected | RecvError::Empty | RecvError::TimedOut => {
-            DispatchError::Disconnected
-        }
+        self.send_typed(envelope, reply, &[], Room::Wait(Some(REPLY_TIMEOUT)))
+            .map_err(reply_failed)
     }
 }

@@ -25,7 +25,8 @@
 //!   readable when the armed connection has something to read.
 //!
 //! See [`protocol!`] for a typed example and [`Connection`] for a raw one;
-//! `docs/transport.md` records the design decisions.
+//! the repository's `docs/design.md` is the map of the design and
+//! `docs/decisions.md` records the decisions.
 #![deny(missing_docs)]
 
 /// The README's examples, compiled and run as doc tests.
@@ -33,35 +34,53 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+// The state a connection owns, one owner type per concept.
+mod inbox;
+mod lifecycle;
+mod outbox;
+mod pending;
+mod registry;
+mod set_aside;
+
+// The connection, and its operations grouped by use.
 mod call;
-mod config;
 mod connection;
 mod dispatch;
+mod raw;
+mod readiness;
+
+mod config;
 mod endpoint;
-pub mod envelope;
 mod error;
 mod id_map;
 mod incoming;
 mod introduce;
 mod message;
-mod outgoing;
 mod protocol;
-mod readiness;
 mod stats;
+pub mod wire;
+
+/// The wire layouts under their former name.
+#[doc(hidden)]
+pub use wire as envelope;
 
 pub use call::Reply;
 pub use config::{ConnectionConfig, DEFAULT_RING_CAPACITY, Trust};
-pub use connection::Connection;
-pub use dispatch::BoundReceiver;
+pub use connection::{BoundReceiver, Connection};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
-pub use error::{CallError, DispatchError, OpenError, RecvError, SendError, Violation};
-pub use incoming::{Incoming, Received, decode_attachment_header};
+pub use error::{
+    AttachmentError, BlobRefusal, CallError, Cause, DispatchError, OpenError, RecvError, SendError,
+    Violation,
+};
+pub use incoming::Incoming;
 pub use introduce::{Accepted, Acceptor, IntroductionError, connect, decode_request};
 pub use message::{
     Archivable, Message, Receiver, Remote, Request, assert_distinct_ids, hash32, schema_of,
 };
-pub use outgoing::FrameWriter;
+pub use outbox::FrameWriter;
+pub use raw::Received;
 pub use stats::TransportStats;
+pub use wire::decode_attachment_header;
 
 /// Re-exported so users name one wait strategy type.
 pub use ferry_ring::WaitStrategy;

@@ -2,7 +2,6 @@
 //! [`protocol!`](crate::protocol) implements these traits; code that sends
 //! or dispatches only names them.
 
-use crate::error::Violation;
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -93,17 +92,6 @@ impl<R: Receiver> std::fmt::Debug for Remote<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Remote<{}>({})", R::NAME, self.destination)
     }
-}
-
-/// Validates `bytes` as an archive of `T` (bytecheck) and returns it.
-pub(crate) fn access_archive<'a, T: Archivable>(
-    bytes: &'a [u8],
-    name: &'static str,
-) -> Result<&'a T::Archived, Violation> {
-    rkyv::access::<T::Archived, rancor::Error>(bytes).map_err(|e| Violation::InvalidArchive {
-        message: name,
-        reason: e.to_string(),
-    })
 }
 
 /// 32-bit FNV-1a: wire ids and schema hashes, computed at compile time.

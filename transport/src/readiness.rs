@@ -18,13 +18,13 @@ impl Connection {
     /// readable. After waking, call [`disarm`](Self::disarm), then receive
     /// until `Empty`, then arm again.
     pub fn arm(&mut self) -> Result<bool, RecvError> {
-        if let Some(error) = self.closed_recv_error() {
+        if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
         if self.has_deferred() {
             return Ok(true);
         }
-        match self.rx.arm_notification() {
+        match self.inbox.rx.arm_notification() {
             Ok(ready) => Ok(ready),
             // Let the next receive report it in the usual way.
             Err(_) => Ok(true),
@@ -33,7 +33,7 @@ impl Connection {
 
     /// Stops the peer signalling the readiness descriptor and empties it.
     pub fn disarm(&mut self) {
-        self.rx.disarm_notification();
+        self.inbox.rx.disarm_notification();
         ferry_ring::clear_notification(self.notify.as_fd());
     }
 }

@@ -248,7 +248,7 @@ fn back_pressure_in_place_and_batches() {
     let too_long = conn.max_inline_payload() + 1;
     assert!(matches!(
         conn.reserve_frame(too_long, None),
-        Err(SendError::Serialize(_))
+        Err(SendError::TooLarge { len, max }) if len == too_long && max == too_long - 1
     ));
     let m = 200u64;
     peer.tell(format!("inplace:{m}").as_bytes());
@@ -661,10 +661,7 @@ fn child_count_frames() {
 /// more, on both ends' terms, and the peer receives nothing for it.
 #[test]
 fn too_many_fds_sends_nothing() {
-    let config = ConnectionConfig {
-        max_fds_per_message: 3,
-        ..ConnectionConfig::default()
-    };
+    let config = ConnectionConfig::default().max_fds_per_message(3);
     let (mut conn, peer) = connect_peer("count-frames", &config, &[]);
     let memfd = memfd_with(b"x");
     let fds: Vec<BorrowedFd<'_>> = (0..4).map(|_| memfd.as_fd()).collect();

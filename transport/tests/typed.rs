@@ -628,10 +628,7 @@ fn reentrant_sync_calls_child_initiates() {
 /// for the failed call is dropped quietly, as after a timeout.
 #[test]
 fn queue_full_call_leaves_the_connection_usable() {
-    let config = ConnectionConfig {
-        max_deferred_bytes: 1,
-        ..mirror_config(Trust::Trusted)
-    };
+    let config = mirror_config(Trust::Trusted).max_deferred_bytes(1);
     let (mut conn, peer) = connect_peer("mirror-responder", &config, &[]);
     let (log, _) = register_mirror(&mut conn, OP_TIMEOUT);
     let outcome = conn.send_sync(

@@ -1,4 +1,14 @@
-//! The fixed header in front of every frame a connection sends.
+//! Every byte layout a connection puts on the wire, encoder beside decoder:
+//!
+//! - the [`Envelope`], the fixed header in front of every frame in the ring;
+//! - the attachment header, the control-socket message that carries a
+//!   frame's descriptors ahead of it;
+//! - the out-of-line body, the frame body that names a sealed blob.
+//!
+//! Every decoder here takes bytes a peer wrote and never panics, whatever
+//! they are: fuzzers call them directly.
+//!
+//! The envelope:
 //!
 //! ```text
 //! offset  size  field
@@ -65,6 +75,7 @@ pub struct Envelope {
 
 /// Why an envelope was refused.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EnvelopeError {
     /// Shorter than an envelope.
     #[error("frame of {0} bytes is shorter than its envelope")]
@@ -158,9 +169,64 @@ impl Envelope {
     }
 }
 
+/// Bytes of the control-socket message that carries a frame's descriptors:
+/// a magic number, then the attachment's sequence number (both sides count
+/// attachments, so each set of descriptors is matched to its frame).
+pub const ATTACHMENT_HEADER_SIZE: usize = 16;
+const ATTACHMENT_MAGIC: u64 = u64::from_le_bytes(*b"FERRYFDS");
+
+/// Encodes the header of attachment number `sequence`.
+pub fn encode_attachment_header(sequence: u64) -> [u8; ATTACHMENT_HEADER_SIZE] {
+    let mut out = [0u8; ATTACHMENT_HEADER_SIZE];
+    out[..8].copy_from_slice(&ATTACHMENT_MAGIC.to_le_bytes());
+    out[8..].copy_from_slice(&sequence.to_le_bytes());
+    out
+}
+
+/// The sequence number in an attachment header, if `bytes` is one.
+pub fn decode_attachment_header(bytes: &[u8]) -> Option<u64> {
+    let bytes: &[u8; ATTACHMENT_HEADER_SIZE] = bytes.try_into().ok()?;
+    let (magic, sequence) = bytes.split_at(8);
+    (u64::from_le_bytes(magic.try_into().ok()?) == ATTACHMENT_MAGIC)
+        .then(|| u64::from_le_bytes(sequence.try_into().unwrap_or_default()))
+}
+
+/// Bytes of an out-of-line frame's body: the blob's length (the blob itself
+/// is the frame's first descriptor).
+pub const OUT_OF_LINE_BODY_SIZE: usize = 8;
+
+/// Encodes the body of a frame whose payload is a blob of `len` bytes.
+pub fn encode_out_of_line_body(len: u64) -> [u8; OUT_OF_LINE_BODY_SIZE] {
+    len.to_le_bytes()
+}
+
+/// The blob length an out-of-line frame's body announces, if the body has
+/// the right size.
+pub fn decode_out_of_line_body(body: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(body.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachment_header_round_trip_and_refusals() {
+        let header = encode_attachment_header(7);
+        assert_eq!(decode_attachment_header(&header), Some(7));
+        assert_eq!(decode_attachment_header(&header[1..]), None);
+        let mut bad = header;
+        bad[0] ^= 1;
+        assert_eq!(decode_attachment_header(&bad), None);
+    }
+
+    #[test]
+    fn out_of_line_body_round_trip_and_refusals() {
+        let body = encode_out_of_line_body(1 << 40);
+        assert_eq!(decode_out_of_line_body(&body), Some(1 << 40));
+        assert_eq!(decode_out_of_line_body(&body[..7]), None);
+        assert_eq!(decode_out_of_line_body(&[0; 9]), None);
+    }
 
     fn typed() -> Envelope {
         Envelope {

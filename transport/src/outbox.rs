@@ -1,0 +1,325 @@
+//! The send half of a connection's data path: an envelope and a body
+//! written straight into a ring grant; descriptors sent ahead over the
+//! control socket; bodies too large for the ring sent out of line as sealed
+//! blobs. Every send ends in the one `publish` step.
+
+use crate::error::{Cause, SendError, from_control_send, from_ring_send};
+use crate::message::Archivable;
+use crate::wire::{
+    ENVELOPE_SIZE, Envelope, Flags, OUT_OF_LINE_BODY_SIZE, encode_attachment_header,
+    encode_out_of_line_body,
+};
+use ferry_handoff::Channel;
+use ferry_ring::{BlobWriter, Grant, Producer};
+use rkyv::rancor;
+use rkyv::ser::writer::Buffer;
+use rkyv::util::{AlignedVec, with_arena};
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+/// Whether a send waits for room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Room {
+    /// Fail with `Full` at once.
+    Try,
+    /// Wait per the wait strategy, for at most this long (`None`: forever).
+    Wait(Option<Duration>),
+}
+
+/// The ring this end writes, with what sending needs besides.
+pub(crate) struct Outbox {
+    pub(crate) tx: Producer,
+    /// Room to reserve for the next archive (learned from the last one).
+    size_hint: usize,
+    pub(crate) published: Published,
+}
+
+/// What has been published so far. (Apart from the producer, so that a
+/// grant, which borrows the producer, can be published.)
+#[derive(Default)]
+pub(crate) struct Published {
+    /// Attachments sent (the receiver counts them too).
+    attachments: u64,
+    pub(crate) frames: u64,
+    pub(crate) out_of_line: u64,
+    pub(crate) fds: u64,
+}
+
+impl Outbox {
+    pub(crate) fn new(tx: Producer) -> Self {
+        Outbox {
+            tx,
+            size_hint: 256,
+            published: Published::default(),
+        }
+    }
+
+    /// The largest body that travels inside the ring.
+    pub(crate) fn max_inline(&self) -> usize {
+        self.tx.max_payload() - ENVELOPE_SIZE
+    }
+
+    /// Sends `payload` as the body behind `envelope`: in the ring, or out of
+    /// line when larger than the ring allows.
+    pub(crate) fn send_bytes(
+        &mut self,
+        envelope: Envelope,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+        control: &Channel,
+    ) -> Result<(), SendError> {
+        if payload.len() > self.max_inline() {
+            let mut blob = create_blob(payload.len())?;
+            blob.copy_from_slice(payload);
+            return self.send_out_of_line(envelope, blob, payload.len(), fds, room, control);
+        }
+        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + payload.len(), room)?;
+        grant[ENVELOPE_SIZE..].copy_from_slice(payload);
+        self.published
+            .publish(grant, envelope, payload.len(), fds, room, control)
+    }
+
+    /// Serializes `value` behind `envelope` with one write of its bytes:
+    /// straight into a ring grant of the size the last archive suggests
+    /// (never more than the ring allows, so an archive that fits the ring
+    /// never goes through a memfd), or, after an archive that went out of
+    /// line, straight into a memfd. An archive that outgrows its room is
+    /// serialized aside once to learn its size, then copied into exactly
+    /// that much room in the ring, or into a blob.
+    pub(crate) fn send_archived<T: Archivable>(
+        &mut self,
+        envelope: Envelope,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+        control: &Channel,
+    ) -> Result<(), SendError> {
+        let max = self.max_inline();
+        if self.size_hint > max {
+            // The last archive went out of line: this one likely will too.
+            let mut blob = create_blob(self.size_hint)?;
+            if let Ok(len) = serialize_into(value, &mut blob) {
+                self.size_hint = hint_after(len, max);
+                if len > max {
+                    return self.send_out_of_line(envelope, blob, len, fds, room, control);
+                }
+                // It turned out small: it goes in the ring after all.
+                let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, room)?;
+                grant[ENVELOPE_SIZE..].copy_from_slice(&blob[..len]);
+                return self
+                    .published
+                    .publish(grant, envelope, len, fds, room, control);
+            }
+        } else {
+            // The hot path: no wait, no copy. A full ring or an archive larger
+            // than the grant falls through to the exact-size path below.
+            match self.tx.try_reserve(ENVELOPE_SIZE + self.size_hint) {
+                Ok(mut grant) => {
+                    if let Ok(len) = serialize_into(value, &mut grant[ENVELOPE_SIZE..]) {
+                        self.size_hint = hint_after(len, max);
+                        return self
+                            .published
+                            .publish(grant, envelope, len, fds, room, control);
+                    }
+                    // Too small: dropping the grant abandons it.
+                }
+                Err(ferry_ring::SendError::Full) => {}
+                Err(error) => return Err(from_ring_send(error)),
+            }
+        }
+        let archive = serialize_aside(value)?;
+        let len = archive.len();
+        self.size_hint = hint_after(len, max);
+        if len > max {
+            let mut blob = create_blob(len)?;
+            blob.copy_from_slice(&archive);
+            drop(archive);
+            return self.send_out_of_line(envelope, blob, len, fds, room, control);
+        }
+        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, room)?;
+        grant[ENVELOPE_SIZE..].copy_from_slice(&archive);
+        self.published
+            .publish(grant, envelope, len, fds, room, control)
+    }
+
+    /// Seals `blob`, then publishes a frame that names it, the blob going
+    /// ahead with `fds` over the control socket.
+    fn send_out_of_line(
+        &mut self,
+        mut envelope: Envelope,
+        blob: BlobWriter,
+        len: usize,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+        control: &Channel,
+    ) -> Result<(), SendError> {
+        let blob = blob
+            .seal_with_len(len)
+            .map_err(|e| SendError::Io(Cause::new(e)))?;
+        envelope.flags.0 |= Flags::OUT_OF_LINE;
+        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + OUT_OF_LINE_BODY_SIZE, room)?;
+        grant[ENVELOPE_SIZE..].copy_from_slice(&encode_out_of_line_body(len as u64));
+        let mut all_fds = Vec::with_capacity(fds.len() + 1);
+        all_fds.push(blob.fd());
+        all_fds.extend_from_slice(fds);
+        self.published.publish(
+            grant,
+            envelope,
+            OUT_OF_LINE_BODY_SIZE,
+            &all_fds,
+            room,
+            control,
+        )?;
+        self.published.out_of_line += 1;
+        Ok(())
+    }
+
+    /// Reserves room for a `len`-byte raw frame for the caller to fill.
+    pub(crate) fn reserve_frame(
+        &mut self,
+        envelope: Envelope,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<FrameWriter<'_>, SendError> {
+        let max = self.max_inline();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, Room::Wait(timeout))?;
+        envelope.write_to(&mut grant);
+        Ok(FrameWriter {
+            grant,
+            frames_sent: &mut self.published.frames,
+        })
+    }
+}
+
+impl Published {
+    /// The one publish step: writes the envelope (with the descriptor
+    /// count) in front of a filled `body_len`-byte body, trims the grant,
+    /// sends the descriptors ahead over the control socket (so they wait for
+    /// the receiver when it sees the frame, numbered so it can match them),
+    /// then publishes the frame. On error nothing is published.
+    fn publish(
+        &mut self,
+        mut grant: Grant<'_>,
+        mut envelope: Envelope,
+        body_len: usize,
+        fds: &[BorrowedFd<'_>],
+        room: Room,
+        control: &Channel,
+    ) -> Result<(), SendError> {
+        envelope.fd_count = fds.len() as u16;
+        envelope.write_to(&mut grant);
+        grant.shrink_to(ENVELOPE_SIZE + body_len);
+        if !fds.is_empty() {
+            let next = self.attachments + 1;
+            let header = encode_attachment_header(next);
+            // Waits for room in the control socket as the caller asked to
+            // wait for room in the ring; a dead peer ends it at once (EPIPE).
+            let sent = match room {
+                Room::Try => control.try_send(&header, fds),
+                Room::Wait(None) => control.send(&header, fds),
+                Room::Wait(Some(timeout)) => control.send_timeout(&header, fds, timeout),
+            };
+            sent.map_err(from_control_send)?;
+            self.attachments = next;
+            self.fds += fds.len() as u64;
+        }
+        grant.commit();
+        self.frames += 1;
+        Ok(())
+    }
+}
+
+/// A frame being written in place by the raw API.
+pub struct FrameWriter<'a> {
+    grant: Grant<'a>,
+    frames_sent: &'a mut u64,
+}
+
+impl FrameWriter<'_> {
+    /// Publishes the frame.
+    pub fn commit(self) {
+        self.grant.commit();
+        *self.frames_sent += 1;
+    }
+
+    /// Completes the frame but publishes it only at the next
+    /// [`Connection::flush`](crate::Connection::flush) or commit (or when
+    /// the ring fills up): a batch of small frames costs one publish, and
+    /// the peer at most one wake-up.
+    pub fn commit_deferred(self) {
+        self.grant.commit_deferred();
+        *self.frames_sent += 1;
+    }
+}
+
+impl std::ops::Deref for FrameWriter<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.grant[ENVELOPE_SIZE..]
+    }
+}
+
+impl std::ops::DerefMut for FrameWriter<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.grant[ENVELOPE_SIZE..]
+    }
+}
+
+impl std::fmt::Debug for FrameWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Reserves `len` bytes, waiting per `room`. (A free function over `tx`, so
+/// the grant borrows only that field.)
+fn reserve(tx: &mut Producer, len: usize, room: Room) -> Result<Grant<'_>, SendError> {
+    match room {
+        Room::Try => tx.try_reserve(len),
+        Room::Wait(timeout) => tx.reserve(len, timeout),
+    }
+    .map_err(from_ring_send)
+}
+
+/// The room to reserve for the next archive after one of `len` bytes, in a
+/// ring whose largest body is `max`: at most `max` while archives fit the
+/// ring, above it (meaning "serialize into a memfd") once one did not.
+fn hint_after(len: usize, max: usize) -> usize {
+    let hint = len + len / 4 + 64;
+    if len > max { hint } else { hint.min(max) }
+}
+
+fn create_blob(len: usize) -> Result<BlobWriter, SendError> {
+    BlobWriter::create(len).map_err(|e| SendError::Io(Cause::new(e)))
+}
+
+/// Serializes `value` into `out`; fails when it does not fit (or cannot be
+/// serialized at all: the aside path then reports that).
+fn serialize_into<T: Archivable>(value: &T, out: &mut [u8]) -> Result<usize, rancor::Error> {
+    with_arena(|arena| {
+        rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            value,
+            Buffer::from(out),
+            arena.acquire(),
+        )
+        .map(|buffer| buffer.len())
+    })
+}
+
+/// Serializes `value` into a private buffer of whatever size it needs.
+fn serialize_aside<T: Archivable>(value: &T) -> Result<AlignedVec<16>, SendError> {
+    with_arena(|arena| {
+        rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            value,
+            AlignedVec::<16>::new(),
+            arena.acquire(),
+        )
+    })
+    .map_err(|e| SendError::Serialize(Cause::new(e)))
+}
