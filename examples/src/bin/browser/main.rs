@@ -38,9 +38,9 @@
 //! default `SpinThenPark`, `--wait spin-then-park`). The demo runs five
 //! processes, often on a machine with two cores: a waiter that spins holds
 //! the core its peer needs to answer, so the answer comes only when the
-//! spin budget is spent (4096 spins, 100–250 µs measured on this project's
-//! 2-vCPU machine). Parking costs a futex wake-up per message instead:
-//! synchronous cookie reads then take about 10 µs rather than 250 µs.
+//! spin budget is spent (`ferry_ring::DEFAULT_SPIN`, a few microseconds,
+//! plus the time the spinning side holds the core). Parking costs a futex
+//! wake-up per message instead, and no core while idle.
 
 mod child;
 mod gpu;
@@ -82,7 +82,7 @@ impl Role {
 pub enum Wait {
     /// Sleep on the futex at once: no CPU while idle.
     Park,
-    /// ferry's default: poll a while (4096 spins), then sleep.
+    /// ferry's default: poll for a few microseconds, then sleep.
     SpinThenPark,
 }
 
