@@ -13,6 +13,8 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
 };
 
+use crate::credentials;
+pub use crate::credentials::PeerCredentials;
 use crate::pidfd::{self, PidfdError};
 use crate::wait::{self, Deadline};
 
@@ -54,21 +56,6 @@ pub struct Received {
     pub len: usize,
     /// Descriptors that came with the message.
     pub fds: Vec<OwnedFd>,
-}
-
-/// The peer's credentials as the kernel recorded them (`SO_PEERCRED`): for a
-/// connected socket, the peer process at `connect` time; for a socketpair,
-/// the process that created the pair (so a child bootstrapped with
-/// [`spawn_with_channel`](crate::bootstrap::spawn_with_channel) sees its parent
-/// on both ends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerCredentials {
-    /// Process id (0 if the peer is in a pid namespace we cannot see).
-    pub pid: i32,
-    /// Effective user id.
-    pub uid: u32,
-    /// Effective group id.
-    pub gid: u32,
 }
 
 /// Why a message could not be sent.
@@ -379,7 +366,7 @@ impl Channel {
     /// The peer's credentials (`SO_PEERCRED`); see [`PeerCredentials`] for
     /// what they mean on a socketpair.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        pidfd::peer_credentials(self.fd.as_fd())
+        credentials::peer_credentials(self.fd.as_fd())
     }
 
     /// A pidfd for the peer process: `SO_PEERPIDFD` (Linux 6.5+, race-free),

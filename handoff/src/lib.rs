@@ -78,6 +78,7 @@ pub mod bootstrap;
 pub mod broker;
 pub mod channel;
 pub mod client;
+mod credentials;
 pub mod hangup;
 pub mod listener;
 pub mod message;

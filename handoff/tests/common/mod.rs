@@ -1,6 +1,7 @@
 //! Multi-process test harness: each test binary re-executes itself as a
-//! child (`current_exe() --exact child_role`), with `FERRY_TEST_ROLE`
-//! selecting what the child does. Every wait here is bounded.
+//! child (testkit's [`ReExec`] running the `child_role` test), with
+//! `FERRY_TEST_ROLE` selecting what the child does (`name:arg:arg`). Every
+//! wait here is bounded.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -13,35 +14,30 @@ use ferry_handoff::{
     Broker, BrokerClient, BrokerEvent, Channel, ClientBuilder, ClientEvent, ConnectError,
     ConnectionRequest, ControlMessage, Endpoint, InstanceId,
 };
+use ferry_testkit::process::{EXIT_TIMEOUT, OP_TIMEOUT, ReExec};
+use ferry_testkit::shm::RawMap;
 
-pub const ROLE_ENV: &str = "FERRY_TEST_ROLE";
+/// How children of these tests are started, and what they are told.
+pub const REEXEC: ReExec = ReExec::new("FERRY_TEST_ROLE", "FERRY_TEST_PARAM_");
 /// How long a child role waits for anything before giving up.
-pub const CHILD_PATIENCE: Duration = Duration::from_secs(60);
+pub const CHILD_PATIENCE: Duration = EXIT_TIMEOUT;
 /// How long the test waits for an outcome.
-pub const TEST_PATIENCE: Duration = Duration::from_secs(30);
+pub const TEST_PATIENCE: Duration = OP_TIMEOUT;
 pub const MEMFD_LEN: usize = 64 * 1024;
 
-/// The command that re-runs this test binary as the child `role`.
+/// The command that re-runs this test binary as the child `role`. `-q`:
+/// libtest's progress line would otherwise prefix what the child prints
+/// (tests read the lines of a child that shares their stdout).
 pub fn role_command(role: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().expect("current_exe"));
-    command
-        .args([
-            "--exact",
-            "child_role",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE_ENV, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut command = REEXEC.command("child_role", role, &[]);
+    command.arg("-q");
     command
 }
 
 /// The body of each binary's `child_role` test: nothing in the parent run,
 /// the role (then exit) in a child.
 pub fn child_main() {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
+    let Some(role) = REEXEC.role() else {
         return;
     };
     let code = run_role(&role);
@@ -142,9 +138,8 @@ fn memfd_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
             return;
         };
         let seed = buf[..got.len].first().copied().unwrap_or(0);
-        let mapping = Mapping::new(memfd.as_fd(), MEMFD_LEN, false);
         let mut seen = vec![0u8; MEMFD_LEN];
-        mapping.read(&mut seen);
+        RawMap::new(memfd.as_fd()).read_bytes(0, &mut seen);
         let verdict: &[u8] = if seen == pattern(seed) {
             b"verified"
         } else {
@@ -190,61 +185,6 @@ pub fn pattern(seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A shared mapping of a memfd.
-pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    pub fn new(fd: BorrowedFd<'_>, len: usize, writable: bool) -> Mapping {
-        let prot = if writable {
-            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE
-        } else {
-            rustix::mm::ProtFlags::READ
-        };
-        // SAFETY: a fresh mapping chosen by the kernel (null hint), so it
-        // overlaps nothing of ours; `fd` is a memfd of at least `len` bytes.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                rustix::mm::MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .expect("mmap");
-        Mapping {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    pub fn write(&self, bytes: &[u8]) {
-        assert!(bytes.len() <= self.len);
-        // SAFETY: the mapping is `len` bytes long, writable, and `bytes`
-        // is a separate allocation, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, bytes.len()) };
-    }
-
-    pub fn read(&self, out: &mut [u8]) {
-        assert!(out.len() <= self.len);
-        // SAFETY: the mapping is `len` bytes long and readable; `out` is a
-        // separate allocation. Bytes are copied out with raw pointers, never
-        // referenced in place, since another process maps them too.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr(), out.len()) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// The requester of the memfd test: writes through its mapping, the target
 /// reads the same bytes through its own.
 fn web_memfd() -> i32 {
@@ -271,7 +211,7 @@ fn web_memfd() -> i32 {
     let memfd: OwnedFd = fds.next().expect("memfd");
     let sock = Channel::from_checked(fds.next().expect("socket")).expect("a seqpacket socket");
     let seed = 0x5a;
-    Mapping::new(memfd.as_fd(), MEMFD_LEN, true).write(&pattern(seed));
+    RawMap::new(memfd.as_fd()).write_bytes(0, &pattern(seed));
     sock.send(&[seed], &[]).expect("notify the target");
     let mut buf = [0u8; 16];
     match sock.recv(&mut buf, Some(TEST_PATIENCE)) {
@@ -435,7 +375,9 @@ fn garbage(kind: &str) -> i32 {
 /// (which shares our stdout) and runs until killed.
 fn mini_broker() -> i32 {
     let mut broker = Broker::new(ferry_handoff::AllowAll).expect("broker");
-    let mut child = role_command("notice-broker-gone");
+    // It must outlive us: it is to notice our death.
+    let mut child = REEXEC.command_outliving_parent("child_role", "notice-broker-gone", &[]);
+    child.arg("-q");
     child.stdout(Stdio::inherit());
     broker.spawn("survivor", child).expect("spawn");
     let deadline = Instant::now() + CHILD_PATIENCE;
@@ -467,12 +409,7 @@ fn notice_broker_gone() -> i32 {
     2
 }
 
-/// The number of open descriptors of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
+pub use ferry_testkit::fds::open_fd_count as open_fds;
 
 /// Turns the broker until `done` says so, collecting events; panics (after
 /// `TEST_PATIENCE`) with the events seen so far.
