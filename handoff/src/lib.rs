@@ -64,6 +64,12 @@
 //!   child (`MSG_DONTWAIT` only; a child that lets its socket buffer fill is
 //!   cut off), introductions have a broker-side deadline, and
 //!   [`BrokerClient::connect`] has a caller-side one.
+//! - **Descriptors a peer shares**: a peer may hold a copy of our end of a
+//!   channel (the same open file description) and clear `O_NONBLOCK` on it.
+//!   No system call this crate makes on such a descriptor can block: every
+//!   `sendmsg`/`recvmsg` carries `MSG_DONTWAIT` and waits happen in `poll`
+//!   (see [`Channel`]); the hang-up watcher only registers descriptors with
+//!   epoll (see [`hangup`]).
 //! - **Bootstrap inheritance**: `FD_CLOEXEC` is cleared in `pre_exec` on the
 //!   child's copy, at its existing number, rather than `dup2` to a fixed
 //!   number; see [`bootstrap`] for why, and for how the environment variable
