@@ -80,6 +80,7 @@
 //!   recyclable) pid.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod bootstrap;
 pub mod broker;
 pub mod channel;
@@ -91,6 +92,7 @@ pub mod message;
 mod pidfd;
 mod wait;
 
+pub use admission::{Admission, LimitReached, RequesterLimits};
 pub use bootstrap::{BOOTSTRAP_ENV, BootstrapError, SpawnError};
 pub use broker::{
     AllowAll, Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle, Decision, KillError,

@@ -75,6 +75,19 @@ fn run_role(role: &str) -> i32 {
             Err("unreachable".to_owned())
         }),
         ("network-leak", []) => serve(leak_handler),
+        ("network-paced", [millis]) => {
+            let pause = Duration::from_millis(millis.parse().unwrap_or(20));
+            serve(move |req| {
+                std::thread::sleep(pause);
+                plain_handler(req)
+            })
+        }
+        ("network-limited", [per_requester]) => {
+            serve(limited_handler(per_requester.parse().unwrap_or(1)))
+        }
+        ("burst", [service]) => burst(service),
+        ("connect-retry", [service, tries]) => connect_retry(service, tries.parse().unwrap_or(1)),
+        ("hoarder", [service, limit]) => hoarder(service, limit.parse().unwrap_or(1)),
         ("web-memfd", []) => web_memfd(),
         ("connect", [service, expect]) => connect_expect(service, expect),
         ("web-peer-gone", []) => web_peer_gone(),
@@ -177,6 +190,152 @@ fn leak_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
         fds: vec![memfd, theirs.into()],
         metadata: vec![],
     })
+}
+
+/// Admits at most `per_requester` live connections per requester
+/// ([`RequesterLimits`](ferry_handoff::RequesterLimits)); a connection stays
+/// live until the requester closes its end.
+fn limited_handler(
+    per_requester: usize,
+) -> impl FnMut(ConnectionRequest) -> Result<Endpoint, String> + Send + 'static {
+    let limits = ferry_handoff::RequesterLimits::new(per_requester, 1024);
+    move |req| {
+        let admission = limits.admit(&req.requester).map_err(|e| e.to_string())?;
+        let (ours, theirs) = Channel::pair().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            // Live until the requester hangs up (bounded like every wait).
+            let _ = ours.wait_hangup(Some(CHILD_PATIENCE));
+            drop(admission);
+        });
+        Ok(Endpoint {
+            fds: vec![theirs.into()],
+            metadata: vec![],
+        })
+    }
+}
+
+/// The attacker of issue 10 hole 7: speaks the protocol raw, keeps as many
+/// `Connect` requests with the largest metadata in flight as the broker
+/// lets it (reading its answers, so it is not cut off for its own doing),
+/// and resends one for every answer, until the broker goes away.
+fn burst(service: &str) -> i32 {
+    use ferry_handoff::message::{MAX_ENCODED_LEN, MAX_METADATA_LEN};
+    let channel = ferry_handoff::bootstrap::channel_from_env().expect("bootstrap");
+    let mut buf = vec![0u8; MAX_ENCODED_LEN];
+    let _hello = channel.recv(&mut buf, Some(TEST_PATIENCE));
+    let mut request = 0u64;
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    while Instant::now() < deadline {
+        // Burst until the socket (or the broker's patience) says stop.
+        loop {
+            request += 1;
+            ControlMessage::Connect {
+                request,
+                service: service.to_owned(),
+                metadata: vec![0xa5; MAX_METADATA_LEN],
+            }
+            .encode(0, &mut bytes)
+            .expect("encode");
+            match channel.try_send(&bytes, &[]) {
+                Ok(()) => {}
+                Err(ferry_handoff::SendError::WouldBlock) => break,
+                Err(_) => return 0, // the broker is gone
+            }
+            if request % 64 == 0 {
+                break;
+            }
+        }
+        // Take the answers (dropping any descriptors at once).
+        loop {
+            match channel.recv(&mut buf, Some(Duration::from_millis(1))) {
+                Ok(_) => {}
+                Err(ferry_handoff::RecvError::TimedOut) => break,
+                Err(_) => return 0,
+            }
+        }
+    }
+    6
+}
+
+/// An honest requester: connects, retrying (after a short pause) while the
+/// target is busy, at most `tries` times.
+fn connect_retry(service: &str, tries: usize) -> i32 {
+    let (client, _events) = client_with(BrokerClient::builder());
+    for attempt in 1..=tries {
+        match client.connect(service, b"honest", TEST_PATIENCE) {
+            Ok(_) => {
+                eprintln!("connect-retry: connected at attempt {attempt}");
+                return 0;
+            }
+            Err(ConnectError::TargetBusy) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                eprintln!("connect-retry: attempt {attempt}: {e:?}");
+                return 1;
+            }
+        }
+    }
+    eprintln!("connect-retry: still busy after {tries} attempts");
+    2
+}
+
+/// Keeps its introductions open: `limit` succeed, the next is refused by
+/// the service; closing one lets one more in; then it holds `limit` until
+/// the broker goes away.
+fn hoarder(service: &str, limit: usize) -> i32 {
+    let (client, events) = client_with(BrokerClient::builder());
+    let refused = |client: &BrokerClient| {
+        matches!(
+            client.connect(service, b"", TEST_PATIENCE),
+            Err(ConnectError::TargetFailed(reason)) if reason.contains("live connections")
+        )
+    };
+    let mut held = Vec::new();
+    for i in 0..limit {
+        match client.connect(service, b"", TEST_PATIENCE) {
+            Ok(intro) => held.push(intro),
+            Err(e) => {
+                eprintln!("hoarder: introduction {i}: {e:?}");
+                return 1;
+            }
+        }
+    }
+    if !refused(&client) {
+        eprintln!("hoarder: introduction {limit} was not refused");
+        return 2;
+    }
+    // Closing one frees its slot once the service sees the hang-up.
+    held.pop();
+    let deadline = Instant::now() + TEST_PATIENCE;
+    loop {
+        match client.connect(service, b"", TEST_PATIENCE) {
+            Ok(intro) => {
+                held.push(intro);
+                break;
+            }
+            Err(ConnectError::TargetFailed(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                eprintln!("hoarder: no slot after closing one: {e:?}");
+                return 3;
+            }
+        }
+    }
+    if !refused(&client) {
+        eprintln!("hoarder: over the limit again, yet not refused");
+        return 4;
+    }
+    // Hold them while others connect, until the broker goes away.
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    while Instant::now() < deadline {
+        if let Ok(ClientEvent::BrokerGone { .. }) = events.recv_timeout(Duration::from_millis(500))
+        {
+            drop(held);
+            return 0;
+        }
+    }
+    5
 }
 
 pub fn pattern(seed: u8) -> Vec<u8> {
