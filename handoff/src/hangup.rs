@@ -29,6 +29,11 @@
 //! a fresh epoll set and thread of its own. A [`HangupWatch`] inherited from
 //! the parent does nothing when dropped in the child, and its callback never
 //! runs there.
+//!
+//! As with any lock, a `fork` while another thread of the parent is inside
+//! [`watch_hangup`] (which holds the module's own lock while it starts a
+//! watcher) is not supported: the child's first use could wait for a lock
+//! that thread held. Fork from a quiet moment, or exec in the child.
 
 use rustix::event::epoll;
 use std::collections::HashMap;

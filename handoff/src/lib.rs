@@ -17,6 +17,9 @@
 //!   hang-up), reaps them, tells the survivors.
 //! - [`BrokerClient`] — a child's side: `connect` to a service, serve
 //!   connections with a [`ConnectionHandler`], learn of [`ClientEvent`]s.
+//! - [`RequesterLimits`] — a service's bound on the live connections it
+//!   holds per requester (named by the broker) and in all.
+//! - [`hangup`] — the process-wide hang-up watcher (fork-safe).
 //!
 //! # Passing a descriptor
 //!
