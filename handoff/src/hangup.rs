@@ -30,17 +30,17 @@
 //! the parent does nothing when dropped in the child, and its callback never
 //! runs there.
 //!
-//! As with any lock, a `fork` while another thread of the parent is inside
-//! [`watch_hangup`] (which holds the module's own lock while it starts a
-//! watcher) is not supported: the child's first use could wait for a lock
-//! that thread held. Fork from a quiet moment, or exec in the child.
+//! Finding the watcher takes no lock. One window remains, as with any lock:
+//! a `fork` while another thread of the parent is *starting* the watcher
+//! (the process's first watch) leaves the child's first watch waiting for a
+//! lock that thread held.
 
 use rustix::event::epoll;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::ThreadId;
 
 type Callback = Box<dyn FnOnce() + Send>;
@@ -76,30 +76,46 @@ struct Watcher {
     thread: OnceLock<ThreadId>,
 }
 
-/// The current process's watcher, or the one inherited across `fork`.
-static CURRENT: Mutex<Option<Arc<Watcher>>> = Mutex::new(None);
+/// The current process's watcher, or the one inherited across `fork`: a
+/// leaked `Watcher` (its thread uses it for the life of the process), or
+/// null before the first watch. Read without a lock, so that a fork while
+/// another thread is inside [`watch_hangup`] leaves the child nothing to
+/// wait for.
+static CURRENT: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
+/// Serialises starting a watcher (the only time `CURRENT` changes).
+static STARTING: Mutex<()> = Mutex::new(());
+
+fn current() -> Option<&'static Watcher> {
+    // SAFETY: `CURRENT` is null or points to a `Watcher` leaked by `start`,
+    // which is never freed (nor mutated except through its own locks and
+    // atomics), so a shared `'static` reference to it is valid.
+    unsafe { CURRENT.load(Ordering::Acquire).as_ref() }
+}
 
 /// The watcher of this process, started on first use (and again, fresh, in
 /// a forked child).
-fn watcher() -> io::Result<Arc<Watcher>> {
-    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+fn watcher() -> io::Result<&'static Watcher> {
     let pid = std::process::id();
-    if let Some(watcher) = current.as_ref() {
-        if watcher.pid == pid {
-            return Ok(Arc::clone(watcher));
-        }
+    if let Some(watcher) = current().filter(|w| w.pid == pid) {
+        return Ok(watcher);
     }
-    if let Some(inherited) = current.take() {
+    let _starting = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    let inherited = match current() {
+        Some(watcher) if watcher.pid == pid => return Ok(watcher),
+        other => other,
+    };
+    let watcher = start(pid)?;
+    CURRENT.store(std::ptr::from_ref(watcher).cast_mut(), Ordering::Release);
+    if let Some(inherited) = inherited {
         abandon_inherited(inherited);
     }
-    let watcher = start(pid)?;
-    *current = Some(Arc::clone(&watcher));
     Ok(watcher)
 }
 
 /// In a forked child: lets go of the parent's watcher without touching the
-/// parent's epoll set.
-fn abandon_inherited(inherited: Arc<Watcher>) {
+/// parent's epoll set. Called once per inherited watcher (under `STARTING`,
+/// after `CURRENT` stopped naming it).
+fn abandon_inherited(inherited: &'static Watcher) {
     // The registry's lock may have been held by a parent thread at the
     // fork: that thread does not exist here, so never wait for it.
     let entries = match inherited.registry.try_lock() {
@@ -115,22 +131,21 @@ fn abandon_inherited(inherited: Arc<Watcher>) {
         drop(entry.fd);
         std::mem::forget(entry.callback);
     }
-    let epoll = inherited.epoll.as_raw_fd();
-    // The inherited watcher is leaked: its `OwnedFd` for the epoll set is
-    // never dropped, so the descriptor closed below is closed exactly once.
-    std::mem::forget(inherited);
-    // SAFETY: `epoll` is this process's inherited copy of the parent's epoll
-    // descriptor, owned by the watcher just leaked, which nothing can reach
-    // any more (it was taken out of `CURRENT`, and every `HangupWatch` checks
-    // the pid before using its watcher). Closing it drops only this process's
-    // reference; the parent's set is unaffected.
-    unsafe { libc::close(epoll) };
+    // SAFETY: this is this process's inherited copy of the parent's epoll
+    // descriptor, owned by a watcher that is leaked (its `OwnedFd` is never
+    // dropped, so this is the only close) and that nothing here uses any
+    // more: `CURRENT` no longer names it, its thread does not exist in this
+    // process, and every `HangupWatch` checks the pid before using its
+    // watcher. Closing it drops only this process's reference; the parent's
+    // set is unaffected.
+    unsafe { libc::close(inherited.epoll.as_raw_fd()) };
 }
 
-fn start(pid: u32) -> io::Result<Arc<Watcher>> {
-    let watcher = Arc::new(Watcher {
+fn start(pid: u32) -> io::Result<&'static Watcher> {
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
         pid,
-        epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+        epoll,
         registry: Mutex::new(Registry {
             entries: HashMap::new(),
             running: None,
@@ -138,11 +153,21 @@ fn start(pid: u32) -> io::Result<Arc<Watcher>> {
         finished: Condvar::new(),
         next_token: AtomicU64::new(1),
         thread: OnceLock::new(),
-    });
-    let thread_watcher = Arc::clone(&watcher);
-    let handle = std::thread::Builder::new()
+    }));
+    let spawned = std::thread::Builder::new()
         .name("ferry-hangup".into())
-        .spawn(move || thread_watcher.run())?;
+        .spawn(move || watcher.run());
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(e) => {
+            // SAFETY: the watcher was never published (not in `CURRENT`, no
+            // thread, no watch), so nothing else can use its epoll
+            // descriptor; it stays leaked, so its `OwnedFd` never closes the
+            // number again.
+            unsafe { libc::close(watcher.epoll.as_raw_fd()) };
+            return Err(e);
+        }
+    };
     // Set before `watcher` is returned, hence before any registration.
     let _ = watcher.thread.set(handle.thread().id());
     Ok(watcher)
@@ -210,7 +235,7 @@ impl Watcher {
 /// the child).
 #[derive(Debug)]
 pub struct HangupWatch {
-    watcher: Arc<Watcher>,
+    watcher: &'static Watcher,
     token: u64,
 }
 
@@ -224,7 +249,7 @@ impl std::fmt::Debug for Watcher {
 
 impl Drop for HangupWatch {
     fn drop(&mut self) {
-        let watcher = &self.watcher;
+        let watcher = self.watcher;
         if watcher.pid != std::process::id() {
             // Inherited across fork: the parent's watcher is not ours to
             // touch (see the module documentation).
@@ -289,6 +314,7 @@ pub fn watch_hangup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use std::sync::mpsc;
     use std::time::Duration;
