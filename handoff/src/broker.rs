@@ -394,7 +394,7 @@ impl Broker {
     }
 
     /// Spawns `command` as a child providing `service`, with a bootstrap
-    /// channel (see [`bootstrap`](crate::bootstrap)), and registers it. The
+    /// channel (see [`bootstrap`]), and registers it. The
     /// child's first message is [`Hello`](ControlMessage::Hello) with its
     /// identity.
     pub fn spawn(&mut self, service: &str, command: Command) -> Result<InstanceId, SpawnError> {
