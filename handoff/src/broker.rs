@@ -28,15 +28,37 @@
 //! pidfds (Linux < 5.3) children are reaped by polling `waitpid` every
 //! [`REAP_INTERVAL`].
 //!
+//! # Limits: one child cannot deny a service to the others
+//!
+//! - A requester has at most [`BrokerConfig::max_pending_per_child`]
+//!   introductions in flight; more are answered
+//!   [`Busy`](ConnectFailure::Busy).
+//! - A target is asked for at most [`BrokerConfig::max_pending_per_target`]
+//!   connections at a time, and for at most
+//!   [`BrokerConfig::max_pending_per_requester_and_target`] of them on one
+//!   requester's behalf; beyond either the requester is answered
+//!   [`TargetBusy`](ConnectFailure::TargetBusy) (and
+//!   [`BrokerEvent::IntroductionFailed`] reports it). So a child that bursts
+//!   requests with large metadata cannot fill a target's control socket, nor
+//!   take all of a target's slots.
+//! - Messages the broker sends to a child on someone else's behalf (a
+//!   create-connection request, a peer-gone notice) never count against the
+//!   child: if its socket is full, the requester is told
+//!   [`TargetBusy`](ConnectFailure::TargetBusy) (a peer-gone notice is
+//!   dropped; the child still sees that connection hang up).
+//! - How many connections a service keeps alive per requester is the
+//!   service's to bound: the create-connection request names the requester
+//!   (see [`RequesterLimits`](crate::RequesterLimits)).
+//!
 //! # Misbehaving children
 //!
 //! A child that sends a malformed message, an oversized packet, too many
 //! descriptors, a message only the broker sends, an answer to an
 //! introduction it was not asked for, or that stops reading its channel
-//! until the socket buffer fills, is cut off: the broker reports
-//! [`BrokerEvent::Misbehaved`], kills it with `SIGKILL`, and closes its
-//! channel. The broker never blocks on a child: it only sends and receives
-//! with `MSG_DONTWAIT`.
+//! until the socket buffer fills with answers to its own requests, is cut
+//! off: the broker reports [`BrokerEvent::Misbehaved`], kills it with
+//! `SIGKILL`, and closes its channel. The broker never blocks on a child: it
+//! only sends and receives with `MSG_DONTWAIT`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -110,9 +132,20 @@ pub struct BrokerConfig {
     /// How long a target has to answer a create-connection request before
     /// the requester is told [`ConnectFailure::TimedOut`] (at most a year).
     pub introduction_timeout: Duration,
-    /// How many introductions one child may have in flight; more are
-    /// answered with [`ConnectFailure::Busy`].
+    /// How many introductions one child may have in flight as a requester;
+    /// more are answered with [`ConnectFailure::Busy`]. Default 64.
     pub max_pending_per_child: usize,
+    /// How many create-connection requests one target may have in flight
+    /// (from all requesters); more are answered with
+    /// [`ConnectFailure::TargetBusy`]. It also bounds what the broker queues
+    /// in the target's control socket: 16 requests with the largest metadata
+    /// take about 70 KiB, a third of Linux's default socket buffer. Default
+    /// 16.
+    pub max_pending_per_target: usize,
+    /// How many of a target's in-flight requests may be on behalf of one
+    /// requester; more are answered with [`ConnectFailure::TargetBusy`], so
+    /// one requester cannot take all of a target's slots. Default 4.
+    pub max_pending_per_requester_and_target: usize,
 }
 
 impl Default for BrokerConfig {
@@ -120,8 +153,20 @@ impl Default for BrokerConfig {
         BrokerConfig {
             introduction_timeout: Duration::from_secs(5),
             max_pending_per_child: 64,
+            max_pending_per_target: 16,
+            max_pending_per_requester_and_target: 4,
         }
     }
+}
+
+/// What became of a message the broker sent a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Sent,
+    /// The child's socket is full.
+    Full,
+    /// The child is gone (or leaving).
+    Gone,
 }
 
 /// Something the broker's owner may want to know.
@@ -244,8 +289,10 @@ struct ChildEntry {
     cut_off: bool,
     /// The children it was introduced to (in either direction).
     introduced: BTreeSet<InstanceId>,
-    /// Its introductions in flight.
+    /// Its introductions in flight, as a requester.
     outstanding: usize,
+    /// Create-connection requests in flight to it, as a target.
+    serving: usize,
 }
 
 impl ChildEntry {
@@ -347,7 +394,7 @@ impl Broker {
     }
 
     /// Spawns `command` as a child providing `service`, with a bootstrap
-    /// channel (see [`bootstrap`](crate::bootstrap)), and registers it. The
+    /// channel (see [`bootstrap`]), and registers it. The
     /// child's first message is [`Hello`](ControlMessage::Hello) with its
     /// identity.
     pub fn spawn(&mut self, service: &str, command: Command) -> Result<InstanceId, SpawnError> {
@@ -377,6 +424,7 @@ impl Broker {
                 cut_off: false,
                 introduced: BTreeSet::new(),
                 outstanding: 0,
+                serving: 0,
             },
         );
         self.send_to(id, &ControlMessage::Hello { you: peer }, &[]);
@@ -404,6 +452,12 @@ impl Broker {
     /// The process id of a child that has not been reaped yet.
     pub fn pid(&self, child: InstanceId) -> Option<u32> {
         self.children.get(&child).map(|c| c.process.id())
+    }
+
+    /// How many create-connection requests `target` has in flight (at most
+    /// [`BrokerConfig::max_pending_per_target`]); 0 for unknown children.
+    pub fn introductions_in_flight(&self, target: InstanceId) -> usize {
+        self.children.get(&target).map_or(0, |c| c.serving)
     }
 
     /// The children that have not been reaped yet.
@@ -614,6 +668,18 @@ impl Broker {
             self.reply_failure(from, request, service, ConnectFailure::UnknownService);
             return;
         };
+        let serving = self.children.get(&target).map_or(0, |c| c.serving);
+        let for_this_requester = self
+            .pending
+            .values()
+            .filter(|p| p.target == target && p.requester == from)
+            .count();
+        if serving >= self.config.max_pending_per_target
+            || for_this_requester >= self.config.max_pending_per_requester_and_target
+        {
+            self.reply_failure(from, request, service, ConnectFailure::TargetBusy);
+            return;
+        }
         let broker_request = self.next_request;
         self.next_request += 1;
         let ask = ControlMessage::CreateConnection {
@@ -621,9 +687,19 @@ impl Broker {
             requester: requester_peer.clone(),
             metadata,
         };
-        if !self.send_to(target, &ask, &[]) {
-            self.reply_failure(from, request, service, ConnectFailure::TargetGone);
-            return;
+        // Sent on the requester's behalf: a full socket is not the target's
+        // fault (the broker filled it), so the requester hears TargetBusy
+        // and the target is left alone.
+        match self.send_on_behalf(target, &ask) {
+            Delivery::Sent => {}
+            Delivery::Full => {
+                self.reply_failure(from, request, service, ConnectFailure::TargetBusy);
+                return;
+            }
+            Delivery::Gone => {
+                self.reply_failure(from, request, service, ConnectFailure::TargetGone);
+                return;
+            }
         }
         self.pending.insert(
             broker_request,
@@ -638,6 +714,9 @@ impl Broker {
         if let Some(requester) = self.children.get_mut(&from) {
             requester.outstanding += 1;
         }
+        if let Some(target) = self.children.get_mut(&target) {
+            target.serving += 1;
+        }
         self.events.push(BrokerEvent::IntroductionRequested {
             requester: requester_peer,
             target: target_peer,
@@ -651,7 +730,7 @@ impl Broker {
         broker_request: u64,
         answer: Result<(Vec<u8>, Vec<OwnedFd>), String>,
     ) {
-        let Some(pending) = self.pending.remove(&broker_request) else {
+        let Some(target) = self.pending.get(&broker_request).map(|p| p.target) else {
             if broker_request == 0 || broker_request >= self.next_request {
                 self.cut_off(
                     from,
@@ -662,17 +741,16 @@ impl Broker {
             // requester left): drop it, closing its descriptors.
             return;
         };
-        if pending.target != from {
-            self.pending.insert(broker_request, pending);
+        if target != from {
             self.cut_off(
                 from,
                 "answered an introduction meant for another child".into(),
             );
             return;
         }
-        if let Some(requester) = self.children.get_mut(&pending.requester) {
-            requester.outstanding = requester.outstanding.saturating_sub(1);
-        }
+        let Some(pending) = self.take_pending(broker_request) else {
+            return;
+        };
         let (Some(requester), Some(target)) = (
             self.children
                 .get(&pending.requester)
@@ -737,10 +815,20 @@ impl Broker {
         });
     }
 
-    fn fail_pending(&mut self, pending: Pending, failure: ConnectFailure) {
+    /// Removes an introduction from the books: it no longer counts against
+    /// its requester or its target.
+    fn take_pending(&mut self, broker_request: u64) -> Option<Pending> {
+        let pending = self.pending.remove(&broker_request)?;
         if let Some(requester) = self.children.get_mut(&pending.requester) {
             requester.outstanding = requester.outstanding.saturating_sub(1);
         }
+        if let Some(target) = self.children.get_mut(&pending.target) {
+            target.serving = target.serving.saturating_sub(1);
+        }
+        Some(pending)
+    }
+
+    fn fail_pending(&mut self, pending: Pending, failure: ConnectFailure) {
         self.reply_failure(pending.requester, pending.request, pending.service, failure);
     }
 
@@ -753,36 +841,58 @@ impl Broker {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(pending) = self.pending.remove(&id) {
+            if let Some(pending) = self.take_pending(id) {
                 self.fail_pending(pending, ConnectFailure::TimedOut);
             }
         }
     }
 
-    /// Sends to a child without blocking. On failure the child is marked as
-    /// departing (hung up) or cut off (not reading), and `false` returned.
+    /// Sends a child a message of its own making (its `Hello`, an answer to
+    /// its own request) without blocking. A full socket is then the child's
+    /// doing (it asks without reading the answers): it is cut off. On any
+    /// failure `false` is returned (a hung-up child is marked departing).
     fn send_to(&mut self, id: InstanceId, msg: &ControlMessage, fds: &[BorrowedFd<'_>]) -> bool {
-        let Some(channel) = self.children.get(&id).and_then(|c| c.channel.as_ref()) else {
-            return false;
-        };
-        // The broker only builds messages from validated parts, so this
-        // cannot fail; if it did, the message is simply not delivered and the
-        // requester's own timeout ends its wait.
-        if msg.encode(fds.len(), &mut self.send_buf).is_err() {
-            return false;
-        }
-        match channel.try_send(&self.send_buf, fds) {
-            Ok(()) => true,
-            Err(SendError::WouldBlock) => {
+        match self.deliver(id, msg, fds) {
+            Delivery::Sent => true,
+            Delivery::Full => {
                 self.cut_off(
                     id,
                     "does not read its control channel (socket buffer full)".into(),
                 );
                 false
             }
+            Delivery::Gone => false,
+        }
+    }
+
+    /// Sends a child a message on someone else's behalf without blocking; a
+    /// full socket is reported, never held against the child.
+    fn send_on_behalf(&mut self, id: InstanceId, msg: &ControlMessage) -> Delivery {
+        self.deliver(id, msg, &[])
+    }
+
+    /// One non-blocking send; a child that hung up is marked departing.
+    fn deliver(
+        &mut self,
+        id: InstanceId,
+        msg: &ControlMessage,
+        fds: &[BorrowedFd<'_>],
+    ) -> Delivery {
+        let Some(channel) = self.children.get(&id).and_then(|c| c.channel.as_ref()) else {
+            return Delivery::Gone;
+        };
+        // The broker only builds messages from validated parts, so this
+        // cannot fail; if it did, the message is simply not delivered and the
+        // requester's own timeout ends its wait.
+        if msg.encode(fds.len(), &mut self.send_buf).is_err() {
+            return Delivery::Gone;
+        }
+        match channel.try_send(&self.send_buf, fds) {
+            Ok(()) => Delivery::Sent,
+            Err(SendError::WouldBlock) => Delivery::Full,
             Err(_) => {
                 self.departing.push(id);
-                false
+                Delivery::Gone
             }
         }
     }
@@ -826,7 +936,7 @@ impl Broker {
                 .map(|(request, _)| *request)
                 .collect();
             for request in involved {
-                let Some(pending) = self.pending.remove(&request) else {
+                let Some(pending) = self.take_pending(request) else {
                     continue;
                 };
                 if pending.requester != id {
@@ -837,7 +947,9 @@ impl Broker {
                 if let Some(child) = self.children.get_mut(&other) {
                     child.introduced.remove(&id);
                 }
-                self.send_to(other, &ControlMessage::PeerGone { peer: gone.clone() }, &[]);
+                // On the departed child's behalf: a full socket drops the
+                // notice rather than cut `other` off.
+                self.send_on_behalf(other, &ControlMessage::PeerGone { peer: gone.clone() });
             }
         }
     }

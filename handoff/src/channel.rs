@@ -4,6 +4,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::event::PollFlags;
@@ -13,6 +14,8 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
 };
 
+use crate::credentials;
+pub use crate::credentials::PeerCredentials;
 use crate::pidfd::{self, PidfdError};
 use crate::wait::{self, Deadline};
 
@@ -22,6 +25,10 @@ pub const MAX_FDS_PER_MESSAGE: usize = 253;
 pub const DEFAULT_MAX_FDS: usize = 16;
 /// The largest message [`Channel::send`] accepts, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// How long a waiting send pauses when `poll` reports room the message does
+/// not fit in.
+const SEND_RETRY_PAUSE: Duration = Duration::from_millis(1);
 
 /// Room for `SCM_RIGHTS` with [`MAX_FDS_PER_MESSAGE`] descriptors.
 const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE));
@@ -37,13 +44,27 @@ const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))
 ///
 /// All methods take `&self`: one thread may receive while others send (each
 /// message is sent atomically). The channel is an ordinary descriptor
-/// ([`AsFd`]), so it can sit in `poll`/`epoll` after
-/// [`set_nonblocking`](Self::set_nonblocking); poll for `POLLIN` to receive
+/// ([`AsFd`]), so it can sit in `poll`/`epoll`; poll for `POLLIN` to receive
 /// and for `POLLRDHUP`/`POLLHUP` to learn that the peer is gone.
+///
+/// # A peer may share this end's open file description
+///
+/// Whoever else holds a copy of *this* end (a process it was passed to with
+/// `SCM_RIGHTS`, a forked child, the creator of a socketpair it was handed
+/// by) shares its open file description, and with it the `O_NONBLOCK` flag
+/// and socket options: it can make the socket blocking behind our back. So
+/// no method here relies on that flag. Every `sendmsg`/`recvmsg` is made
+/// with `MSG_DONTWAIT`, and waiting (for room, for a message, with or
+/// without a timeout) happens in `poll`. Whether [`send`](Self::send) waits
+/// is this channel's own setting ([`set_nonblocking`](Self::set_nonblocking)),
+/// kept in this process.
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
     max_fds: usize,
+    /// Whether [`send`](Self::send) returns instead of waiting for room;
+    /// ours, not the file's `O_NONBLOCK`, which a sharer can change.
+    nonblocking: AtomicBool,
 }
 
 /// A received message: its length in the caller's buffer, and the
@@ -54,21 +75,6 @@ pub struct Received {
     pub len: usize,
     /// Descriptors that came with the message.
     pub fds: Vec<OwnedFd>,
-}
-
-/// The peer's credentials as the kernel recorded them (`SO_PEERCRED`): for a
-/// connected socket, the peer process at `connect` time; for a socketpair,
-/// the process that created the pair (so a child bootstrapped with
-/// [`spawn_with_channel`](crate::bootstrap::spawn_with_channel) sees its parent
-/// on both ends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerCredentials {
-    /// Process id (0 if the peer is in a pid namespace we cannot see).
-    pub pid: i32,
-    /// Effective user id.
-    pub uid: u32,
-    /// Effective group id.
-    pub gid: u32,
 }
 
 /// Why a message could not be sent.
@@ -202,16 +208,24 @@ impl Channel {
         self.max_fds = max.min(MAX_FDS_PER_MESSAGE);
     }
 
-    /// Sends one message with `fds` attached, waiting for room if the socket
-    /// is blocking (the default for [`pair`](Self::pair)).
+    /// Sends one message with `fds` attached. A blocking channel (the
+    /// default) waits for room for as long as it takes (the peer's hang-up
+    /// ends the wait with [`SendError::Disconnected`]); a non-blocking one
+    /// (see [`set_nonblocking`](Self::set_nonblocking)) returns
+    /// [`SendError::WouldBlock`] instead. Either way the system call itself
+    /// never blocks, whatever the file's `O_NONBLOCK` flag says.
     pub fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
-        self.send_with(bytes, fds, SendFlags::empty())
+        if self.nonblocking.load(Ordering::Relaxed) {
+            self.try_send(bytes, fds)
+        } else {
+            self.send_until(bytes, fds, Deadline::after(None))
+        }
     }
 
     /// Sends one message without waiting: [`SendError::WouldBlock`] if the
     /// socket buffer is full.
     pub fn try_send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
-        self.send_with(bytes, fds, SendFlags::DONTWAIT)
+        self.send_dontwait(bytes, fds)
     }
 
     /// Sends one message, waiting at most `timeout` for room.
@@ -221,24 +235,38 @@ impl Channel {
         fds: &[BorrowedFd<'_>],
         timeout: Duration,
     ) -> Result<(), SendError> {
-        let deadline = Deadline::after(Some(timeout));
+        self.send_until(bytes, fds, Deadline::after(Some(timeout)))
+    }
+
+    /// Tries to send, and waits in `poll` for room until `deadline`.
+    fn send_until(
+        &self,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+        deadline: Deadline,
+    ) -> Result<(), SendError> {
+        let mut polled_writable = false;
         loop {
             match self.try_send(bytes, fds) {
                 Err(SendError::WouldBlock) => {}
                 other => return other,
             }
-            if wait::poll_one(self.fd.as_fd(), PollFlags::OUT, deadline)?.is_none() {
-                return Err(SendError::TimedOut);
+            if polled_writable {
+                // `poll` said there was room, yet the message did not fit
+                // (it needs more than the half buffer `poll` promises, e.g.
+                // after a sharer shrank SO_SNDBUF): do not spin on it.
+                let pause = SEND_RETRY_PAUSE.min(deadline.remaining().unwrap_or(SEND_RETRY_PAUSE));
+                std::thread::sleep(pause);
+            }
+            match wait::poll_one(self.fd.as_fd(), PollFlags::OUT, deadline)? {
+                None => return Err(SendError::TimedOut),
+                Some(revents) => polled_writable = revents.contains(PollFlags::OUT),
             }
         }
     }
 
-    fn send_with(
-        &self,
-        bytes: &[u8],
-        fds: &[BorrowedFd<'_>],
-        flags: SendFlags,
-    ) -> Result<(), SendError> {
+    /// One `sendmsg` with `MSG_DONTWAIT`: the only send this type makes.
+    fn send_dontwait(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SendError> {
         if bytes.is_empty() {
             return Err(SendError::Empty);
         }
@@ -256,8 +284,10 @@ impl Channel {
         }
         let iov = [IoSlice::new(bytes)];
         loop {
-            // NOSIGNAL: a dead peer is an error, not a SIGPIPE.
-            match rustix::net::sendmsg(&self.fd, &iov, &mut control, flags | SendFlags::NOSIGNAL) {
+            // NOSIGNAL: a dead peer is an error, not a SIGPIPE. DONTWAIT: per
+            // call, whatever the (shared) file's O_NONBLOCK flag says.
+            let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+            match rustix::net::sendmsg(&self.fd, &iov, &mut control, flags) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => {
                     return Err(io::Error::other(format!(
@@ -342,13 +372,17 @@ impl Channel {
         }))
     }
 
-    /// Makes the socket non-blocking (or blocking again). [`recv`](Self::recv),
+    /// Makes the channel non-blocking (or blocking again): only
+    /// [`send`](Self::send) changes, returning [`SendError::WouldBlock`]
+    /// instead of waiting for room. [`recv`](Self::recv),
     /// [`try_recv`](Self::try_recv), [`try_send`](Self::try_send) and
-    /// [`send_timeout`](Self::send_timeout) behave the same either way;
-    /// [`send`](Self::send) returns [`SendError::WouldBlock`] instead of
-    /// waiting when non-blocking.
+    /// [`send_timeout`](Self::send_timeout) behave the same either way. The
+    /// setting is kept in this process; the file's `O_NONBLOCK` flag is set
+    /// too, for code that uses the raw descriptor, but this type never relies
+    /// on it (see the [type's documentation](Channel)).
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         rustix::io::ioctl_fionbio(&self.fd, nonblocking)?;
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
         Ok(())
     }
 
@@ -379,7 +413,7 @@ impl Channel {
     /// The peer's credentials (`SO_PEERCRED`); see [`PeerCredentials`] for
     /// what they mean on a socketpair.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        pidfd::peer_credentials(self.fd.as_fd())
+        credentials::peer_credentials(self.fd.as_fd())
     }
 
     /// A pidfd for the peer process: `SO_PEERPIDFD` (Linux 6.5+, race-free),
@@ -413,6 +447,7 @@ impl From<OwnedFd> for Channel {
         Channel {
             fd,
             max_fds: DEFAULT_MAX_FDS,
+            nonblocking: AtomicBool::new(false),
         }
     }
 }

@@ -40,7 +40,11 @@ const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// child.
 #[derive(Debug, Clone)]
 pub struct ConnectionRequest {
-    /// The child that asked.
+    /// The child that asked, as the broker identifies it (the broker fills
+    /// this in; a requester cannot choose it). Its instance id is unique for
+    /// the broker's lifetime and never reused (unlike a pid), so a service
+    /// can bound what each requester holds with it (see
+    /// [`RequesterLimits`](crate::RequesterLimits)).
     pub requester: PeerId,
     /// The requester's metadata.
     pub metadata: Vec<u8>,
@@ -144,6 +148,11 @@ pub enum ConnectError {
     /// Too many of our introductions are in flight at the broker.
     #[error("too many introductions in flight")]
     Busy,
+    /// The target has too many introductions in flight (from everyone, or
+    /// from us) or cannot take more requests right now; nothing was created.
+    /// Retrying later (after a pause) may succeed.
+    #[error("the target is busy; try again later")]
+    TargetBusy,
     /// The broker is gone (or was cut off for a protocol error).
     #[error("the broker is gone")]
     BrokerGone,
@@ -164,6 +173,7 @@ impl From<ConnectFailure> for ConnectError {
             ConnectFailure::TargetGone => ConnectError::TargetGone,
             ConnectFailure::TimedOut => ConnectError::TimedOut,
             ConnectFailure::Busy => ConnectError::Busy,
+            ConnectFailure::TargetBusy => ConnectError::TargetBusy,
         }
     }
 }

@@ -6,47 +6,170 @@
 //! all the sockets registered here and runs each one's callback once, when its
 //! peer hangs up. This only works if nobody else holds a copy of the peer's
 //! end: whoever forwards an end must close its own copy.
+//!
+//! # What the watcher does with a peer's descriptor
+//!
+//! Only `epoll_ctl` (add, delete) on a duplicate of it: never a read, write
+//! or anything else that a peer sharing the open file description could make
+//! block. The callbacks are the caller's: they run on the watcher thread, one
+//! at a time, so a callback that blocks delays every other watch of the
+//! process. A callback must therefore not do I/O on a descriptor a peer
+//! shares (use `MSG_DONTWAIT`-style per-call flags or a process-private
+//! descriptor), must not wait for a lock held by a thread that may drop a
+//! [`HangupWatch`], and should be short.
+//!
+//! # Fork
+//!
+//! The watcher belongs to the process that started it. A forked child
+//! inherits the epoll descriptor (an open file description shared with the
+//! parent) but not the thread. The first use of this module in the child
+//! notices the changed pid, closes its inherited copies (the epoll
+//! descriptor, and the socket duplicates if no thread held the registry at
+//! the fork) without ever calling `epoll_ctl` on the parent's set, and starts
+//! a fresh epoll set and thread of its own. A [`HangupWatch`] inherited from
+//! the parent does nothing when dropped in the child, and its callback never
+//! runs there.
+//!
+//! Finding the watcher takes no lock. One window remains, as with any lock:
+//! a `fork` while another thread of the parent is *starting* the watcher
+//! (the process's first watch) leaves the child's first watch waiting for a
+//! lock that thread held.
 
 use rustix::event::epoll;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+use std::thread::ThreadId;
 
 type Callback = Box<dyn FnOnce() + Send>;
 
-/// The process-wide watcher: an epoll set and the callbacks of its sockets.
+/// One registered socket.
+struct Entry {
+    /// Our duplicate of the socket: the very descriptor registered with
+    /// epoll (the registration is keyed by descriptor number and open file
+    /// description, so `EPOLL_CTL_DEL` must name this one), kept open until
+    /// it is deleted so the number cannot be reused in between.
+    fd: OwnedFd,
+    callback: Callback,
+}
+
+/// The registry of one watcher.
+struct Registry {
+    entries: HashMap<u64, Entry>,
+    /// The token whose callback the watcher thread is running, if any.
+    running: Option<u64>,
+}
+
+/// A process's watcher: an epoll set, the callbacks of its sockets, and the
+/// thread that waits on it.
 struct Watcher {
+    /// The process that created the epoll set and the thread.
+    pid: u32,
     epoll: OwnedFd,
-    /// Registered sockets by token: our duplicate of the socket (so the
-    /// registration cannot outlive or alias a reused descriptor number) and
-    /// the callback.
-    entries: Mutex<HashMap<u64, (OwnedFd, Callback)>>,
+    registry: Mutex<Registry>,
+    /// Signalled when a callback finishes (for drops waiting on it).
+    finished: Condvar,
     next_token: AtomicU64,
+    /// The watcher thread, set before any watch can be registered.
+    thread: OnceLock<ThreadId>,
 }
 
-/// The watcher, started on first use. A start that failed (no epoll, no
-/// thread) is remembered and reported to every caller, rather than leaving a
-/// watcher without its thread.
+/// The current process's watcher, or the one inherited across `fork`: a
+/// leaked `Watcher` (its thread uses it for the life of the process), or
+/// null before the first watch. Read without a lock, so that a fork while
+/// another thread is inside [`watch_hangup`] leaves the child nothing to
+/// wait for.
+static CURRENT: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
+/// Serialises starting a watcher (the only time `CURRENT` changes).
+static STARTING: Mutex<()> = Mutex::new(());
+
+fn current() -> Option<&'static Watcher> {
+    // SAFETY: `CURRENT` is null or points to a `Watcher` leaked by `start`,
+    // which is never freed (nor mutated except through its own locks and
+    // atomics), so a shared `'static` reference to it is valid.
+    unsafe { CURRENT.load(Ordering::Acquire).as_ref() }
+}
+
+/// The watcher of this process, started on first use (and again, fresh, in
+/// a forked child).
 fn watcher() -> io::Result<&'static Watcher> {
-    static WATCHER: OnceLock<Result<Arc<Watcher>, io::ErrorKind>> = OnceLock::new();
-    match WATCHER.get_or_init(|| start().map_err(|e| e.kind())) {
-        Ok(watcher) => Ok(watcher),
-        Err(kind) => Err(io::Error::new(*kind, "the hang-up watcher could not start")),
+    let pid = std::process::id();
+    if let Some(watcher) = current().filter(|w| w.pid == pid) {
+        return Ok(watcher);
     }
+    let _starting = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    let inherited = match current() {
+        Some(watcher) if watcher.pid == pid => return Ok(watcher),
+        other => other,
+    };
+    let watcher = start(pid)?;
+    CURRENT.store(std::ptr::from_ref(watcher).cast_mut(), Ordering::Release);
+    if let Some(inherited) = inherited {
+        abandon_inherited(inherited);
+    }
+    Ok(watcher)
 }
 
-fn start() -> io::Result<Arc<Watcher>> {
-    let watcher = Arc::new(Watcher {
-        epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-        entries: Mutex::new(HashMap::new()),
+/// In a forked child: lets go of the parent's watcher without touching the
+/// parent's epoll set. Called once per inherited watcher (under `STARTING`,
+/// after `CURRENT` stopped naming it).
+fn abandon_inherited(inherited: &'static Watcher) {
+    // The registry's lock may have been held by a parent thread at the
+    // fork: that thread does not exist here, so never wait for it.
+    let entries = match inherited.registry.try_lock() {
+        Ok(mut registry) => std::mem::take(&mut registry.entries),
+        Err(TryLockError::Poisoned(poisoned)) => std::mem::take(&mut poisoned.into_inner().entries),
+        Err(TryLockError::WouldBlock) => HashMap::new(),
+    };
+    for (_, entry) in entries {
+        // Closing our copies of the duplicates does not touch the parent's
+        // registrations (they live as long as the parent's copies). The
+        // callbacks are the parent's: they must neither run nor be dropped
+        // here (their captures may act on drop), so they are leaked.
+        drop(entry.fd);
+        std::mem::forget(entry.callback);
+    }
+    // SAFETY: this is this process's inherited copy of the parent's epoll
+    // descriptor, owned by a watcher that is leaked (its `OwnedFd` is never
+    // dropped, so this is the only close) and that nothing here uses any
+    // more: `CURRENT` no longer names it, its thread does not exist in this
+    // process, and every `HangupWatch` checks the pid before using its
+    // watcher. Closing it drops only this process's reference; the parent's
+    // set is unaffected.
+    unsafe { libc::close(inherited.epoll.as_raw_fd()) };
+}
+
+fn start(pid: u32) -> io::Result<&'static Watcher> {
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
+        pid,
+        epoll,
+        registry: Mutex::new(Registry {
+            entries: HashMap::new(),
+            running: None,
+        }),
+        finished: Condvar::new(),
         next_token: AtomicU64::new(1),
-    });
-    let thread_watcher = Arc::clone(&watcher);
-    std::thread::Builder::new()
+        thread: OnceLock::new(),
+    }));
+    let spawned = std::thread::Builder::new()
         .name("ferry-hangup".into())
-        .spawn(move || thread_watcher.run())?;
+        .spawn(move || watcher.run());
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(e) => {
+            // SAFETY: the watcher was never published (not in `CURRENT`, no
+            // thread, no watch), so nothing else can use its epoll
+            // descriptor; it stays leaked, so its `OwnedFd` never closes the
+            // number again.
+            unsafe { libc::close(watcher.epoll.as_raw_fd()) };
+            return Err(e);
+        }
+    };
+    // Set before `watcher` is returned, hence before any registration.
+    let _ = watcher.thread.set(handle.thread().id());
     Ok(watcher)
 }
 
@@ -67,40 +190,89 @@ impl Watcher {
                 Err(_) => return,
             }
             for event in &events {
-                let token = event.data.u64();
-                let entry = self.lock().remove(&token);
-                if let Some((fd, callback)) = entry {
-                    let _ = epoll::delete(&self.epoll, &fd);
-                    drop(fd);
-                    callback();
-                }
+                self.fire(event.data.u64());
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (OwnedFd, Callback)>> {
-        // A panicking callback runs outside the lock, so poisoning cannot
-        // leave the map inconsistent: recover it.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Runs the callback of `token`, unless its watch was dropped.
+    fn fire(&self, token: u64) {
+        let entry = {
+            let mut registry = self.lock();
+            let entry = registry.entries.remove(&token);
+            if let Some(entry) = &entry {
+                let _ = epoll::delete(&self.epoll, &entry.fd);
+                registry.running = Some(token);
+            }
+            entry
+        };
+        let Some(Entry { fd, callback }) = entry else {
+            return;
+        };
+        drop(fd);
+        // A panicking callback must not take the watcher thread (and every
+        // other watch of the process) down with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+        self.lock().running = None;
+        self.finished.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Callbacks run outside the lock, so poisoning cannot leave the
+        // registry inconsistent: recover it.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// A registration made by [`watch_hangup`]; dropping it cancels the watch: once
-/// the drop returns, the callback either never runs or had already started.
+/// A registration made by [`watch_hangup`]; dropping it cancels the watch.
+///
+/// Once the drop returns, the callback is not running and never will —
+/// except when the drop happens on the watcher thread itself (inside a
+/// callback): then the callback may be the one running, and it runs on. A
+/// drop on another thread while the callback runs waits for it to finish, so
+/// a callback must not wait for anything the dropping thread holds. A watch
+/// inherited by a forked child does nothing there (its callback never runs in
+/// the child).
 #[derive(Debug)]
 pub struct HangupWatch {
+    watcher: &'static Watcher,
     token: u64,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for HangupWatch {
     fn drop(&mut self) {
-        if let Ok(watcher) = watcher() {
-            let entry = watcher.lock().remove(&self.token);
-            if let Some((fd, _callback)) = entry {
-                let _ = epoll::delete(&watcher.epoll, &fd);
-            }
+        let watcher = self.watcher;
+        if watcher.pid != std::process::id() {
+            // Inherited across fork: the parent's watcher is not ours to
+            // touch (see the module documentation).
+            return;
+        }
+        let mut registry = watcher.lock();
+        if let Some(entry) = registry.entries.remove(&self.token) {
+            let _ = epoll::delete(&watcher.epoll, &entry.fd);
+            drop(registry);
+            // Dropped outside the lock: the callback's captures may drop
+            // watches of their own.
+            drop(entry);
+            return;
+        }
+        let on_watcher_thread = watcher.thread.get() == Some(&std::thread::current().id());
+        if on_watcher_thread {
+            return;
+        }
+        while registry.running == Some(self.token) {
+            registry = watcher
+                .finished
+                .wait(registry)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -108,7 +280,8 @@ impl Drop for HangupWatch {
 /// Runs `on_hangup` once, on the watcher thread, as soon as the peer of
 /// `socket` hangs up (closes its end, or dies). If the peer is already gone,
 /// it runs promptly. Keep the returned guard for as long as the watch should
-/// last.
+/// last; the same socket may be watched again once a watch of it is dropped
+/// (or several times at once).
 pub fn watch_hangup(
     socket: BorrowedFd<'_>,
     on_hangup: impl FnOnce() + Send + 'static,
@@ -116,38 +289,49 @@ pub fn watch_hangup(
     let watcher = watcher()?;
     let fd = socket.try_clone_to_owned()?;
     let token = watcher.next_token.fetch_add(1, Ordering::Relaxed);
-    // Insert before adding to epoll: the event may fire immediately.
-    watcher
-        .lock()
-        .insert(token, (fd.try_clone()?, Box::new(on_hangup)));
     let flags = epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ONESHOT;
-    if let Err(e) = epoll::add(
-        &watcher.epoll,
-        fd.as_fd(),
-        epoll::EventData::new_u64(token),
-        flags,
-    ) {
-        watcher.lock().remove(&token);
-        return Err(e.into());
+    {
+        // Registered under the lock: an event that fires at once is handled
+        // by the watcher thread only after the entry is in place.
+        let mut registry = watcher.lock();
+        epoll::add(
+            &watcher.epoll,
+            fd.as_fd(),
+            epoll::EventData::new_u64(token),
+            flags,
+        )?;
+        registry.entries.insert(
+            token,
+            Entry {
+                fd,
+                callback: Box::new(on_hangup),
+            },
+        );
     }
-    Ok(HangupWatch { token })
+    Ok(HangupWatch { watcher, token })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc;
     use std::time::Duration;
 
-    #[test]
-    fn callback_runs_when_the_peer_closes_and_not_before() {
-        let (a, b) = rustix::net::socketpair(
+    fn socketpair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::SEQPACKET,
             rustix::net::SocketFlags::CLOEXEC,
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn callback_runs_when_the_peer_closes_and_not_before() {
+        let (a, b) = socketpair();
         let (tx, rx) = mpsc::channel();
         let _watch = watch_hangup(a.as_fd(), move || tx.send(()).unwrap()).unwrap();
         assert!(
@@ -161,16 +345,90 @@ mod tests {
 
     #[test]
     fn dropping_the_watch_cancels_it() {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let (a, b) = socketpair();
         let (tx, rx) = mpsc::channel();
         drop(watch_hangup(a.as_fd(), move || tx.send(()).unwrap()).unwrap());
         drop(b);
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// Failed before: the registration was made on one duplicate and
+    /// deleted through another, so it stayed, and a second watch of the same
+    /// descriptor failed with EEXIST.
+    #[test]
+    fn the_same_socket_can_be_watched_again_after_a_drop() {
+        let (a, b) = socketpair();
+        for _ in 0..3 {
+            let watch = watch_hangup(a.as_fd(), || {}).expect("watching again works");
+            drop(watch);
+        }
+        let (tx, rx) = mpsc::channel();
+        let _watch =
+            watch_hangup(a.as_fd(), move || tx.send(()).unwrap()).expect("watching again works");
+        drop(b);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the last watch still fires");
+    }
+
+    /// Failed before in the sense of the docs: a drop while the callback
+    /// runs on the watcher thread returned at once.
+    #[test]
+    fn drop_waits_for_a_running_callback() {
+        let (a, b) = socketpair();
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished_in = Arc::clone(&finished);
+        let watch = watch_hangup(a.as_fd(), move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+            finished_in.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+        drop(b);
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("callback started");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = release.send(());
+        });
+        drop(watch);
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "drop returned while the callback was running"
+        );
+        releaser.join().unwrap();
+    }
+
+    #[test]
+    fn a_callback_may_drop_its_own_watch() {
+        let (a, b) = socketpair();
+        let slot: Arc<Mutex<Option<HangupWatch>>> = Arc::new(Mutex::new(None));
+        let slot_in = Arc::clone(&slot);
+        let (tx, rx) = mpsc::channel();
+        let watch = watch_hangup(a.as_fd(), move || {
+            let own = slot_in.lock().unwrap().take();
+            drop(own);
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        *slot.lock().unwrap() = Some(watch);
+        drop(b);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the callback dropped its own watch without deadlock");
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_watcher() {
+        let (a, b) = socketpair();
+        let _panics = watch_hangup(a.as_fd(), || panic!("callback panic (expected)")).unwrap();
+        drop(b);
+        let (c, d) = socketpair();
+        let (tx, rx) = mpsc::channel();
+        let _watch = watch_hangup(c.as_fd(), move || tx.send(()).unwrap()).unwrap();
+        drop(d);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("later watches still fire");
     }
 }

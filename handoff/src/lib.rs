@@ -17,6 +17,9 @@
 //!   hang-up), reaps them, tells the survivors.
 //! - [`BrokerClient`] — a child's side: `connect` to a service, serve
 //!   connections with a [`ConnectionHandler`], learn of [`ClientEvent`]s.
+//! - [`RequesterLimits`] — a service's bound on the live connections it
+//!   holds per requester (named by the broker) and in all.
+//! - [`hangup`] — the process-wide hang-up watcher (fork-safe).
 //!
 //! # Passing a descriptor
 //!
@@ -64,6 +67,12 @@
 //!   child (`MSG_DONTWAIT` only; a child that lets its socket buffer fill is
 //!   cut off), introductions have a broker-side deadline, and
 //!   [`BrokerClient::connect`] has a caller-side one.
+//! - **Descriptors a peer shares**: a peer may hold a copy of our end of a
+//!   channel (the same open file description) and clear `O_NONBLOCK` on it.
+//!   No system call this crate makes on such a descriptor can block: every
+//!   `sendmsg`/`recvmsg` carries `MSG_DONTWAIT` and waits happen in `poll`
+//!   (see [`Channel`]); the hang-up watcher only registers descriptors with
+//!   epoll (see [`hangup`]).
 //! - **Bootstrap inheritance**: `FD_CLOEXEC` is cleared in `pre_exec` on the
 //!   child's copy, at its existing number, rather than `dup2` to a fixed
 //!   number; see [`bootstrap`] for why, and for how the environment variable
@@ -74,16 +83,19 @@
 //!   recyclable) pid.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod bootstrap;
 pub mod broker;
 pub mod channel;
 pub mod client;
+mod credentials;
 pub mod hangup;
 pub mod listener;
 pub mod message;
 mod pidfd;
 mod wait;
 
+pub use admission::{Admission, LimitReached, RequesterLimits};
 pub use bootstrap::{BOOTSTRAP_ENV, BootstrapError, SpawnError};
 pub use broker::{
     AllowAll, Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle, Decision, KillError,

@@ -24,7 +24,9 @@
 //! where `name` is a `u8` length and a [service name](validate_service_name),
 //! `peer` is a name and a `u64` instance id, `blob` is a `u16` length and at
 //! most [`MAX_METADATA_LEN`] bytes, and `text` is a `u16` length and at most
-//! [`MAX_TEXT_LEN`] bytes of UTF-8.
+//! [`MAX_TEXT_LEN`] bytes of UTF-8. A failure `code` is 1 unknown service,
+//! 2 target failed (the only one with a detail text), 3 target gone, 4 timed
+//! out, 5 busy (the requester's own limit), 6 target busy.
 //!
 //! Decoding trusts nothing: every length is checked against its bound and
 //! against the bytes actually present, trailing bytes are an error, and the
@@ -96,6 +98,10 @@ pub enum ConnectFailure {
     TimedOut,
     /// The requester already has too many introductions in flight.
     Busy,
+    /// The target has too many introductions in flight (in all, or from
+    /// this requester), or its control socket is full: try again later.
+    /// Nothing is wrong with the requester or the target.
+    TargetBusy,
 }
 
 impl ConnectFailure {
@@ -106,6 +112,7 @@ impl ConnectFailure {
             ConnectFailure::TargetGone => 3,
             ConnectFailure::TimedOut => 4,
             ConnectFailure::Busy => 5,
+            ConnectFailure::TargetBusy => 6,
         }
     }
 }
@@ -118,6 +125,9 @@ impl fmt::Display for ConnectFailure {
             ConnectFailure::TargetGone => f.write_str("target gone"),
             ConnectFailure::TimedOut => f.write_str("target did not answer in time"),
             ConnectFailure::Busy => f.write_str("too many introductions in flight"),
+            ConnectFailure::TargetBusy => {
+                f.write_str("the target has too many introductions in flight")
+            }
         }
     }
 }
@@ -492,6 +502,7 @@ impl ControlMessage {
                     3 => ConnectFailure::TargetGone,
                     4 => ConnectFailure::TimedOut,
                     5 => ConnectFailure::Busy,
+                    6 => ConnectFailure::TargetBusy,
                     other => return Err(DecodeError::UnknownFailureCode(other)),
                 };
                 ControlMessage::ConnectFailed { request, failure }
@@ -757,6 +768,13 @@ mod tests {
                 ControlMessage::ConnectFailed {
                     request: 3,
                     failure: ConnectFailure::Busy,
+                },
+                0,
+            ),
+            (
+                ControlMessage::ConnectFailed {
+                    request: 3,
+                    failure: ConnectFailure::TargetBusy,
                 },
                 0,
             ),

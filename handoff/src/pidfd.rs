@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
-use crate::channel::PeerCredentials;
+use crate::credentials::peer_credentials;
 
 /// Why no pidfd could be had.
 #[derive(Debug, thiserror::Error)]
@@ -56,41 +56,6 @@ pub(crate) fn peer_pidfd(socket: BorrowedFd<'_>) -> Result<OwnedFd, PidfdError> 
         Err(e) => return Err(e.into()),
     }
     open_raw(peer_credentials(socket)?.pid)
-}
-
-/// `getsockopt(SO_PEERCRED)`. Read into a plain `libc::ucred` rather than
-/// through rustix, whose `UCred` holds the pid as a non-zero `Pid`: the
-/// kernel reports pid 0 for a peer outside our pid namespace.
-pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `socket` is open for the duration of the call; `cred` and
-    // `len` are live, aligned locals and `len` is the size of `cred`, so the
-    // kernel writes within bounds.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if len as usize != std::mem::size_of::<libc::ucred>() {
-        return Err(io::Error::other("short SO_PEERCRED"));
-    }
-    Ok(PeerCredentials {
-        pid: cred.pid,
-        uid: cred.uid,
-        gid: cred.gid,
-    })
 }
 
 /// `getsockopt(SO_PEERPIDFD)`; `Ok(None)` when the kernel does not know the

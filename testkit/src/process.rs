@@ -49,6 +49,28 @@ impl ReExec {
     /// parent's. It dies with SIGKILL if the thread that spawned it ends
     /// first. More `pre_exec` hooks may be added; they run after this one.
     pub fn command(&self, child_test: &str, role: &str, params: &[(&str, String)]) -> Command {
+        let mut cmd = self.command_outliving_parent(child_test, role, params);
+        let die_with_parent = || -> std::io::Result<()> {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        };
+        // SAFETY: runs between fork and exec, where only async-signal-safe
+        // work is allowed: one prctl(PR_SET_PDEATHSIG) system call through
+        // rustix's raw-syscall backend, no allocation, no lock.
+        unsafe { cmd.pre_exec(die_with_parent) };
+        cmd
+    }
+
+    /// Like [`command`](Self::command), but the child does not die with
+    /// its parent: for tests of what a child does when its parent dies.
+    /// Such a child must bound its own life (and its test should hold it
+    /// through something that ends, e.g. a pipe it writes to).
+    pub fn command_outliving_parent(
+        &self,
+        child_test: &str,
+        role: &str,
+        params: &[(&str, String)],
+    ) -> Command {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"])
@@ -59,14 +81,6 @@ impl ReExec {
         for (key, value) in params {
             cmd.env(format!("{}{key}", self.param_prefix), value);
         }
-        let die_with_parent = || -> std::io::Result<()> {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            Ok(())
-        };
-        // SAFETY: runs between fork and exec, where only async-signal-safe
-        // work is allowed: one prctl(PR_SET_PDEATHSIG) system call through
-        // rustix's raw-syscall backend, no allocation, no lock.
-        unsafe { cmd.pre_exec(die_with_parent) };
         cmd
     }
 

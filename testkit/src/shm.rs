@@ -94,6 +94,37 @@ impl RawMap {
         self.u64_at(offset).load(Ordering::SeqCst)
     }
 
+    /// Copies `bytes` into the mapping at `offset`, byte by byte (Relaxed,
+    /// so it races with nobody); panics if out of bounds. Order it against
+    /// the other process with a message or a SeqCst store.
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len),
+            "{} bytes at {offset}",
+            bytes.len()
+        );
+        for (i, byte) in bytes.iter().enumerate() {
+            self.store_u8(offset + i, *byte);
+        }
+    }
+
+    /// Copies `out.len()` bytes out of the mapping from `offset` (Relaxed
+    /// byte loads); panics if out of bounds.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        assert!(
+            offset
+                .checked_add(out.len())
+                .is_some_and(|end| end <= self.len),
+            "{} bytes at {offset}",
+            out.len()
+        );
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = self.u8_at(offset + i).load(Ordering::Relaxed);
+        }
+    }
+
     /// Loads a u32 (SeqCst).
     pub fn load_u32(&self, offset: usize) -> u32 {
         self.u32_at(offset).load(Ordering::SeqCst)

@@ -1,6 +1,7 @@
 //! Multi-process test harness: each test binary re-executes itself as a
-//! child (`current_exe() --exact child_role`), with `FERRY_TEST_ROLE`
-//! selecting what the child does. Every wait here is bounded.
+//! child (testkit's [`ReExec`] running the `child_role` test), with
+//! `FERRY_TEST_ROLE` selecting what the child does (`name:arg:arg`). Every
+//! wait here is bounded.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -13,35 +14,30 @@ use ferry_handoff::{
     Broker, BrokerClient, BrokerEvent, Channel, ClientBuilder, ClientEvent, ConnectError,
     ConnectionRequest, ControlMessage, Endpoint, InstanceId,
 };
+use ferry_testkit::process::{EXIT_TIMEOUT, OP_TIMEOUT, ReExec};
+use ferry_testkit::shm::RawMap;
 
-pub const ROLE_ENV: &str = "FERRY_TEST_ROLE";
+/// How children of these tests are started, and what they are told.
+pub const REEXEC: ReExec = ReExec::new("FERRY_TEST_ROLE", "FERRY_TEST_PARAM_");
 /// How long a child role waits for anything before giving up.
-pub const CHILD_PATIENCE: Duration = Duration::from_secs(60);
+pub const CHILD_PATIENCE: Duration = EXIT_TIMEOUT;
 /// How long the test waits for an outcome.
-pub const TEST_PATIENCE: Duration = Duration::from_secs(30);
+pub const TEST_PATIENCE: Duration = OP_TIMEOUT;
 pub const MEMFD_LEN: usize = 64 * 1024;
 
-/// The command that re-runs this test binary as the child `role`.
+/// The command that re-runs this test binary as the child `role`. `-q`:
+/// libtest's progress line would otherwise prefix what the child prints
+/// (tests read the lines of a child that shares their stdout).
 pub fn role_command(role: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().expect("current_exe"));
-    command
-        .args([
-            "--exact",
-            "child_role",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE_ENV, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut command = REEXEC.command("child_role", role, &[]);
+    command.arg("-q");
     command
 }
 
 /// The body of each binary's `child_role` test: nothing in the parent run,
 /// the role (then exit) in a child.
 pub fn child_main() {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
+    let Some(role) = REEXEC.role() else {
         return;
     };
     let code = run_role(&role);
@@ -79,6 +75,19 @@ fn run_role(role: &str) -> i32 {
             Err("unreachable".to_owned())
         }),
         ("network-leak", []) => serve(leak_handler),
+        ("network-paced", [millis]) => {
+            let pause = Duration::from_millis(millis.parse().unwrap_or(20));
+            serve(move |req| {
+                std::thread::sleep(pause);
+                plain_handler(req)
+            })
+        }
+        ("network-limited", [per_requester]) => {
+            serve(limited_handler(per_requester.parse().unwrap_or(1)))
+        }
+        ("burst", [service]) => burst(service),
+        ("connect-retry", [service, tries]) => connect_retry(service, tries.parse().unwrap_or(1)),
+        ("hoarder", [service, limit]) => hoarder(service, limit.parse().unwrap_or(1)),
         ("web-memfd", []) => web_memfd(),
         ("connect", [service, expect]) => connect_expect(service, expect),
         ("web-peer-gone", []) => web_peer_gone(),
@@ -142,9 +151,8 @@ fn memfd_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
             return;
         };
         let seed = buf[..got.len].first().copied().unwrap_or(0);
-        let mapping = Mapping::new(memfd.as_fd(), MEMFD_LEN, false);
         let mut seen = vec![0u8; MEMFD_LEN];
-        mapping.read(&mut seen);
+        RawMap::new(memfd.as_fd()).read_bytes(0, &mut seen);
         let verdict: &[u8] = if seen == pattern(seed) {
             b"verified"
         } else {
@@ -184,65 +192,156 @@ fn leak_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
     })
 }
 
+/// Admits at most `per_requester` live connections per requester
+/// ([`RequesterLimits`](ferry_handoff::RequesterLimits)); a connection stays
+/// live until the requester closes its end.
+fn limited_handler(
+    per_requester: usize,
+) -> impl FnMut(ConnectionRequest) -> Result<Endpoint, String> + Send + 'static {
+    let limits = ferry_handoff::RequesterLimits::new(per_requester, 1024);
+    move |req| {
+        let admission = limits.admit(&req.requester).map_err(|e| e.to_string())?;
+        let (ours, theirs) = Channel::pair().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            // Live until the requester hangs up (bounded like every wait).
+            let _ = ours.wait_hangup(Some(CHILD_PATIENCE));
+            drop(admission);
+        });
+        Ok(Endpoint {
+            fds: vec![theirs.into()],
+            metadata: vec![],
+        })
+    }
+}
+
+/// The attacker of issue 10 hole 7: speaks the protocol raw, keeps as many
+/// `Connect` requests with the largest metadata in flight as the broker
+/// lets it (reading its answers, so it is not cut off for its own doing),
+/// and resends one for every answer, until the broker goes away.
+fn burst(service: &str) -> i32 {
+    use ferry_handoff::message::{MAX_ENCODED_LEN, MAX_METADATA_LEN};
+    let channel = ferry_handoff::bootstrap::channel_from_env().expect("bootstrap");
+    let mut buf = vec![0u8; MAX_ENCODED_LEN];
+    let _hello = channel.recv(&mut buf, Some(TEST_PATIENCE));
+    let mut request = 0u64;
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    while Instant::now() < deadline {
+        // Burst until the socket (or the broker's patience) says stop.
+        loop {
+            request += 1;
+            ControlMessage::Connect {
+                request,
+                service: service.to_owned(),
+                metadata: vec![0xa5; MAX_METADATA_LEN],
+            }
+            .encode(0, &mut bytes)
+            .expect("encode");
+            match channel.try_send(&bytes, &[]) {
+                Ok(()) => {}
+                Err(ferry_handoff::SendError::WouldBlock) => break,
+                Err(_) => return 0, // the broker is gone
+            }
+            if request % 64 == 0 {
+                break;
+            }
+        }
+        // Take the answers (dropping any descriptors at once).
+        loop {
+            match channel.recv(&mut buf, Some(Duration::from_millis(1))) {
+                Ok(_) => {}
+                Err(ferry_handoff::RecvError::TimedOut) => break,
+                Err(_) => return 0,
+            }
+        }
+    }
+    6
+}
+
+/// An honest requester: connects, retrying (after a short pause) while the
+/// target is busy, at most `tries` times.
+fn connect_retry(service: &str, tries: usize) -> i32 {
+    let (client, _events) = client_with(BrokerClient::builder());
+    for attempt in 1..=tries {
+        match client.connect(service, b"honest", TEST_PATIENCE) {
+            Ok(_) => {
+                eprintln!("connect-retry: connected at attempt {attempt}");
+                return 0;
+            }
+            Err(ConnectError::TargetBusy) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                eprintln!("connect-retry: attempt {attempt}: {e:?}");
+                return 1;
+            }
+        }
+    }
+    eprintln!("connect-retry: still busy after {tries} attempts");
+    2
+}
+
+/// Keeps its introductions open: `limit` succeed, the next is refused by
+/// the service; closing one lets one more in; then it holds `limit` until
+/// the broker goes away.
+fn hoarder(service: &str, limit: usize) -> i32 {
+    let (client, events) = client_with(BrokerClient::builder());
+    let refused = |client: &BrokerClient| {
+        matches!(
+            client.connect(service, b"", TEST_PATIENCE),
+            Err(ConnectError::TargetFailed(reason)) if reason.contains("live connections")
+        )
+    };
+    let mut held = Vec::new();
+    for i in 0..limit {
+        match client.connect(service, b"", TEST_PATIENCE) {
+            Ok(intro) => held.push(intro),
+            Err(e) => {
+                eprintln!("hoarder: introduction {i}: {e:?}");
+                return 1;
+            }
+        }
+    }
+    if !refused(&client) {
+        eprintln!("hoarder: introduction {limit} was not refused");
+        return 2;
+    }
+    // Closing one frees its slot once the service sees the hang-up.
+    held.pop();
+    let deadline = Instant::now() + TEST_PATIENCE;
+    loop {
+        match client.connect(service, b"", TEST_PATIENCE) {
+            Ok(intro) => {
+                held.push(intro);
+                break;
+            }
+            Err(ConnectError::TargetFailed(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                eprintln!("hoarder: no slot after closing one: {e:?}");
+                return 3;
+            }
+        }
+    }
+    if !refused(&client) {
+        eprintln!("hoarder: over the limit again, yet not refused");
+        return 4;
+    }
+    // Hold them while others connect, until the broker goes away.
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    while Instant::now() < deadline {
+        if let Ok(ClientEvent::BrokerGone { .. }) = events.recv_timeout(Duration::from_millis(500))
+        {
+            drop(held);
+            return 0;
+        }
+    }
+    5
+}
+
 pub fn pattern(seed: u8) -> Vec<u8> {
     (0..MEMFD_LEN)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-/// A shared mapping of a memfd.
-pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    pub fn new(fd: BorrowedFd<'_>, len: usize, writable: bool) -> Mapping {
-        let prot = if writable {
-            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE
-        } else {
-            rustix::mm::ProtFlags::READ
-        };
-        // SAFETY: a fresh mapping chosen by the kernel (null hint), so it
-        // overlaps nothing of ours; `fd` is a memfd of at least `len` bytes.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                rustix::mm::MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .expect("mmap");
-        Mapping {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    pub fn write(&self, bytes: &[u8]) {
-        assert!(bytes.len() <= self.len);
-        // SAFETY: the mapping is `len` bytes long, writable, and `bytes`
-        // is a separate allocation, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, bytes.len()) };
-    }
-
-    pub fn read(&self, out: &mut [u8]) {
-        assert!(out.len() <= self.len);
-        // SAFETY: the mapping is `len` bytes long and readable; `out` is a
-        // separate allocation. Bytes are copied out with raw pointers, never
-        // referenced in place, since another process maps them too.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr(), out.len()) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 /// The requester of the memfd test: writes through its mapping, the target
@@ -271,7 +370,7 @@ fn web_memfd() -> i32 {
     let memfd: OwnedFd = fds.next().expect("memfd");
     let sock = Channel::from_checked(fds.next().expect("socket")).expect("a seqpacket socket");
     let seed = 0x5a;
-    Mapping::new(memfd.as_fd(), MEMFD_LEN, true).write(&pattern(seed));
+    RawMap::new(memfd.as_fd()).write_bytes(0, &pattern(seed));
     sock.send(&[seed], &[]).expect("notify the target");
     let mut buf = [0u8; 16];
     match sock.recv(&mut buf, Some(TEST_PATIENCE)) {
@@ -435,7 +534,9 @@ fn garbage(kind: &str) -> i32 {
 /// (which shares our stdout) and runs until killed.
 fn mini_broker() -> i32 {
     let mut broker = Broker::new(ferry_handoff::AllowAll).expect("broker");
-    let mut child = role_command("notice-broker-gone");
+    // It must outlive us: it is to notice our death.
+    let mut child = REEXEC.command_outliving_parent("child_role", "notice-broker-gone", &[]);
+    child.arg("-q");
     child.stdout(Stdio::inherit());
     broker.spawn("survivor", child).expect("spawn");
     let deadline = Instant::now() + CHILD_PATIENCE;
@@ -467,12 +568,7 @@ fn notice_broker_gone() -> i32 {
     2
 }
 
-/// The number of open descriptors of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
+pub use ferry_testkit::fds::open_fd_count as open_fds;
 
 /// Turns the broker until `done` says so, collecting events; panics (after
 /// `TEST_PATIENCE`) with the events seen so far.
