@@ -125,8 +125,9 @@ pub enum AttachError {
     Corrupt(#[from] Corruption),
 }
 
-/// Why a shared-memory region could not be created or opened.
+/// Why a shared-memory region or blob could not be created or opened.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RegionError {
     /// `memfd_create`, `ftruncate` or adding the seals failed.
     #[error("creating the shared memory failed: {0}")]
@@ -153,4 +154,22 @@ pub enum RegionError {
     /// `fstat` or `mmap` failed.
     #[error("mapping the shared memory failed: {0}")]
     Map(#[source] io::Error),
+    /// The memfd is larger than the receiver accepts (its own limit, below
+    /// [`crate::MAX_REGION_SIZE`]). Checked before anything is mapped.
+    #[error("the memfd's size {size} exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The memfd's size.
+        size: u64,
+        /// The largest size the receiver accepts.
+        max: u64,
+    },
+    /// A received blob has holes: pages its sender never wrote, which the
+    /// receiver would allocate (and be charged for) by reading them.
+    #[error("the blob has holes: {allocated} of its {size} bytes are allocated")]
+    Sparse {
+        /// The blob's size.
+        size: u64,
+        /// Bytes of memory the blob holds (`st_blocks` × 512).
+        allocated: u64,
+    },
 }

@@ -56,6 +56,7 @@ mod error;
 pub mod frame;
 mod futex;
 mod layout;
+mod memfd;
 mod producer;
 mod region;
 mod ring;
