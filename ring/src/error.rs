@@ -90,8 +90,10 @@ pub enum RecvError {
     Corrupt(#[from] Corruption),
 }
 
-/// Why a ring could not be created in, or attached to, a region.
+/// Why a ring could not be created in, or attached to, a region, or why a
+/// layout of rings was refused ([`crate::check_layout`]).
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttachError {
     /// The capacity is not a power of two within the supported range.
     #[error("capacity {0} is not a power of two between MIN_CAPACITY and MAX_CAPACITY")]
@@ -123,6 +125,22 @@ pub enum AttachError {
     /// The positions in the header are inconsistent.
     #[error("ring positions are inconsistent: {0}")]
     Corrupt(#[from] Corruption),
+    /// Two rings of one region share bytes (or start at the same offset).
+    #[error("the rings at offsets {first} and {second} overlap")]
+    Overlap {
+        /// Offset of one ring.
+        first: usize,
+        /// Offset of the other.
+        second: usize,
+    },
+    /// A ring's data area is larger than the opener accepts.
+    #[error("ring capacity {capacity} exceeds the limit of {max} bytes")]
+    CapacityTooLarge {
+        /// The ring's capacity.
+        capacity: u64,
+        /// The largest capacity the opener accepts.
+        max: u64,
+    },
 }
 
 /// Why a shared-memory region or blob could not be created or opened.

@@ -8,41 +8,23 @@
 
 #![cfg(not(miri))] // memfd, fork, sockets
 
+mod support;
+
 use ferry_ring::{BlobWriter, RegionError, SealedBlob};
 use ferry_testkit::bounded::spawn_bounded;
 use ferry_testkit::fds::{identity, open_descriptors_of};
-use ferry_testkit::process::{ChildGuard, OP_TIMEOUT, ReExec};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::{MemfdFlags, SealFlags};
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
-
-const ROLE_ENV: &str = "FERRY_BLOB_TEST_ROLE";
-const HELPERS: ReExec = ReExec::new(ROLE_ENV, "FERRY_BLOB_TEST_P_");
+use support::{
+    OP_TIMEOUT, child_role, inherited_socket, readable_within, recv_with_fd, resident_kib,
+    send_with_fd, spawn_socket_peer,
+};
 
 /// The size the attacker announces: 4 GiB, none of it allocated.
 const SPARSE_LEN: u64 = 4 << 30;
-
-/// Waits at most `limit` for `fd` to become readable; true if it did.
-fn readable_within(fd: BorrowedFd<'_>, limit: Duration) -> bool {
-    let timeout = Timespec::try_from(limit).expect("a finite limit");
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    loop {
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(n) => return n > 0,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A fork while a blob is filled.
@@ -150,59 +132,16 @@ fn sealed_blobs_are_mapped_private_and_read_only() {
 // ---------------------------------------------------------------------------
 // A sparse blob from an attacker.
 
-/// This process's resident memory in KiB: (VmRSS, RssShmem).
-fn resident_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /proc/self/status"))
-    };
-    (field("VmRSS:"), field("RssShmem:"))
-}
-
-/// Receives one message with at most one descriptor, waiting at most
-/// `OP_TIMEOUT`: (bytes, descriptor).
-fn recv_with_fd(socket: &OwnedFd) -> (Vec<u8>, Option<OwnedFd>) {
-    assert!(
-        readable_within(socket.as_fd(), OP_TIMEOUT),
-        "nothing received from the attacker"
-    );
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut buf = [0u8; 64];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = rustix::net::recvmsg(
-        socket,
-        &mut iov,
-        &mut control,
-        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-    )
-    .expect("recvmsg");
-    let mut fd = None;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
-            fd = fds.next();
-        }
-    }
-    (buf[..msg.bytes].to_vec(), fd)
-}
-
 /// The attacker's side of `sparse_blob_from_an_attacker_is_refused`:
 /// creates a memfd of 4 GiB with nothing written, seals it as an honest
 /// blob is sealed, sends it with its length, and keeps it open until the
 /// victim has answered.
 #[test]
 fn attacker_sends_a_sparse_sealed_blob() {
-    if HELPERS.role().as_deref() != Some("sparse-attacker") {
+    if child_role().as_deref() != Some("sparse-attacker") {
         return;
     }
-    let raw: i32 = HELPERS.param("SOCKET");
-    // SAFETY: the parent cleared FD_CLOEXEC on its socketpair end for us
-    // and named it in the parameter; nothing else in this process owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let socket = inherited_socket();
     let memfd =
         rustix::fs::memfd_create(c"sparse", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .expect("memfd_create");
@@ -211,18 +150,7 @@ fn attacker_sends_a_sparse_sealed_blob() {
     rustix::fs::fcntl_add_seals(&memfd, seals).expect("seals");
     assert_eq!(rustix::fs::fstat(&memfd).unwrap().st_blocks, 0);
 
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [memfd.as_fd()];
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    let len = SPARSE_LEN.to_le_bytes();
-    rustix::net::sendmsg(
-        &socket,
-        &[IoSlice::new(&len)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .expect("sendmsg");
+    send_with_fd(&socket, &SPARSE_LEN.to_le_bytes(), memfd.as_fd());
     // Hold the memfd (and its would-be pages) until the victim answers.
     assert!(
         readable_within(socket.as_fd(), OP_TIMEOUT),
@@ -236,32 +164,11 @@ fn attacker_sends_a_sparse_sealed_blob() {
 /// `RegionError::Sparse`, and its resident memory does not grow.
 #[test]
 fn sparse_blob_from_an_attacker_is_refused() {
-    let (victim, attacker) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .expect("socketpair");
-    let raw = attacker.as_raw_fd();
-    let mut cmd = HELPERS.command(
+    let (child, victim) = spawn_socket_peer(
         "attacker_sends_a_sparse_sealed_blob",
         "sparse-attacker",
-        &[("SOCKET", raw.to_string())],
+        &[],
     );
-    let keep_socket = move || -> std::io::Result<()> {
-        // SAFETY: `attacker` stays open in the parent across this spawn, so
-        // the forked child's copy of the table holds it.
-        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-        Ok(())
-    };
-    // SAFETY: between fork and exec only async-signal-safe work is allowed:
-    // one raw fcntl(F_SETFD) system call through rustix, no allocation.
-    unsafe { cmd.pre_exec(keep_socket) };
-    let child = ChildGuard::new(cmd.spawn().expect("spawning the attacker"), "attacker");
-    drop(attacker);
-
     let (len, fd) = recv_with_fd(&victim);
     let len = u64::from_le_bytes(len.try_into().expect("an 8-byte length"));
     assert_eq!(len, SPARSE_LEN);
