@@ -83,7 +83,13 @@ fn sealing_succeeds_while_a_child_forked_during_filling_is_alive() {
     // Fill the rest after the fork, then seal with the child still alive
     // (it waits for `release_tx`, which nobody has written yet).
     writer[6..11].copy_from_slice(b"after");
+    let started = std::time::Instant::now();
     let sealed = writer.seal();
+    // Reported, not asserted: a figure for the record.
+    eprintln!(
+        "sealed with a forked child alive in {:?}",
+        started.elapsed()
+    );
     rustix::io::write(&release_tx, b"r").expect("releasing the child");
     let status = spawner.join_within(OP_TIMEOUT).expect("spawning `true`");
     assert!(status.success(), "the held child failed: {status}");
