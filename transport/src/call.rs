@@ -126,6 +126,10 @@ impl Connection {
         ) + Send
         + 'static,
     ) -> Result<(), SendError> {
+        let max = self.config.max_pending_replies;
+        if self.calls.handlers_waiting() >= max {
+            return Err(SendError::TooManyPending { max });
+        }
         let id = self.calls.next_id();
         let room = Room::Wait(self.config.send_timeout);
         self.send_typed(envelope_for::<M>(to, id, 0), message, &[], room)?;
@@ -146,11 +150,14 @@ impl Connection {
 
     /// Sends a request and waits for its reply for at most `timeout`.
     ///
-    /// While it waits it still dispatches incoming messages marked
-    /// allowed-while-waiting (and replies to other requests); other messages
-    /// are set aside, in order, for the next [`dispatch`](Self::dispatch).
-    /// So two processes that call each other synchronously and re-entrantly
-    /// make progress instead of deadlocking.
+    /// While it waits it still dispatches incoming synchronous requests and
+    /// messages declared allowed-while-waiting (and replies to other
+    /// requests); other messages are set aside, in order, for the next
+    /// [`dispatch`](Self::dispatch). So two processes that call each other
+    /// synchronously, even at the same moment, make progress instead of
+    /// deadlocking. Calls nest at most
+    /// [`max_sync_nesting`](crate::ConnectionConfig::max_sync_nesting) deep:
+    /// the innermost one sets everything but its replies aside.
     pub fn send_sync<M: Request>(
         &mut self,
         to: Remote<M::Receiver>,
@@ -162,7 +169,18 @@ impl Connection {
         let envelope = envelope_for::<M>(to, id, Flags::SYNC);
         self.send_typed(envelope, message, &[], Room::Wait(Some(timeout)))?;
         self.calls.expect(id, Waiter::Sync(reply_to::<M>()));
-        match self.wait_for_reply(id, deadline) {
+        self.calls.enter_sync();
+        // A handler's panic further in unwinds through here: the call then
+        // leaves nothing behind (no depth, no waiter) before it goes on.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wait_for_reply(id, deadline)
+        }));
+        self.calls.leave_sync();
+        let outcome = outcome.unwrap_or_else(|panic| {
+            self.calls.abandon(id);
+            std::panic::resume_unwind(panic)
+        });
+        match outcome {
             Ok(incoming) => {
                 Reply::new(incoming, M::NAME).map_err(|violation| self.fail(violation).into())
             }
@@ -199,8 +217,17 @@ impl Connection {
                 Err(RecvError::TimedOut | RecvError::Empty) => continue,
                 Err(error) => return Err(error.into()),
             };
-            let flags = incoming.envelope.flags;
-            if flags.has(Flags::REPLY) || flags.has(Flags::ALLOWED_WHILE_WAITING) {
+            let envelope = incoming.envelope;
+            let flags = envelope.flags;
+            // What may run now: replies, and (unless calls already nest as
+            // deep as allowed) synchronous requests, whose senders block as
+            // we do, and messages declared allowed while waiting (`route`
+            // checks that claim against the declaration).
+            let may_nest = self.calls.sync_depth() < self.config.max_sync_nesting;
+            let sync_request = flags.has(Flags::SYNC) && envelope.request_id != 0;
+            if flags.has(Flags::REPLY)
+                || (may_nest && (sync_request || flags.has(Flags::ALLOWED_WHILE_WAITING)))
+            {
                 if let Err(error) = self.route(incoming) {
                     // A nested handler's failure is not this call's: if our
                     // reply arrived meanwhile (parked by a nested wait), it

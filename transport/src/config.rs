@@ -47,17 +47,51 @@ pub struct ConnectionConfig {
     pub max_fds_per_message: usize,
     /// Bytes of messages a synchronous call may set aside while it waits for
     /// its reply (messages not allowed while waiting); beyond that the call
-    /// fails with `QueueFull` instead of using unbounded memory.
+    /// fails with `QueueFull` instead of using unbounded memory. Each message
+    /// counts its body plus [`SET_ASIDE_OVERHEAD`] bytes, so empty messages
+    /// are not free.
     pub max_deferred_bytes: usize,
+    /// Descriptors the messages set aside may hold in all; beyond that the
+    /// call fails with `QueueFull`, so a peer cannot fill our descriptor
+    /// table while we wait.
+    pub max_deferred_fds: usize,
+    /// How many synchronous calls may wait inside one another on this
+    /// connection (a handler of an allowed-while-waiting message that calls
+    /// back, and so on). At the limit, the innermost call sets incoming
+    /// messages aside instead of dispatching them, so a peer cannot nest
+    /// dispatch until the stack overflows.
+    pub max_sync_nesting: u32,
+    /// Requests sent with `send_with_reply` that may wait for their replies
+    /// at once; beyond that `send_with_reply` fails with
+    /// `SendError::TooManyPending`.
+    pub max_pending_replies: usize,
+    /// How long a reply may wait for room in the peer's ring. A peer that
+    /// does not take its replies for that long is cut off
+    /// (`Violation::RepliesNotTaken`): it would stall every dispatch.
+    pub reply_timeout: Duration,
+    /// The most messages one `dispatch` call handles before it returns
+    /// (its timeout bounds it too), so that one busy peer cannot monopolise
+    /// a thread that serves several connections.
+    pub max_dispatch_batch: usize,
     /// A name for the peer in errors (e.g. "webcontent/2").
     pub peer_name: String,
     /// How long `send` and `send_with_reply` wait for room in a full ring
     /// (`None`: as long as it takes; the peer's death still ends the wait).
+    /// The default is finite: a live peer that stops reading must not hang
+    /// us.
     pub send_timeout: Option<Duration>,
 }
 
+/// What each message set aside during a synchronous call counts against
+/// [`ConnectionConfig::max_deferred_bytes`] besides its body: roughly what
+/// holding it costs (its queue entry, envelope and buffer header).
+pub const SET_ASIDE_OVERHEAD: usize = 256;
+
 /// Default ring size in each direction: 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
+
+/// How long `send` waits for room by default: 10 s.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
@@ -68,8 +102,13 @@ impl Default for ConnectionConfig {
             schema: 0,
             max_fds_per_message: 16,
             max_deferred_bytes: 64 << 20,
+            max_deferred_fds: 256,
+            max_sync_nesting: 16,
+            max_pending_replies: 4096,
+            reply_timeout: Duration::from_secs(5),
+            max_dispatch_batch: 1024,
             peer_name: String::from("peer"),
-            send_timeout: None,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
         }
     }
 }
@@ -113,6 +152,31 @@ impl ConnectionConfig {
     /// Sets how many bytes of messages a synchronous call may set aside.
     pub fn max_deferred_bytes(mut self, max: usize) -> Self {
         self.max_deferred_bytes = max;
+        self
+    }
+    /// Sets how many descriptors the messages set aside may hold.
+    pub fn max_deferred_fds(mut self, max: usize) -> Self {
+        self.max_deferred_fds = max;
+        self
+    }
+    /// Sets how many synchronous calls may wait inside one another.
+    pub fn max_sync_nesting(mut self, max: u32) -> Self {
+        self.max_sync_nesting = max;
+        self
+    }
+    /// Sets how many `send_with_reply` requests may wait at once.
+    pub fn max_pending_replies(mut self, max: usize) -> Self {
+        self.max_pending_replies = max;
+        self
+    }
+    /// Sets how long a reply may wait for room before the peer is cut off.
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+    /// Sets the most messages one `dispatch` call handles.
+    pub fn max_dispatch_batch(mut self, max: usize) -> Self {
+        self.max_dispatch_batch = max.max(1);
         self
     }
 }

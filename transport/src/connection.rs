@@ -76,6 +76,7 @@ pub struct BoundReceiver {
     pub(crate) name: &'static str,
     pub(crate) id: u32,
     pub(crate) schema: u32,
+    pub(crate) allowed_while_waiting: fn(u32) -> Option<bool>,
     pub(crate) handler: Box<Handler>,
 }
 
@@ -89,6 +90,7 @@ impl BoundReceiver {
             name: R::NAME,
             id: R::ID,
             schema: R::SCHEMA,
+            allowed_while_waiting: R::allowed_while_waiting,
             handler: Box::new(handler),
         }
     }

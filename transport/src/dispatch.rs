@@ -3,19 +3,19 @@
 //! messages set aside during a synchronous call to the next `dispatch`.
 
 use crate::connection::{BoundReceiver, Connection};
-use crate::error::{DispatchError, RecvError, Violation, reply_failed};
+use crate::error::{DispatchError, RecvError, SendError, Violation, reply_failed};
 use crate::incoming::Incoming;
 use crate::message::{Archivable, Receiver};
 use crate::outbox::Room;
 use crate::pending::Waiter;
 use crate::registry::Registration;
+use crate::set_aside::Budget;
 use crate::wire::{Envelope, Flags};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long a reply may wait for room in the ring. The requester reads its
-/// ring while it waits, so only a peer that stopped reading hits this.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many messages `dispatch` handles between two reads of the clock.
+const CLOCK_EVERY: usize = 16;
 
 impl Connection {
     /// Registers `receiver` to handle the messages sent to `destination`.
@@ -25,6 +25,7 @@ impl Connection {
         let registration = Registration {
             name: receiver.name,
             schema: receiver.schema,
+            allowed_while_waiting: receiver.allowed_while_waiting,
             handler: Rc::from(receiver.handler),
         };
         self.receivers
@@ -37,12 +38,23 @@ impl Connection {
     }
 
     /// Dispatches incoming messages to their handlers: first those set aside
-    /// during synchronous calls, then everything in the ring, waiting at most
+    /// during synchronous calls, then what is in the ring, waiting at most
     /// `timeout` for the first one. Returns how many were dispatched (0 when
     /// the timeout expired).
+    ///
+    /// One call does bounded work, so that an event loop serving several
+    /// connections stays fair: it returns after
+    /// [`max_dispatch_batch`](crate::ConnectionConfig::max_dispatch_batch)
+    /// messages, or once `timeout` has passed, even while a busy peer keeps
+    /// sending (call again for more).
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<usize, DispatchError> {
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let batch = self.config.max_dispatch_batch.max(1);
         let mut count = 0;
-        while let Some(incoming) = self.set_aside.pop() {
+        while count < batch {
+            let Some(incoming) = self.set_aside.pop() else {
+                break;
+            };
             // A violation (maybe raised by a handler's nested call in this
             // very loop) ends all dispatching of what the peer sent.
             if let Some(error) = self.lifecycle.dispatch_error() {
@@ -52,7 +64,7 @@ impl Connection {
             count += 1;
         }
         let mut wait = if count == 0 { Some(timeout) } else { None };
-        loop {
+        while count < batch {
             match self.next_incoming(wait) {
                 Ok(incoming) => self.route(incoming)?,
                 Err(RecvError::Empty | RecvError::TimedOut) => return Ok(count),
@@ -61,7 +73,13 @@ impl Connection {
             }
             count += 1;
             wait = None;
+            // The clock is read every few messages: a read costs about as
+            // much as a small message.
+            if count % CLOCK_EVERY == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
         }
+        Ok(count)
     }
 
     /// Dispatches what is there without waiting.
@@ -95,6 +113,19 @@ impl Connection {
                 receiver: registration.name,
                 expected: registration.schema,
                 found: envelope.schema,
+            };
+            self.finish(&mut incoming);
+            return Err(self.protocol_violation(violation));
+        }
+        let claimed = envelope.flags.has(Flags::ALLOWED_WHILE_WAITING);
+        if (registration.allowed_while_waiting)(envelope.message)
+            .is_some_and(|ours| ours != claimed)
+        {
+            // The receiver's declaration decides; a sender that claims
+            // otherwise lies (an unknown message is the handler's to report).
+            let violation = Violation::AllowedWhileWaitingMismatch {
+                receiver: registration.name,
+                message: envelope.message,
             };
             self.finish(&mut incoming);
             return Err(self.protocol_violation(violation));
@@ -170,8 +201,11 @@ impl Connection {
     /// messages now exceed the configured bound.
     pub(crate) fn set_message_aside(&mut self, mut incoming: Incoming) -> bool {
         self.inbox.make_owned(&mut incoming);
-        self.set_aside
-            .push(incoming, self.config.max_deferred_bytes)
+        let budget = Budget {
+            bytes: self.config.max_deferred_bytes,
+            fds: self.config.max_deferred_fds,
+        };
+        self.set_aside.push(incoming, budget)
     }
 
     /// Takes the descriptors that came with the message being dispatched
@@ -209,7 +243,13 @@ impl Connection {
             fd_count: 0,
             ..*request
         };
-        self.send_typed(envelope, reply, &[], Room::Wait(Some(REPLY_TIMEOUT)))
-            .map_err(reply_failed)
+        // The requester reads its ring while it waits for the reply, so only
+        // a peer that stopped reading hits the timeout: it is cut off, or it
+        // would stall every dispatch of ours for that long.
+        let room = Room::Wait(Some(self.config.reply_timeout));
+        match self.send_typed(envelope, reply, &[], room) {
+            Err(SendError::TimedOut) => Err(self.protocol_violation(Violation::RepliesNotTaken)),
+            sent => sent.map_err(reply_failed),
+        }
     }
 }

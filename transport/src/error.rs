@@ -118,6 +118,20 @@ pub enum Violation {
     /// A raw frame where a typed message was expected.
     #[error("raw frame where a typed message was expected")]
     UnexpectedRawFrame,
+    /// A message whose allowed-while-waiting flag differs from what this
+    /// side's declaration of it says (the flag is the receiver's to decide,
+    /// not the sender's).
+    #[error("message {message:#x} of {receiver} lies about being allowed while waiting")]
+    AllowedWhileWaitingMismatch {
+        /// Receiver name.
+        receiver: &'static str,
+        /// Message id.
+        message: u32,
+    },
+    /// The peer did not take a reply for the configured reply timeout: it
+    /// stopped reading, and would stall every dispatch of ours.
+    #[error("the peer did not take its reply within the reply timeout")]
+    RepliesNotTaken,
 }
 
 /// How the descriptors announced by a frame failed to arrive.
@@ -182,6 +196,13 @@ pub enum SendError {
     TooManyFds {
         /// Descriptors given.
         count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// As many `send_with_reply` requests wait for their replies as the
+    /// configuration allows (`max_pending_replies`).
+    #[error("{max} requests already wait for their replies")]
+    TooManyPending {
         /// The limit.
         max: usize,
     },

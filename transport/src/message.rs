@@ -35,6 +35,11 @@ pub trait Receiver: 'static {
     /// A hash of the whole declaration: names, fields, types, replies,
     /// attributes. Two builds of different declarations differ.
     const SCHEMA: u32;
+
+    /// Whether the receiver's declaration lets `message` be dispatched while
+    /// a synchronous call waits (`None`: the receiver has no such message).
+    /// The receiver decides, not the sender's flag.
+    fn allowed_while_waiting(message: u32) -> Option<bool>;
 }
 
 /// A message of receiver [`Message::Receiver`].

@@ -32,7 +32,11 @@ pub(crate) enum Waiter<H> {
 pub(crate) struct PendingCalls<H> {
     last_id: u64,
     waiting: IdMap<u64, Waiter<H>>,
+    /// How many of `waiting` are reply handlers.
+    handlers: usize,
     arrived: IdMap<u64, Incoming>,
+    /// Synchronous calls waiting inside one another right now.
+    sync_depth: u32,
 }
 
 impl<H> Default for PendingCalls<H> {
@@ -40,7 +44,9 @@ impl<H> Default for PendingCalls<H> {
         PendingCalls {
             last_id: 0,
             waiting: IdMap::default(),
+            handlers: 0,
             arrived: IdMap::default(),
+            sync_depth: 0,
         }
     }
 }
@@ -54,12 +60,41 @@ impl<H> PendingCalls<H> {
 
     /// Records who waits for the reply to request `id`.
     pub(crate) fn expect(&mut self, id: u64, waiter: Waiter<H>) {
-        self.waiting.insert(id, waiter);
+        if matches!(waiter, Waiter::Handler(..)) {
+            self.handlers += 1;
+        }
+        if let Some(Waiter::Handler(..)) = self.waiting.insert(id, waiter) {
+            self.handlers -= 1;
+        }
     }
 
     /// Takes the waiter of request `id` (its reply arrived).
     pub(crate) fn complete(&mut self, id: u64) -> Option<Waiter<H>> {
-        self.waiting.remove(&id)
+        let waiter = self.waiting.remove(&id);
+        if let Some(Waiter::Handler(..)) = waiter {
+            self.handlers -= 1;
+        }
+        waiter
+    }
+
+    /// How many reply handlers wait.
+    pub(crate) fn handlers_waiting(&self) -> usize {
+        self.handlers
+    }
+
+    /// How many synchronous calls wait inside one another.
+    pub(crate) fn sync_depth(&self) -> u32 {
+        self.sync_depth
+    }
+
+    /// A synchronous call starts waiting (inside those already waiting).
+    pub(crate) fn enter_sync(&mut self) {
+        self.sync_depth += 1;
+    }
+
+    /// The innermost synchronous call stopped waiting.
+    pub(crate) fn leave_sync(&mut self) {
+        self.sync_depth = self.sync_depth.saturating_sub(1);
     }
 
     /// A synchronous caller gave up on request `id` after sending it:
@@ -67,7 +102,7 @@ impl<H> PendingCalls<H> {
     /// [`issued`](Self::issued) and dropped), so abandoned calls cost no
     /// memory however many there are.
     pub(crate) fn abandon(&mut self, id: u64) {
-        self.waiting.remove(&id);
+        self.complete(id);
         self.arrived.remove(&id);
     }
 
@@ -90,7 +125,7 @@ impl<H> PendingCalls<H> {
             .collect();
         let mut handlers = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(Waiter::Handler(_, handler)) = self.waiting.remove(&id) {
+            if let Some(Waiter::Handler(_, handler)) = self.complete(id) {
                 handlers.push(handler);
             }
         }
@@ -130,6 +165,18 @@ mod tests {
             body: Body::Finished,
             fds: Vec::new(),
         }
+    }
+
+    #[test]
+    fn sync_depth_nests() {
+        let mut calls = PendingCalls::<()>::default();
+        calls.enter_sync();
+        calls.enter_sync();
+        assert_eq!(calls.sync_depth(), 2);
+        calls.leave_sync();
+        calls.leave_sync();
+        calls.leave_sync();
+        assert_eq!(calls.sync_depth(), 0);
     }
 
     #[test]
@@ -173,7 +220,9 @@ mod tests {
         calls.expect(1, Waiter::Handler(TO, "a"));
         calls.expect(2, Waiter::Sync(TO));
         calls.expect(3, Waiter::Handler(TO, "b"));
+        assert_eq!(calls.handlers_waiting(), 2);
         let mut handlers = calls.take_handlers();
+        assert_eq!(calls.handlers_waiting(), 0);
         handlers.sort();
         assert_eq!(handlers, ["a", "b"]);
         assert!(matches!(calls.complete(2), Some(Waiter::Sync(_))));

@@ -110,6 +110,17 @@ macro_rules! protocol {
                     )*
                 }
             ));
+
+            fn allowed_while_waiting(message: u32) -> ::core::option::Option<bool> {
+                $(
+                    if message == <$Message as $crate::Message>::ID {
+                        return ::core::option::Option::Some(
+                            <$Message as $crate::Message>::ALLOWED_WHILE_WAITING,
+                        );
+                    }
+                )*
+                ::core::option::Option::None
+            }
         }
 
         const _: () = $crate::assert_distinct_ids(&[$($crate::hash32(stringify!($Message))),*]);

@@ -11,6 +11,9 @@ use std::rc::Rc;
 pub(crate) struct Registration<H: ?Sized> {
     pub(crate) name: &'static str,
     pub(crate) schema: u32,
+    /// The declaration's word on which messages may be dispatched while a
+    /// synchronous call waits.
+    pub(crate) allowed_while_waiting: fn(u32) -> Option<bool>,
     /// Shared, not taken out while it runs, so that a message can re-enter
     /// a receiver whose handler is further up the stack.
     pub(crate) handler: Rc<H>,
@@ -65,6 +68,7 @@ mod tests {
         Registration {
             name,
             schema: 1,
+            allowed_while_waiting: |_| None,
             handler: Rc::from(name),
         }
     }

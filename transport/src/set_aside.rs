@@ -1,30 +1,47 @@
 //! Messages set aside while a synchronous call waits for its reply (those
 //! not allowed while waiting), in arrival order, for the next `dispatch`.
-//! Bounded: the caller learns when the budget is exceeded.
+//! Bounded: every message is charged its body plus a fixed overhead, and
+//! the descriptors it holds; the caller learns when a budget is exceeded.
 
+use crate::config::SET_ASIDE_OVERHEAD;
 use crate::incoming::Incoming;
 use std::collections::VecDeque;
 
-/// The set-aside queue and the bytes it holds.
+/// What the queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) bytes: usize,
+    pub(crate) fds: usize,
+}
+
+/// The set-aside queue and what it holds.
 #[derive(Default)]
 pub(crate) struct SetAside {
     queue: VecDeque<Incoming>,
     bytes: usize,
+    fds: usize,
+}
+
+/// What holding `incoming` costs: its body and a fixed overhead.
+fn charge(incoming: &Incoming) -> usize {
+    incoming.bytes().len() + SET_ASIDE_OVERHEAD
 }
 
 impl SetAside {
     /// Adds a message (already copied out of the ring) at the back. Returns
-    /// whether the queue now holds more than `max_bytes`.
-    pub(crate) fn push(&mut self, incoming: Incoming, max_bytes: usize) -> bool {
-        self.bytes += incoming.bytes().len();
+    /// whether the queue now holds more than `budget` allows.
+    pub(crate) fn push(&mut self, incoming: Incoming, budget: Budget) -> bool {
+        self.bytes += charge(&incoming);
+        self.fds += incoming.fds.len();
         self.queue.push_back(incoming);
-        self.bytes > max_bytes
+        self.bytes > budget.bytes || self.fds > budget.fds
     }
 
     /// The oldest message.
     pub(crate) fn pop(&mut self) -> Option<Incoming> {
         let incoming = self.queue.pop_front()?;
-        self.bytes -= incoming.bytes().len();
+        self.bytes -= charge(&incoming);
+        self.fds -= incoming.fds.len();
         Some(incoming)
     }
 
@@ -37,6 +54,7 @@ impl SetAside {
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
         self.bytes = 0;
+        self.fds = 0;
     }
 }
 
@@ -46,6 +64,20 @@ mod tests {
     use crate::incoming::Body;
     use crate::wire::{ENVELOPE_SIZE, Envelope};
     use rkyv::util::AlignedVec;
+
+    const BYTES: Budget = Budget {
+        bytes: 3 * SET_ASIDE_OVERHEAD + 25,
+        fds: 2,
+    };
+
+    fn with_fds(mut incoming: Incoming, count: usize) -> Incoming {
+        let memfd = rustix::fs::memfd_create("set-aside-test", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd");
+        incoming.fds = (0..count)
+            .map(|_| memfd.try_clone().expect("dup"))
+            .collect();
+        incoming
+    }
 
     fn message(body: usize, tag: u64) -> Incoming {
         let mut buffer = AlignedVec::<16>::new();
@@ -64,20 +96,41 @@ mod tests {
     fn keeps_order_and_counts_the_budget() {
         let mut queue = SetAside::default();
         assert!(queue.is_empty());
-        assert!(!queue.push(message(10, 1), 25));
-        assert!(!queue.push(message(15, 2), 25));
-        assert!(queue.push(message(1, 3), 25));
+        assert!(!queue.push(message(10, 1), BYTES));
+        assert!(!queue.push(message(15, 2), BYTES));
+        assert!(queue.push(message(1, 3), BYTES));
         assert_eq!(queue.pop().map(|m| m.envelope.destination), Some(1));
-        // 16 bytes left: room again.
-        assert!(!queue.push(message(9, 4), 25));
+        // 9 bytes left: room again.
+        assert!(!queue.push(message(9, 4), BYTES));
         let order: Vec<u64> = std::iter::from_fn(|| queue.pop())
             .map(|m| m.envelope.destination)
             .collect();
         assert_eq!(order, [2, 3, 4]);
         assert!(queue.is_empty());
-        queue.push(message(100, 5), 25);
+        queue.push(message(1000, 5), BYTES);
         queue.clear();
         assert!(queue.pop().is_none());
-        assert!(!queue.push(message(25, 6), 25));
+    }
+
+    #[test]
+    fn empty_messages_are_not_free() {
+        let mut queue = SetAside::default();
+        let budget = Budget {
+            bytes: 10 * SET_ASIDE_OVERHEAD,
+            fds: 0,
+        };
+        let accepted = (0..100)
+            .take_while(|&tag| !queue.push(message(0, tag), budget))
+            .count();
+        assert_eq!(accepted, 10);
+    }
+
+    #[test]
+    fn descriptors_have_their_own_budget() {
+        let mut queue = SetAside::default();
+        assert!(!queue.push(with_fds(message(0, 1), 2), BYTES));
+        assert!(queue.push(with_fds(message(0, 2), 1), BYTES));
+        queue.pop();
+        assert!(!queue.push(message(0, 3), BYTES));
     }
 }
