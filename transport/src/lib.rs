@@ -56,6 +56,7 @@ mod id_map;
 mod incoming;
 mod introduce;
 mod message;
+pub mod named;
 mod protocol;
 mod stats;
 pub mod wire;
