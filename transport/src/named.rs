@@ -561,11 +561,14 @@ mod tests {
         ))
     }
 
+    /// The listener back, and what its `accept` returned.
+    type AcceptOutcome = (Listener, Result<(Connection, Peer), AcceptError>);
+
     /// Runs `accept` on a thread until it returns, with `listener`.
     fn accept_on_thread(
         mut listener: Listener,
         timeout: Duration,
-    ) -> std::thread::JoinHandle<(Listener, Result<(Connection, Peer), AcceptError>)> {
+    ) -> std::thread::JoinHandle<AcceptOutcome> {
         std::thread::spawn(move || {
             let accepted = listener.accept(Some(timeout));
             (listener, accepted)
