@@ -21,7 +21,8 @@
 //! stall `accept` for the others. So `accept` never reads a socket without
 //! its own deadline: each accepted socket waits in a set of pending
 //! handshakes (at most [`DEFAULT_MAX_HANDSHAKES`], see
-//! [`Listener::max_handshakes`]) for at most
+//! [`Listener::max_handshakes`], and [`DEFAULT_MAX_HANDSHAKES_PER_USER`] with
+//! processes of one user) for at most
 //! [`DEFAULT_HANDSHAKE_TIMEOUT`] ([`Listener::handshake_timeout`]); `accept`
 //! waits for all of them and for new arrivals at once (one `poll`), and
 //! answers whichever is ready. A process refused by the rule, one arriving
@@ -82,6 +83,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many handshakes a listener has in progress at most by default (see
 /// [`Listener::max_handshakes`]).
 pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+/// How many of a listener's handshakes in progress may be with processes of
+/// one user by default (see [`Listener::max_handshakes_per_user`]).
+pub const DEFAULT_MAX_HANDSHAKES_PER_USER: usize = 16;
+/// How many new arrivals one round of `accept` takes from the backlog
+/// before it reads the hellos that came: a process that connects in a loop
+/// cannot keep `accept` from answering the others.
+const ARRIVALS_PER_ROUND: usize = 64;
 
 /// The connecting side's hello: magic, then its schema hash.
 const HELLO_MAGIC: [u8; 8] = *b"FERRYNH1";
@@ -251,6 +259,7 @@ pub struct Listener {
     rule: Box<dyn FnMut(&Peer) -> bool + Send>,
     handshake_timeout: Duration,
     max_handshakes: usize,
+    max_handshakes_per_user: usize,
     handshakes: Vec<Handshake>,
 }
 
@@ -277,6 +286,7 @@ pub fn listen(name: &Name, config: ConnectionConfig) -> Result<Listener, AcceptE
         rule: Box::new(Peer::is_same_user),
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         max_handshakes: DEFAULT_MAX_HANDSHAKES,
+        max_handshakes_per_user: DEFAULT_MAX_HANDSHAKES_PER_USER,
         handshakes: Vec::new(),
     })
 }
@@ -301,9 +311,20 @@ impl Listener {
 
     /// How many handshakes may be in progress at once (default
     /// [`DEFAULT_MAX_HANDSHAKES`], at least 1); a process arriving while
-    /// that many are is told the listener is busy and dropped.
+    /// that many are is told the listener is busy and dropped. Each
+    /// handshake in progress holds two descriptors (the socket and the
+    /// process's pidfd) and no other resource.
     pub fn max_handshakes(mut self, max: usize) -> Listener {
         self.max_handshakes = max.max(1);
+        self
+    }
+
+    /// How many handshakes in progress may be with processes of one user
+    /// (default [`DEFAULT_MAX_HANDSHAKES_PER_USER`], at least 1): the users
+    /// a rule lets in cannot take each other's turns. (Processes of one
+    /// user are not told apart: a user can always run many.)
+    pub fn max_handshakes_per_user(mut self, max: usize) -> Listener {
+        self.max_handshakes_per_user = max.max(1);
         self
     }
 
@@ -340,10 +361,11 @@ impl Listener {
         }
     }
 
-    /// Takes every process waiting in the backlog: the rule and the bound
-    /// on handshakes decide, at once, without reading from it.
+    /// Takes the processes waiting in the backlog (at most
+    /// [`ARRIVALS_PER_ROUND`]): the rule and the bounds on handshakes
+    /// decide, at once, without reading from them.
     fn take_arrivals(&mut self) -> Result<(), AcceptError> {
-        loop {
+        for _ in 0..ARRIVALS_PER_ROUND {
             let channel = match self.socket.accept(Some(Duration::ZERO)) {
                 Ok(channel) => channel,
                 Err(SocketError::TimedOut) => return Ok(()),
@@ -361,7 +383,14 @@ impl Listener {
                 refuse(&channel, Answer::NotAllowed);
                 continue;
             }
-            if self.handshakes.len() >= self.max_handshakes {
+            let same_user = self
+                .handshakes
+                .iter()
+                .filter(|h| h.peer.credentials.uid == peer.credentials.uid)
+                .count();
+            if self.handshakes.len() >= self.max_handshakes
+                || same_user >= self.max_handshakes_per_user
+            {
                 refuse(&channel, Answer::Busy);
                 continue;
             }
@@ -374,6 +403,7 @@ impl Listener {
                 deadline: Instant::now() + self.handshake_timeout,
             });
         }
+        Ok(())
     }
 
     /// Reads every hello that has arrived (without waiting), drops the
@@ -477,6 +507,7 @@ impl std::fmt::Debug for Listener {
             .field("handshakes", &self.handshakes.len())
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_handshakes", &self.max_handshakes)
+            .field("max_handshakes_per_user", &self.max_handshakes_per_user)
             .finish()
     }
 }
@@ -631,6 +662,32 @@ mod tests {
         }
         let (listener, _) = server.join().unwrap();
         assert_eq!(listener.handshakes.len(), 1);
+    }
+
+    #[test]
+    fn one_user_gets_at_most_its_share_of_the_handshakes() {
+        let name = unique("per-user");
+        let Name::Abstract(raw) = &name else {
+            unreachable!()
+        };
+        let mut listener = listen(&name, ConnectionConfig::default())
+            .unwrap()
+            .max_handshakes_per_user(2)
+            .handshake_timeout(T);
+        let _silent: Vec<Channel> = (0..2)
+            .map(|_| Channel::connect_abstract(raw).unwrap())
+            .collect();
+        assert!(matches!(
+            listener.accept(Some(Duration::ZERO)),
+            Err(AcceptError::TimedOut)
+        ));
+        let server = accept_on_thread(listener, Duration::from_millis(500));
+        match connect(&name, ConnectionConfig::default(), T) {
+            Err(ConnectError::Busy) => {}
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        let (listener, _) = server.join().unwrap();
+        assert_eq!(listener.handshakes.len(), 2);
     }
 
     #[test]
