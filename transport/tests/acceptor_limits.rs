@@ -56,7 +56,9 @@ fn round_trip(connection: &mut Connection, word: &[u8]) {
 /// requester; echoes every frame, and drops a connection (freeing its slot)
 /// once the requester has closed it. If `GATE` names a file, each request
 /// waits (bounded) until that file exists before it is answered: the test
-/// holds introductions in flight with it. Runs until the broker goes away.
+/// holds introductions in flight with it. Runs until the broker goes away;
+/// then checks that its open descriptors never grew by more than
+/// `MAX_LIVE` connections' worth.
 fn child_service() {
     let per_requester: usize = param("PER_REQUESTER");
     let gate: String = param("GATE");
@@ -76,9 +78,12 @@ fn child_service() {
         .from_env()
         .expect("the broker client");
     let mut live: Vec<Accepted> = Vec::new();
+    let baseline = open_fd_count();
+    let mut peak = baseline;
     let deadline = Instant::now() + EXIT_TIMEOUT;
     while client.is_broker_alive() {
         assert!(Instant::now() < deadline, "the broker never went away");
+        peak = peak.max(open_fd_count());
         if let Ok(new) = accepted.recv_timeout(Duration::from_millis(5)) {
             live.push(new);
         }
@@ -97,6 +102,21 @@ fn child_service() {
             }
         });
     }
+    // A live connection holds six descriptors here (control socket and its
+    // hang-up watch, two eventfds and a copy for the watch, the region),
+    // the requester's end four more until it is sent, and the first
+    // connection starts the process's hang-up watcher: ten per connection
+    // is a bound with room. Without the limit, each of the hoarder's
+    // refused attempts would have left six more open here.
+    let max_live: usize = param("MAX_LIVE");
+    eprintln!(
+        "service: {baseline} descriptors before any connection, at most {peak} \
+         with {max_live} live connections allowed"
+    );
+    assert!(
+        peak <= baseline + 10 * (max_live + 1),
+        "descriptors grew from {baseline} to {peak}"
+    );
 }
 
 /// Whether `outcome` is the service's refusal of a requester at its limit.
@@ -111,12 +131,13 @@ fn at_its_limit(outcome: Result<Connection, IntroductionError>) -> bool {
     }
 }
 
-/// Keeps its connections open: `LIMIT` succeed, the next is refused by the
-/// service; closing one lets one more in (once the service has seen it
-/// close); then it is refused again, and holds its connections until the
-/// broker goes away.
+/// Keeps its connections open: `LIMIT` succeed, the next `EXTRA` are
+/// refused by the service; closing one lets one more in (once the service
+/// has seen it close); then it is refused again, and holds its connections
+/// until the broker goes away.
 fn child_hoarder() {
     let limit: usize = param("LIMIT");
+    let extra: usize = param("EXTRA");
     let client = BrokerClient::from_env().expect("the broker client");
     let mut held: Vec<Connection> = (0..limit)
         .map(|i| {
@@ -126,10 +147,13 @@ fn child_hoarder() {
             connection
         })
         .collect();
-    assert!(
-        at_its_limit(connect(&client, "service", config(), OP_TIMEOUT)),
-        "connection {limit} was not refused"
-    );
+    for attempt in 0..extra {
+        assert!(
+            at_its_limit(connect(&client, "service", config(), OP_TIMEOUT)),
+            "connection {} was not refused",
+            limit + attempt
+        );
+    }
     held.pop();
     let deadline = Instant::now() + OP_TIMEOUT;
     let mut again = loop {
@@ -258,8 +282,9 @@ fn introductions_of(events: &[BrokerEvent], who: InstanceId) -> Vec<bool> {
 }
 
 /// A requester that keeps its connections open holds at most its share of
-/// the service (the `Acceptor`'s per-requester limit, 2 here): its third
-/// live connection is refused with a reason, an honest requester still
+/// the service (the `Acceptor`'s per-requester limit, 2 here): its next 50
+/// attempts are refused with a reason (the service's descriptors stay
+/// within three connections' worth), an honest requester still
 /// connects and talks while the hoarder holds its two, and a connection the
 /// hoarder closes frees its slot (the `Admission` lives as long as the
 /// service's `Accepted`). The service is never cut off.
@@ -271,9 +296,19 @@ fn a_hoarding_requester_is_held_to_its_share() {
         &mut broker,
         "service",
         "service",
-        &[("PER_REQUESTER", "2".into()), ("GATE", String::new())],
+        &[
+            ("PER_REQUESTER", "2".into()),
+            ("GATE", String::new()),
+            // The hoarder's two and the honest requester's one.
+            ("MAX_LIVE", "3".into()),
+        ],
     );
-    let hoarder = spawn(&mut broker, "client", "hoarder", &[("LIMIT", "2".into())]);
+    let hoarder = spawn(
+        &mut broker,
+        "client",
+        "hoarder",
+        &[("LIMIT", "2".into()), ("EXTRA", "50".into())],
+    );
     // Two made, refused, (closed one) a third made, refused again: it
     // holds two now, for as long as the broker runs.
     turn_until(&mut broker, &mut events, |events| {
@@ -334,6 +369,7 @@ fn connect_retrying_waits_out_a_busy_target() {
         &[
             ("PER_REQUESTER", "16".into()),
             ("GATE", gate.display().to_string()),
+            ("MAX_LIVE", "2".into()),
         ],
     );
     let first = spawn(&mut broker, "client", "echo-once", &[]);
