@@ -10,6 +10,7 @@ mod support;
 use ferry_handoff::Channel;
 use ferry_transport::ConnectionConfig;
 use ferry_transport::named::{self, AcceptError, ConnectError, Name};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -70,7 +71,16 @@ fn child_listener() {
         match listener.accept(Some(Duration::from_millis(20))) {
             Ok((mut connection, peer)) => {
                 count += 1;
-                assert!(peer.pidfd().is_some(), "no pidfd for the peer");
+                // The pidfd names the process that connected.
+                let pidfd = peer.pidfd().expect("no pidfd for the peer");
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+                        .expect("the pidfd's fdinfo");
+                let pid = info.lines().find_map(|line| line.strip_prefix("Pid:"));
+                assert_eq!(
+                    pid.map(str::trim),
+                    Some(peer.credentials.pid.to_string().as_str())
+                );
                 let report = format!("accepted {} {}", peer.credentials.pid, peer.credentials.uid);
                 tell(&control, report.as_bytes());
                 servers.push(std::thread::spawn(move || {
