@@ -29,10 +29,10 @@ use crate::input::{Cursor, Writer};
 use crate::proto::*;
 use ferry_handoff::Channel;
 use ferry_ring::{BlobWriter, Producer, Region, ring_size};
+use ferry_transport::Context;
 use ferry_transport::rkyv::vec::ArchivedVec;
 use ferry_transport::{
-    CallError, Connection, ConnectionConfig, DispatchError, EndpointInfo, RecvError, Remote,
-    SendError, Trust,
+    CallError, Connection, ConnectionConfig, DispatchError, EndpointInfo, RecvError, Remote, Trust,
 };
 use std::hint::black_box;
 use std::os::fd::{AsFd, OwnedFd};
@@ -216,18 +216,15 @@ thread_local! {
 /// be handled once the connection failed with a protocol violation (the
 /// peer is known hostile; WebKit and Mojo drop everything after an invalid
 /// message).
-fn entering_handler(connection: &mut Connection, what: &str) {
+fn entering_handler(connection: &Connection, what: &str) {
     assert!(
         !VIOLATED.get(),
         "{what} handled after the victim reported a protocol violation"
     );
-    if !connection.is_open() {
-        // Not open: closed by the peer (messages set aside before that may
-        // still be handled) or failed (nothing may). A closed connection's
-        // send fails without sending, and says which.
-        if let Err(SendError::Failed(violation)) = connection.try_send_frame(b"probe") {
-            panic!("{what} handled after the connection failed: {violation}");
-        }
+    // Not open: closed by the peer (messages set aside before that may
+    // still be handled) or failed (nothing may).
+    if let Some(violation) = connection.violation() {
+        panic!("{what} handled after the connection failed: {violation}");
     }
 }
 
@@ -235,7 +232,7 @@ fn entering_handler(connection: &mut Connection, what: &str) {
 struct Network;
 
 impl NetworkConnectionHandler for Network {
-    fn load_resource(&self, connection: &mut Connection, message: &ArchivedLoadResource) {
+    fn load_resource(&self, connection: &mut Context, message: &ArchivedLoadResource) {
         entering_handler(connection, "LoadResource");
         black_box(message.request_id.to_native());
         // A handler that dispatches again: the next messages, its own
@@ -245,14 +242,14 @@ impl NetworkConnectionHandler for Network {
         }
     }
 
-    fn get_cookies(&self, connection: &mut Connection, message: &ArchivedGetCookies) -> Cookies {
+    fn get_cookies(&self, connection: &mut Context, message: &ArchivedGetCookies) -> Cookies {
         entering_handler(connection, "GetCookies");
         Cookies {
             cookies: vec![message.host.as_str().chars().take(16).collect()],
         }
     }
 
-    fn set_cookie(&self, connection: &mut Connection, message: &ArchivedSetCookie) {
+    fn set_cookie(&self, connection: &mut Context, message: &ArchivedSetCookie) {
         entering_handler(connection, "SetCookie");
         black_box(message.host.as_str());
         // A handler that makes a synchronous call of its own.
@@ -272,7 +269,7 @@ impl NetworkConnectionHandler for Network {
 struct Catalogue;
 
 impl CatalogHandler for Catalogue {
-    fn publish(&self, connection: &mut Connection, message: &ArchivedPublish) {
+    fn publish(&self, connection: &mut Context, message: &ArchivedPublish) {
         entering_handler(connection, "Publish");
         let mut sum = u64::from(message.version.to_native());
         sum += message
@@ -285,7 +282,7 @@ impl CatalogHandler for Catalogue {
         black_box(sum);
     }
 
-    fn lookup(&self, connection: &mut Connection, message: &ArchivedLookup) -> Found {
+    fn lookup(&self, connection: &mut Context, message: &ArchivedLookup) -> Found {
         entering_handler(connection, "Lookup");
         black_box(message.limit.as_ref().map(|l| l.to_native()));
         black_box(walk_strings(&message.names));

@@ -6,12 +6,19 @@
 //! well as shrinking and growing, the bytes it validates are the bytes it
 //! uses: a hostile sender cannot change them afterwards, so a blob can be
 //! validated in place even for an untrusted peer.
+//!
+//! The receiver also refuses a blob with holes (see
+//! [`SealedBlob::open_with_limit`]): reading a hole of a memfd allocates a
+//! page charged to the reader, so a sparse blob would let a peer make us
+//! allocate gigabytes at no cost to itself.
 
 use crate::error::RegionError;
+use crate::memfd;
 use crate::region::MAX_REGION_SIZE;
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::SealFlags;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 /// Seals a received blob must carry.
 const BLOB_SEALS: SealFlags = SealFlags::WRITE
@@ -19,7 +26,15 @@ const BLOB_SEALS: SealFlags = SealFlags::WRITE
     .union(SealFlags::GROW)
     .union(SealFlags::SEAL);
 
+/// How long sealing keeps retrying while a forked child still holds the
+/// writable mapping (see [`add_blob_seals`]).
+const SEAL_RETRY_BUDGET: Duration = Duration::from_secs(1);
+
 /// A blob being filled: a memfd of a fixed size mapped writable.
+///
+/// The writable mapping is `MADV_DONTFORK`: a process forked while the blob
+/// is being filled (`Command` with a `pre_exec` hook forks) does not get a
+/// copy of it, so it cannot stop the blob from being sealed.
 pub struct BlobWriter {
     file: File,
     map: memmap2::MmapMut,
@@ -31,16 +46,17 @@ impl BlobWriter {
         if len == 0 || len as u64 > MAX_REGION_SIZE {
             return Err(RegionError::BadSize(len as u64));
         }
-        let fd = rustix::fs::memfd_create(
-            "ferry-blob",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .map_err(|e| RegionError::Create(e.into()))?;
-        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| RegionError::Create(e.into()))?;
-        let file = File::from(fd);
+        let file = File::from(memfd::create(c"ferry-blob", len as u64)?);
         // SAFETY: the memfd is new and private to this process until sealed;
         // nothing else can truncate or write it while this mapping lives.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
+            .map_err(RegionError::Map)?;
+        // The kernel refuses F_SEAL_WRITE while any writable shared mapping
+        // of the memfd exists, in any process. A child forked from now until
+        // the seal would inherit a copy of this one (fork copies every
+        // mapping, and a shared one stays shared) and keep it until it execs
+        // or exits, which may be never: the advice keeps it out of children.
+        map.advise(memmap2::Advice::DontFork)
             .map_err(RegionError::Map)?;
         Ok(BlobWriter { file, map })
     }
@@ -55,7 +71,9 @@ impl BlobWriter {
     /// Like [`seal`](Self::seal), keeping only the first `len` bytes: for a
     /// writer (a serializer) that did not know its size in advance and was
     /// given more room. The memfd's pages are allocated on first touch, so
-    /// the unused room cost nothing.
+    /// the unused room cost nothing. Pages of the kept bytes that were never
+    /// written are allocated (zero-filled) before sealing: a receiver
+    /// refuses a blob with holes.
     pub fn seal_with_len(self, len: usize) -> Result<SealedBlob, RegionError> {
         let BlobWriter { file, map } = self;
         if len == 0 || len > map.len() {
@@ -64,24 +82,28 @@ impl BlobWriter {
         // F_SEAL_WRITE is refused while a writable shared mapping exists.
         drop(map);
         rustix::fs::ftruncate(&file, len as u64).map_err(|e| RegionError::Create(e.into()))?;
+        // The receiver refuses holes; bytes left untouched must still read
+        // as zeros there, so they are allocated here, at the sender's cost.
+        memfd::fill_holes(&file, len as u64)?;
         add_blob_seals(&file)?;
         SealedBlob::map_read_only(file.into(), len)
     }
 }
 
-/// Seals a filled blob. A fork by another thread between our `mmap` and
-/// `madvise(MADV_DONTFORK)` (a real fork: `Command` with `pre_exec` forks)
-/// leaves a writable mapping in the child until it execs, and the kernel
-/// answers EBUSY meanwhile: retry with backoff, for up to about a second.
+/// Seals a filled blob. The kernel answers EBUSY while a writable shared
+/// mapping of the memfd exists anywhere. Ours is gone and `MADV_DONTFORK`
+/// kept it out of children forked later, but a fork by another thread
+/// between our `mmap` and `madvise` leaves a copy in the child until it
+/// execs: retry with backoff within [`SEAL_RETRY_BUDGET`], then fail.
 fn add_blob_seals(file: &File) -> Result<(), RegionError> {
-    let mut pause = std::time::Duration::from_micros(50);
-    let mut waited = std::time::Duration::ZERO;
+    let mut pause = Duration::from_micros(50);
+    let mut waited = Duration::ZERO;
     loop {
         match rustix::fs::fcntl_add_seals(file, BLOB_SEALS) {
-            Err(rustix::io::Errno::BUSY) if waited < std::time::Duration::from_secs(1) => {
+            Err(rustix::io::Errno::BUSY) if waited < SEAL_RETRY_BUDGET => {
                 std::thread::sleep(pause);
                 waited += pause;
-                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
             result => return result.map_err(|e| RegionError::Create(e.into())),
         }
@@ -108,34 +130,58 @@ pub struct SealedBlob {
 }
 
 impl SealedBlob {
-    /// Opens a blob received from a peer. Refuses a descriptor that is not a
-    /// memfd sealed against writes, shrinking, growing and resealing, or whose
-    /// size differs from `expected_len` (what the sender's frame announced).
+    /// Opens a blob received from a peer, accepting any size up to
+    /// [`MAX_REGION_SIZE`]: [`open_with_limit`](Self::open_with_limit) with
+    /// no limit of the caller's own.
     pub fn open(fd: OwnedFd, expected_len: usize) -> Result<SealedBlob, RegionError> {
-        crate::region::refuse_hugetlbfs(&fd)?;
-        let seals =
-            rustix::fs::fcntl_get_seals(&fd).map_err(|e| RegionError::NotMemfd(e.into()))?;
-        if !seals.contains(BLOB_SEALS) {
-            return Err(RegionError::MissingSeals {
-                present: seals.bits(),
-                required: BLOB_SEALS.bits(),
+        Self::open_with_limit(fd, expected_len, usize::MAX)
+    }
+
+    /// Opens a blob received from a peer. Before anything is mapped or read,
+    /// refuses a descriptor that is not a memfd sealed against writes,
+    /// shrinking, growing and resealing ([`RegionError::MissingSeals`],
+    /// [`RegionError::NotMemfd`], [`RegionError::HugeTlb`]), one larger than
+    /// `max_len` ([`RegionError::TooLarge`]), one whose size differs from
+    /// `expected_len` (what the sender's frame announced) or is zero or above
+    /// [`MAX_REGION_SIZE`] ([`RegionError::BadSize`]), and one with holes
+    /// ([`RegionError::Sparse`]): an honest sender wrote every byte.
+    pub fn open_with_limit(
+        fd: OwnedFd,
+        expected_len: usize,
+        max_len: usize,
+    ) -> Result<SealedBlob, RegionError> {
+        let received = memfd::check_received(&fd, BLOB_SEALS)?;
+        let size = received.size;
+        if size > max_len as u64 {
+            return Err(RegionError::TooLarge {
+                size,
+                max: max_len as u64,
             });
         }
-        let size = rustix::fs::fstat(&fd)
-            .map_err(|e| RegionError::Map(e.into()))?
-            .st_size as u64;
         if size != expected_len as u64 || size == 0 || size > MAX_REGION_SIZE {
             return Err(RegionError::BadSize(size));
         }
+        memfd::refuse_holes(received)?;
         Self::map_read_only(fd, expected_len)
     }
 
+    /// Maps a sealed blob `MAP_PRIVATE` + `PROT_READ`. Before Linux 6.7 the
+    /// kernel refuses a shared mapping of a write-sealed memfd even when
+    /// read-only (EPERM: it could be mprotect'ed writable later); a private
+    /// read-only mapping is allowed everywhere and shows the same page-cache
+    /// pages, without a copy.
     fn map_read_only(fd: OwnedFd, len: usize) -> Result<SealedBlob, RegionError> {
         let file = File::from(fd);
         // SAFETY: the memfd is sealed against writes, shrinking and growing,
-        // so the mapped bytes can never change or disappear under us.
-        let map =
-            unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.map_err(RegionError::Map)?;
+        // so the file's bytes can never change or disappear under us; the
+        // mapping is read-only and private, and this process never makes it
+        // writable, so no copy-on-write page can replace what we read either.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map_copy_read_only(&file)
+        }
+        .map_err(RegionError::Map)?;
         Ok(SealedBlob { file, map })
     }
 
@@ -188,6 +234,55 @@ mod tests {
         assert_eq!(blob.bytes(), b"abc");
         assert_eq!(rustix::fs::fstat(blob.fd()).unwrap().st_size, 3);
         assert!(BlobWriter::create(8).unwrap().seal_with_len(9).is_err());
+    }
+
+    #[test]
+    fn open_refuses_a_blob_with_holes() {
+        // What a hostile sender does: size it, write almost nothing, seal.
+        let fd = crate::memfd::create(c"holes", 1 << 20).unwrap();
+        rustix::io::pwrite(&fd, b"x", 0).unwrap();
+        rustix::fs::fcntl_add_seals(&fd, BLOB_SEALS).unwrap();
+        assert!(matches!(
+            SealedBlob::open(fd, 1 << 20),
+            Err(RegionError::Sparse {
+                size: 1_048_576,
+                allocated: 4096
+            })
+        ));
+    }
+
+    #[test]
+    fn untouched_bytes_of_a_sealed_blob_are_allocated_zeros() {
+        let mut writer = BlobWriter::create(3 * 4096 + 1).unwrap();
+        writer[5000] = 1;
+        let blob = writer.seal().unwrap();
+        let received = SealedBlob::open(blob.fd().try_clone_to_owned().unwrap(), 3 * 4096 + 1)
+            .expect("a blob sealed by BlobWriter has no holes");
+        assert_eq!(
+            received.bytes().iter().map(|&b| b as usize).sum::<usize>(),
+            1
+        );
+        assert_eq!(received.bytes()[5000], 1);
+    }
+
+    #[test]
+    fn open_with_limit_refuses_a_larger_blob() {
+        let blob = BlobWriter::create(8192).unwrap().seal().unwrap();
+        let fd = || blob.fd().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            SealedBlob::open_with_limit(fd(), 8192, 8191),
+            Err(RegionError::TooLarge {
+                size: 8192,
+                max: 8191
+            })
+        ));
+        assert_eq!(
+            SealedBlob::open_with_limit(fd(), 8192, 8192)
+                .unwrap()
+                .bytes()
+                .len(),
+            8192
+        );
     }
 
     #[test]

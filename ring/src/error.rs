@@ -90,8 +90,10 @@ pub enum RecvError {
     Corrupt(#[from] Corruption),
 }
 
-/// Why a ring could not be created in, or attached to, a region.
+/// Why a ring could not be created in, or attached to, a region, or why a
+/// layout of rings was refused ([`crate::check_layout`]).
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttachError {
     /// The capacity is not a power of two within the supported range.
     #[error("capacity {0} is not a power of two between MIN_CAPACITY and MAX_CAPACITY")]
@@ -123,10 +125,27 @@ pub enum AttachError {
     /// The positions in the header are inconsistent.
     #[error("ring positions are inconsistent: {0}")]
     Corrupt(#[from] Corruption),
+    /// Two rings of one region share bytes (or start at the same offset).
+    #[error("the rings at offsets {first} and {second} overlap")]
+    Overlap {
+        /// Offset of one ring.
+        first: usize,
+        /// Offset of the other.
+        second: usize,
+    },
+    /// A ring's data area is larger than the opener accepts.
+    #[error("ring capacity {capacity} exceeds the limit of {max} bytes")]
+    CapacityTooLarge {
+        /// The ring's capacity.
+        capacity: u64,
+        /// The largest capacity the opener accepts.
+        max: u64,
+    },
 }
 
-/// Why a shared-memory region could not be created or opened.
+/// Why a shared-memory region or blob could not be created or opened.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RegionError {
     /// `memfd_create`, `ftruncate` or adding the seals failed.
     #[error("creating the shared memory failed: {0}")]
@@ -153,4 +172,22 @@ pub enum RegionError {
     /// `fstat` or `mmap` failed.
     #[error("mapping the shared memory failed: {0}")]
     Map(#[source] io::Error),
+    /// The memfd is larger than the receiver accepts (its own limit, below
+    /// [`crate::MAX_REGION_SIZE`]). Checked before anything is mapped.
+    #[error("the memfd's size {size} exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The memfd's size.
+        size: u64,
+        /// The largest size the receiver accepts.
+        max: u64,
+    },
+    /// A received blob has holes: pages its sender never wrote, which the
+    /// receiver would allocate (and be charged for) by reading them.
+    #[error("the blob has holes: {allocated} of its {size} bytes are allocated")]
+    Sparse {
+        /// The blob's size.
+        size: u64,
+        /// Bytes of memory the blob holds (`st_blocks` × 512).
+        allocated: u64,
+    },
 }

@@ -8,7 +8,10 @@
 //!   Its descriptor travels to the peer, which opens it with [`Region::open`];
 //!   the seals and the size are checked before anything is mapped.
 //! - [`init`] lays a ring out at an offset of a region; [`Producer::attach`]
-//!   and [`Consumer::attach`] validate it and return the two ends.
+//!   and [`Consumer::attach`] validate it and return the two ends. An opener
+//!   bounds what a peer's region may cost it ([`Region::open_with_limit`])
+//!   and checks that the rings it attached do not overlap
+//!   ([`check_layout`]).
 //! - The producer [`reserve`](Producer::reserve)s room, the caller writes the
 //!   payload in place, and [`Grant::commit`] publishes it. The consumer
 //!   [`peek`](Consumer::peek)s at the frame in place and
@@ -56,7 +59,9 @@ mod error;
 pub mod frame;
 mod futex;
 mod layout;
+mod memfd;
 mod pinned;
+mod placement;
 mod producer;
 mod region;
 mod ring;
@@ -70,6 +75,7 @@ pub use disconnect::DisconnectHandle;
 pub use error::{AttachError, Corruption, RecvError, RegionError, SendError};
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN};
 pub use pinned::PinnedFrame;
+pub use placement::{RingSpan, check_layout};
 pub use producer::{Grant, Producer};
 pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};

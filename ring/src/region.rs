@@ -2,7 +2,8 @@
 //! heap allocation for in-process tests, loom and miri.
 
 use crate::error::RegionError;
-use rustix::fs::{MemfdFlags, SealFlags};
+use crate::memfd;
+use rustix::fs::SealFlags;
 use std::alloc::Layout;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,23 +20,10 @@ const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
     .union(SealFlags::GROW)
     .union(SealFlags::SEAL);
 
-/// `statfs` magic of hugetlbfs.
-const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-
-/// Refuses a memfd on hugetlbfs (`MFD_HUGETLB`). Its seals do not stop
-/// `fallocate(PUNCH_HOLE)`, and a punched huge page is only faulted back in if
-/// the pool has one free: otherwise touching it raises SIGBUS in the receiver.
-pub(crate) fn refuse_hugetlbfs(fd: &OwnedFd) -> Result<(), RegionError> {
-    let stat = rustix::fs::fstatfs(fd).map_err(|e| RegionError::Map(e.into()))?;
-    if stat.f_type as i64 == HUGETLBFS_MAGIC {
-        return Err(RegionError::HugeTlb);
-    }
-    Ok(())
-}
-
 /// Memory that holds one or more rings.
 ///
-/// A shared region is a memfd (`MFD_CLOEXEC | MFD_ALLOW_SEALING`), sized
+/// A shared region is a memfd (`MFD_CLOEXEC | MFD_ALLOW_SEALING`, and
+/// `MFD_NOEXEC_SEAL` where the kernel has it), sized
 /// once, sealed against shrinking and growing, and mapped `MAP_SHARED`; its
 /// descriptor ([`Region::fd`]) is what travels to the peer, which opens it
 /// with [`Region::open`]. It has no name in any filesystem, and the kernel
@@ -71,34 +59,37 @@ impl Region {
         if len == 0 || len as u64 > MAX_REGION_SIZE {
             return Err(RegionError::BadSize(len as u64));
         }
-        let fd = rustix::fs::memfd_create(
-            "ferry-region",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .map_err(|e| RegionError::Create(e.into()))?;
-        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| RegionError::Create(e.into()))?;
+        let fd = memfd::create(c"ferry-region", len as u64)?;
         rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS)
             .map_err(|e| RegionError::Create(e.into()))?;
         Self::map(fd, len)
     }
 
-    /// Opens a region from a descriptor received from a peer. Refuses anything
-    /// that is not a memfd sealed against shrinking, growing and resealing, or
-    /// whose size is zero or above [`MAX_REGION_SIZE`].
+    /// Opens a region from a descriptor received from a peer, accepting any
+    /// size up to [`MAX_REGION_SIZE`]: [`open_with_limit`](Self::open_with_limit)
+    /// with no limit of the caller's own.
     pub fn open(fd: OwnedFd) -> Result<Region, RegionError> {
-        refuse_hugetlbfs(&fd)?;
-        let seals =
-            rustix::fs::fcntl_get_seals(&fd).map_err(|e| RegionError::NotMemfd(e.into()))?;
-        if !seals.contains(REQUIRED_SEALS) {
-            return Err(RegionError::MissingSeals {
-                present: seals.bits(),
-                required: REQUIRED_SEALS.bits(),
+        Self::open_with_limit(fd, usize::MAX)
+    }
+
+    /// Opens a region from a descriptor received from a peer. Before
+    /// anything is mapped, refuses a descriptor that is not a memfd sealed
+    /// against shrinking, growing and resealing, one larger than `max_len`
+    /// ([`RegionError::TooLarge`]: the opener's own bound on what a peer may
+    /// make it map), and one whose size is zero or above [`MAX_REGION_SIZE`].
+    ///
+    /// A region may have holes (a ring's unused room is never touched), so
+    /// unlike a blob it is not refused for them; `max_len` bounds what
+    /// faulting it in can cost.
+    pub fn open_with_limit(fd: OwnedFd, max_len: usize) -> Result<Region, RegionError> {
+        // The seals make the size final: nobody can change it from now on.
+        let size = memfd::check_received(&fd, REQUIRED_SEALS)?.size;
+        if size > max_len as u64 {
+            return Err(RegionError::TooLarge {
+                size,
+                max: max_len as u64,
             });
         }
-        // The seals make this size final: nobody can change it from now on.
-        let size = rustix::fs::fstat(&fd)
-            .map_err(|e| RegionError::Map(e.into()))?
-            .st_size as u64;
         if size == 0 || size > MAX_REGION_SIZE {
             return Err(RegionError::BadSize(size));
         }
@@ -215,9 +206,7 @@ mod tests {
 
     #[test]
     fn open_refuses_unsealed_memfd() {
-        let fd =
-            rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
-        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let fd = memfd::create(c"x", 4096).unwrap();
         rustix::fs::fcntl_add_seals(&fd, SealFlags::GROW).unwrap();
         assert!(matches!(
             Region::open(fd),
@@ -227,6 +216,7 @@ mod tests {
 
     #[test]
     fn open_refuses_hugetlbfs() {
+        use rustix::fs::MemfdFlags;
         let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING | MemfdFlags::HUGETLB;
         let Ok(fd) = rustix::fs::memfd_create("x", flags) else {
             return; // no hugetlbfs in this kernel: nothing to refuse
@@ -249,9 +239,25 @@ mod tests {
 
     #[test]
     fn open_refuses_empty_memfd() {
-        let fd =
-            rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        let fd = memfd::create(c"x", 0).unwrap();
         rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS).unwrap();
         assert!(matches!(Region::open(fd), Err(RegionError::BadSize(0))));
+    }
+
+    #[test]
+    fn open_with_limit_refuses_a_larger_region_before_mapping() {
+        let region = Region::create(64 * 1024).unwrap();
+        let fd = || region.fd().unwrap().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            Region::open_with_limit(fd(), 64 * 1024 - 1),
+            Err(RegionError::TooLarge {
+                size: 65536,
+                max: 65535
+            })
+        ));
+        assert_eq!(
+            Region::open_with_limit(fd(), 64 * 1024).unwrap().len(),
+            65536
+        );
     }
 }

@@ -19,6 +19,7 @@
 //! final message, then drops its end; the loop prints what it receives and
 //! how often it actually had to sleep, and ends when the peer is gone.
 
+use ferry_transport::Context;
 use ferry_transport::{
     Connection, ConnectionConfig, DispatchError, Receiver, RecvError, Remote, WaitStrategy,
 };
@@ -50,7 +51,7 @@ struct Printer {
 }
 
 impl TickerHandler for Printer {
-    fn tick(&self, _: &mut Connection, message: &ArchivedTick) {
+    fn tick(&self, _: &mut Context, message: &ArchivedTick) {
         self.counts.lock().unwrap().ticks += 1;
         println!(
             "{:>7.1} ms  tick {:>2}: {}",
@@ -60,7 +61,7 @@ impl TickerHandler for Printer {
         );
     }
 
-    fn done(&self, _: &mut Connection, message: &ArchivedDone) {
+    fn done(&self, _: &mut Context, message: &ArchivedDone) {
         let total = message.total.to_native();
         self.counts.lock().unwrap().announced = Some(total);
         println!("peer says it sent {total} ticks");

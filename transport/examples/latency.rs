@@ -22,6 +22,7 @@
 
 use ferry_handoff::Channel;
 use ferry_ring::{Consumer, Producer, RING_ALIGN, RecvError, Region, ring_size};
+use ferry_transport::Context;
 use ferry_transport::{
     Connection, ConnectionConfig, DispatchError, Endpoint, Receiver, Remote, WaitStrategy,
 };
@@ -368,7 +369,7 @@ fn child(args: &[String]) -> Result<(), BoxError> {
 struct Complement;
 
 impl EchoHandler for Complement {
-    fn ping(&self, _: &mut Connection, message: &ArchivedPing) -> Pong {
+    fn ping(&self, _: &mut Context, message: &ArchivedPing) -> Pong {
         Pong {
             data: std::array::from_fn(|i| !message.data[i]),
         }

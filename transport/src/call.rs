@@ -2,7 +2,7 @@
 //! calls that keep dispatching the messages marked allowed-while-waiting, so
 //! two processes calling each other synchronously do not deadlock.
 
-use crate::connection::{Connection, ReplyHandler};
+use crate::connection::{Connection, Context, ReplyHandler};
 use crate::error::{CallError, RecvError, SendError, Violation};
 use crate::incoming::{Incoming, access_archive};
 use crate::message::{Archivable, Message, Receiver, Remote, Request};
@@ -121,7 +121,7 @@ impl Connection {
         to: Remote<M::Receiver>,
         message: &M,
         on_reply: impl FnOnce(
-            &mut Connection,
+            &mut Context<'_>,
             Result<&<M::Reply as rkyv::Archive>::Archived, CallError>,
         ) + Send
         + 'static,
@@ -129,15 +129,15 @@ impl Connection {
         let id = self.calls.next_id();
         let room = Room::Wait(self.config.send_timeout);
         self.send_typed(envelope_for::<M>(to, id, 0), message, &[], room)?;
-        let handler: ReplyHandler = Box::new(move |connection, result| match result {
+        let handler: ReplyHandler = Box::new(move |context, result| match result {
             Ok(incoming) => match access_archive::<M::Reply>(incoming.bytes(), M::NAME) {
-                Ok(reply) => on_reply(connection, Ok(reply)),
+                Ok(reply) => on_reply(context, Ok(reply)),
                 Err(violation) => {
-                    let error = connection.fail(violation);
-                    on_reply(connection, Err(error.into()));
+                    let error = context.connection.fail(violation);
+                    on_reply(context, Err(error.into()));
                 }
             },
-            Err(error) => on_reply(connection, Err(error)),
+            Err(error) => on_reply(context, Err(error)),
         });
         self.calls
             .expect(id, Waiter::Handler(reply_to::<M>(), handler));
@@ -168,7 +168,7 @@ impl Connection {
             }
             Err(error) => {
                 // The request went out: a reply may still come (after a
-                // timeout, or a QueueFull). Drop it quietly when it does.
+                // timeout, or a QueueFull). It is dropped quietly then.
                 self.calls.abandon(id);
                 Err(error)
             }
@@ -201,7 +201,15 @@ impl Connection {
             };
             let flags = incoming.envelope.flags;
             if flags.has(Flags::REPLY) || flags.has(Flags::ALLOWED_WHILE_WAITING) {
-                self.route(incoming)?;
+                if let Err(error) = self.route(incoming) {
+                    // A nested handler's failure is not this call's: if our
+                    // reply arrived meanwhile (parked by a nested wait), it
+                    // is the answer.
+                    return match self.calls.take_arrived(id) {
+                        Some(reply) => Ok(reply),
+                        None => Err(error.into()),
+                    };
+                }
             } else if self.set_message_aside(incoming) {
                 return Err(CallError::QueueFull);
             }

@@ -31,11 +31,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A registered handler: type-erased, validates and dispatches one message.
-pub(crate) type Handler = dyn Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send;
+pub(crate) type Handler = dyn Fn(&mut Context<'_>, &Incoming) -> Result<(), DispatchError> + Send;
 
 /// A handler for the reply to a request sent with `send_with_reply`.
 pub(crate) type ReplyHandler =
-    Box<dyn FnOnce(&mut Connection, Result<&Incoming, CallError>) + Send>;
+    Box<dyn FnOnce(&mut Context<'_>, Result<&Incoming, CallError>) + Send>;
+
+/// The connection as a handler sees it: everything a handler does with the
+/// connection its message came from (send, call, reply, take descriptors,
+/// register receivers; read-only access to the rest through `Deref`), but
+/// not the connection itself. A handler cannot move, replace or drop the
+/// connection it runs on (`mem::replace` needs a `&mut Connection`), so the
+/// message it reads in place, the registry it runs from and the pins it
+/// holds stay with the connection they came from. Its operations are in
+/// `context.rs`.
+///
+/// Safe code cannot reach the `&mut Connection` inside:
+///
+/// ```compile_fail
+/// fn replace(context: &mut ferry_transport::Context<'_>, other: ferry_transport::Connection) {
+///     let _old = std::mem::replace(&mut **context, other);
+/// }
+/// ```
+pub struct Context<'a> {
+    pub(crate) connection: &'a mut Connection,
+}
+
+impl std::ops::Deref for Context<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.connection
+    }
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Context").field(&self.connection).finish()
+    }
+}
 
 /// A receiver implementation ready to be registered on a connection; made
 /// by the `handler` function [`protocol!`](crate::protocol) generates.
@@ -50,7 +83,7 @@ impl BoundReceiver {
     /// Wraps a dispatch function for receiver `R`. Generated code calls this.
     #[doc(hidden)]
     pub fn new<R: crate::message::Receiver>(
-        handler: impl Fn(&mut Connection, &Incoming) -> Result<(), DispatchError> + Send + 'static,
+        handler: impl Fn(&mut Context<'_>, &Incoming) -> Result<(), DispatchError> + Send + 'static,
     ) -> BoundReceiver {
         BoundReceiver {
             name: R::NAME,
@@ -248,6 +281,12 @@ impl Connection {
         self.lifecycle.is_open()
     }
 
+    /// The protocol violation that ended the connection, if that is how it
+    /// ended.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.lifecycle.violation()
+    }
+
     /// After a `Disconnected`: whether the peer closed its end in an orderly
     /// way (dropped its connection) rather than vanishing (killed, crashed).
     /// Read from memory the peer shares: a hint for reporting, not a fact
@@ -304,8 +343,13 @@ impl Connection {
     /// Runs every reply handler with `error`: no reply will come.
     fn fail_pending_calls(&mut self, error: CallError) {
         for handler in self.calls.take_handlers() {
-            handler(self, Err(error.clone()));
+            handler(&mut self.context(), Err(error.clone()));
         }
+    }
+
+    /// The connection as a handler sees it.
+    pub(crate) fn context(&mut self) -> Context<'_> {
+        Context { connection: self }
     }
 
     /// What a send's outcome means for the connection: a peer found gone
@@ -372,10 +416,14 @@ impl Connection {
 // SAFETY: every field is Send except the handlers' `Rc`s in the registry
 // (the handlers themselves are required to be Send). Those `Rc`s are cloned
 // only by `Connection::route`, and each clone lives on the stack of that
-// call, which holds `&mut Connection` for as long as the clone exists: the
-// connection cannot be moved to, or used from, another thread while a clone
-// is alive. So every count change of these `Rc`s happens on the thread that
-// owns the connection at that moment, as if the `Rc`s were owned values.
+// call, which holds `&mut Connection` for as long as the clone exists. The
+// handler it calls gets a `Context`, not the `&mut Connection`: no safe code
+// can move the connection (or drop it, or replace it) while a clone is
+// alive, so it cannot reach another thread then, and every count change of
+// these `Rc`s happens on the thread that owns the connection at that
+// moment, as if the `Rc`s were owned values. (Handing handlers the
+// `&mut Connection` itself made this false: a handler could
+// `mem::replace` it and send it away while `route` held a clone.)
 unsafe impl Send for Connection {}
 
 impl std::fmt::Debug for Connection {

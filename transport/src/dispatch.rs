@@ -109,50 +109,59 @@ impl Connection {
             self.inbox.make_owned(&mut incoming);
         }
         let outer_fds = std::mem::replace(&mut self.message_fds, incoming.take_fds());
-        let result = handler(self, &incoming);
+        // A handler that panics must not take its frame's room or the
+        // enclosing message's descriptors with it: a caller that catches the
+        // panic keeps a working connection. So the frame is finished and the
+        // descriptors restored before the panic goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler(&mut self.context(), &incoming)
+        }));
         // Descriptors the handler did not take are closed here.
         self.message_fds = outer_fds;
         self.finish(&mut incoming);
-        result
+        match result {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// Delivers a reply to whoever waits for it.
     fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
         let id = incoming.envelope.request_id;
-        let waiter = self.calls.complete(id);
-        let expected = match &waiter {
-            Some(Waiter::Handler(expected, _) | Waiter::Sync(expected)) => Some(*expected),
-            _ => None,
+        let Some(waiter) = self.calls.complete(id) else {
+            self.finish(&mut incoming);
+            if self.calls.issued(id) {
+                // The late answer to a call given up on (timed out, set-aside
+                // queue full): dropped quietly.
+                return Ok(());
+            }
+            return Err(self.protocol_violation(Violation::UnexpectedReply(id)));
         };
-        if expected.is_some_and(|expected| !expected.named_by(&incoming.envelope)) {
+        let (Waiter::Handler(expected, _) | Waiter::Sync(expected)) = &waiter;
+        if !expected.named_by(&incoming.envelope) {
             // A reply must answer the message it claims to: a different
             // receiver or message id would have its bytes validated as the
-            // wrong type.
+            // wrong type. Its reply handler still learns how it ended.
             self.finish(&mut incoming);
-            return Err(self.protocol_violation(Violation::MismatchedReply(id)));
+            let error = self.protocol_violation(Violation::MismatchedReply(id));
+            if let Waiter::Handler(_, handler) = waiter {
+                handler(&mut self.context(), Err(error.clone().into()));
+            }
+            return Err(error);
         }
         match waiter {
-            Some(Waiter::Handler(_, handler)) => {
-                handler(self, Ok(&incoming));
+            Waiter::Handler(_, handler) => {
+                handler(&mut self.context(), Ok(&incoming));
                 self.finish(&mut incoming);
-                Ok(())
             }
-            Some(Waiter::Sync(_)) => {
+            Waiter::Sync(_) => {
                 // The caller is further up the stack and collects it later:
                 // it must not stay in the ring.
                 self.inbox.make_owned(&mut incoming);
                 self.calls.park_reply(id, incoming);
-                Ok(())
-            }
-            Some(Waiter::Abandoned) => {
-                self.finish(&mut incoming);
-                Ok(())
-            }
-            None => {
-                self.finish(&mut incoming);
-                Err(self.protocol_violation(Violation::UnexpectedReply(id)))
             }
         }
+        Ok(())
     }
 
     /// Sets a message aside until the next `dispatch` (a synchronous call

@@ -45,6 +45,7 @@ mod set_aside;
 // The connection, and its operations grouped by use.
 mod call;
 mod connection;
+mod context;
 mod dispatch;
 mod raw;
 mod readiness;
@@ -67,7 +68,7 @@ pub use wire as envelope;
 
 pub use call::Reply;
 pub use config::{ConnectionConfig, DEFAULT_RING_CAPACITY, Trust};
-pub use connection::{BoundReceiver, Connection};
+pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
 pub use error::{
     AttachmentError, BlobRefusal, CallError, Cause, DispatchError, OpenError, RecvError, SendError,

@@ -48,6 +48,14 @@ impl Lifecycle {
         self.state == State::Open
     }
 
+    /// The violation that ended the connection, if one did.
+    pub(crate) fn violation(&self) -> Option<&Violation> {
+        match &self.state {
+            State::Failed(violation) => Some(violation),
+            _ => None,
+        }
+    }
+
     /// The peer closed its end or died.
     pub(crate) fn peer_gone(&mut self) -> Transition {
         if self.state == State::Open {

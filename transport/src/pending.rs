@@ -26,8 +26,6 @@ pub(crate) enum Waiter<H> {
     /// A `send_sync` further up the stack; the reply is parked until it
     /// collects it.
     Sync(ReplyTo),
-    /// A `send_sync` that failed after sending: a late reply is dropped.
-    Abandoned,
 }
 
 /// The requests in flight.
@@ -64,12 +62,20 @@ impl<H> PendingCalls<H> {
         self.waiting.remove(&id)
     }
 
-    /// A synchronous caller gave up on request `id` after sending it: a
-    /// reply may still come, and is then dropped quietly.
+    /// A synchronous caller gave up on request `id` after sending it:
+    /// nothing is kept for it (a reply that arrives later is recognised by
+    /// [`issued`](Self::issued) and dropped), so abandoned calls cost no
+    /// memory however many there are.
     pub(crate) fn abandon(&mut self, id: u64) {
-        if let Some(waiter) = self.waiting.get_mut(&id) {
-            *waiter = Waiter::Abandoned;
-        }
+        self.waiting.remove(&id);
+        self.arrived.remove(&id);
+    }
+
+    /// Whether `id` is a request id this side handed out (so a reply naming
+    /// it, with no waiter, answers a call given up on, rather than a request
+    /// never made).
+    pub(crate) fn issued(&self, id: u64) -> bool {
+        id != 0 && id <= self.last_id
     }
 
     /// Takes every reply handler: no reply will come (the peer is gone or
@@ -141,11 +147,24 @@ mod tests {
         calls.expect(2, Waiter::Sync(TO));
         assert!(matches!(calls.complete(1), Some(Waiter::Handler(_, "h"))));
         assert!(calls.complete(1).is_none());
+        calls.park_reply(2, reply());
         calls.abandon(2);
-        assert!(matches!(calls.complete(2), Some(Waiter::Abandoned)));
+        assert!(calls.complete(2).is_none());
+        assert!(calls.take_arrived(2).is_none());
         // Abandoning what is not waited for records nothing.
         calls.abandon(3);
         assert!(calls.complete(3).is_none());
+    }
+
+    #[test]
+    fn issued_ids_are_the_ones_handed_out() {
+        let mut calls = PendingCalls::<()>::default();
+        assert!(!calls.issued(0));
+        assert!(!calls.issued(1));
+        let id = calls.next_id();
+        assert!(calls.issued(id));
+        assert!(!calls.issued(id + 1));
+        assert!(!calls.issued(0));
     }
 
     #[test]

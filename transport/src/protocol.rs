@@ -10,7 +10,9 @@
 /// `Receiver::handler(impl Handler)`, whose result is registered on a
 /// connection and dispatches each message to its method after validating it.
 /// A message with a reply has its method return the reply, which is sent
-/// back to the caller. Methods take `&self` so that a message may re-enter
+/// back to the caller. Each method gets the [`Context`](crate::Context) of
+/// the connection the message came from (to send, call back, take the
+/// message's descriptors), not the connection itself. Methods take `&self` so that a message may re-enter
 /// a receiver whose handler is further up the stack (keep state in a
 /// `Cell`/`RefCell`, and do not hold a `RefCell` borrow across a synchronous
 /// call).
@@ -19,7 +21,7 @@
 /// dispatch the message while it waits for a synchronous reply.
 ///
 /// ```
-/// use ferry_transport::{Connection, ConnectionConfig, Remote};
+/// use ferry_transport::{Connection, ConnectionConfig, Context, Remote};
 /// use std::cell::RefCell;
 /// use std::collections::HashMap;
 /// use std::time::Duration;
@@ -39,10 +41,10 @@
 /// #[derive(Default)]
 /// struct Map(RefCell<HashMap<String, u64>>);
 /// impl StoreHandler for Map {
-///     fn put(&self, _: &mut Connection, message: &ArchivedPut) {
+///     fn put(&self, _: &mut Context, message: &ArchivedPut) {
 ///         self.0.borrow_mut().insert(message.key.to_string(), message.value.to_native());
 ///     }
-///     fn get(&self, _: &mut Connection, message: &ArchivedGet) -> GetReply {
+///     fn get(&self, _: &mut Context, message: &ArchivedGet) -> GetReply {
 ///         GetReply { value: self.0.borrow().get(message.key.as_str()).copied() }
 ///     }
 /// }
@@ -200,7 +202,7 @@ macro_rules! __protocol_method {
         $(#[$meta])*
         fn $method(
             &self,
-            connection: &mut $crate::Connection,
+            connection: &mut $crate::Context<'_>,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         );
     };
@@ -208,7 +210,7 @@ macro_rules! __protocol_method {
         $(#[$meta])*
         fn $method(
             &self,
-            connection: &mut $crate::Connection,
+            connection: &mut $crate::Context<'_>,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         ) -> $Reply;
     };

@@ -34,6 +34,7 @@
 mod support;
 
 use ferry_handoff::{AllowAll, Broker, BrokerClient, BrokerEvent, ConnectError, ConnectFailure};
+use ferry_transport::Context;
 use ferry_transport::{
     Accepted, Acceptor, CallError, Connection, ConnectionConfig, DispatchError, IntroductionError,
     RecvError, Remote, SendError, Trust, WaitStrategy, connect,
@@ -1019,7 +1020,7 @@ struct NoteSink {
 }
 
 impl ServiceHandler for NoteSink {
-    fn note(&self, connection: &mut Connection, message: &ArchivedNote) {
+    fn note(&self, connection: &mut Context, message: &ArchivedNote) {
         let fds = connection.take_fds();
         let seq = message.seq.to_native();
         let expected = self.notes.fetch_add(1, Ordering::Relaxed);
@@ -1034,22 +1035,22 @@ impl ServiceHandler for NoteSink {
             self.bad.fetch_add(1, Ordering::Relaxed);
         }
     }
-    fn add(&self, _: &mut Connection, _: &ArchivedAdd) -> Sum {
+    fn add(&self, _: &mut Context, _: &ArchivedAdd) -> Sum {
         unreachable!("only notes are sent")
     }
-    fn tally(&self, _: &mut Connection, _: &ArchivedTally) -> TallyReply {
+    fn tally(&self, _: &mut Context, _: &ArchivedTally) -> TallyReply {
         unreachable!("only notes are sent")
     }
-    fn echo_nested(&self, _: &mut Connection, _: &ArchivedEchoNested) -> NestedReply {
+    fn echo_nested(&self, _: &mut Context, _: &ArchivedEchoNested) -> NestedReply {
         unreachable!("only notes are sent")
     }
-    fn slow(&self, _: &mut Connection, _: &ArchivedSlow) -> SlowReply {
+    fn slow(&self, _: &mut Context, _: &ArchivedSlow) -> SlowReply {
         unreachable!("only notes are sent")
     }
-    fn big(&self, _: &mut Connection, _: &ArchivedBig) -> BigReply {
+    fn big(&self, _: &mut Context, _: &ArchivedBig) -> BigReply {
         unreachable!("only notes are sent")
     }
-    fn hang(&self, _: &mut Connection, _: &ArchivedHang) -> HangReply {
+    fn hang(&self, _: &mut Context, _: &ArchivedHang) -> HangReply {
         unreachable!("only notes are sent")
     }
 }

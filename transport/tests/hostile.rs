@@ -10,6 +10,7 @@ mod support;
 
 use ferry_handoff::Channel;
 use ferry_ring::{BlobWriter, Producer, Region, WaitStrategy};
+use ferry_transport::Context;
 use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope, EnvelopeError, Flags};
 use ferry_transport::rkyv;
 use ferry_transport::{
@@ -97,7 +98,7 @@ struct Seen {
 struct Victim(Arc<Mutex<Seen>>);
 
 impl CheckedHandler for Victim {
-    fn check(&self, _: &mut Connection, message: &ArchivedCheck) {
+    fn check(&self, _: &mut Context, message: &ArchivedCheck) {
         let mut seen = self.0.lock().unwrap();
         let text = message.text.as_str();
         let want = expected_text(seen.good);

@@ -5,6 +5,7 @@
 
 mod support;
 
+use ferry_transport::Context;
 use ferry_transport::rkyv;
 use ferry_transport::{
     CallError, Connection, ConnectionConfig, DispatchError, OpenError, Receiver, RecvError, Remote,
@@ -412,7 +413,7 @@ struct MirrorImpl {
 }
 
 impl MirrorHandler for MirrorImpl {
-    fn call(&self, conn: &mut Connection, message: &ArchivedCall) -> CallReply {
+    fn call(&self, conn: &mut Context, message: &ArchivedCall) -> CallReply {
         let token = message.token.to_native();
         self.log.lock().unwrap().push(format!("call {token}"));
         for seq in 1..=3 {
@@ -441,7 +442,7 @@ impl MirrorHandler for MirrorImpl {
         CallReply { token, callback }
     }
 
-    fn callback(&self, conn: &mut Connection, message: &ArchivedCallback) -> CallbackReply {
+    fn callback(&self, conn: &mut Context, message: &ArchivedCallback) -> CallbackReply {
         let token = message.token.to_native();
         let depth = message.depth.to_native();
         self.log.lock().unwrap().push(format!("callback {token}"));
@@ -478,7 +479,7 @@ impl MirrorHandler for MirrorImpl {
         CallbackReply { token: token + 1 }
     }
 
-    fn later(&self, _: &mut Connection, message: &ArchivedLater) {
+    fn later(&self, _: &mut Context, message: &ArchivedLater) {
         self.log
             .lock()
             .unwrap()
@@ -818,7 +819,7 @@ mod v2 {
     pub struct Counter(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
 
     impl StoreHandler for Counter {
-        fn put(&self, _: &mut ferry_transport::Connection, _: &ArchivedPut) {
+        fn put(&self, _: &mut ferry_transport::Context, _: &ArchivedPut) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }

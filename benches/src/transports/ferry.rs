@@ -15,6 +15,7 @@ use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::{Job, Mode};
 use crate::payload::{ACK_LEN, Msg, Pattern, QUIT, SYNC, scan, write_ack};
 use crate::{BoxError, Result};
+use ferry_transport::Context;
 use ferry_transport::{
     Connection, ConnectionConfig, Endpoint as FerryEndpoint, Receiver, Remote, TransportStats,
 };
@@ -123,11 +124,11 @@ struct ClientHandler {
 }
 
 impl BenchClientHandler for ClientHandler {
-    fn echo(&self, _: &mut Connection, message: &ArchivedEcho) {
+    fn echo(&self, _: &mut Context, message: &ArchivedEcho) {
         self.inbox.put(scan(message.bytes.as_slice()));
     }
 
-    fn ack(&self, _: &mut Connection, message: &ArchivedAck) {
+    fn ack(&self, _: &mut Context, message: &ArchivedAck) {
         self.inbox.put(Msg {
             tag: message.count.to_native(),
             word1: message.sum.to_native(),
@@ -232,7 +233,7 @@ impl ServerHandler {
 }
 
 impl BenchServerHandler for ServerHandler {
-    fn data(&self, connection: &mut Connection, message: &ArchivedData) {
+    fn data(&self, connection: &mut Context, message: &ArchivedData) {
         let msg = scan(message.bytes.as_slice());
         let sent = match (self.mode, msg.tag) {
             (Mode::Latency, _) => {
@@ -261,7 +262,7 @@ impl BenchServerHandler for ServerHandler {
         }
     }
 
-    fn call(&self, _: &mut Connection, message: &ArchivedCall) -> CallReply {
+    fn call(&self, _: &mut Context, message: &ArchivedCall) -> CallReply {
         let msg = scan(message.bytes.as_slice());
         if msg.tag == QUIT {
             self.done.store(true, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use ferry_ring::{
     Consumer, Producer, RecvError, Region, SendError, Stats, WaitStrategy, frame::FRAME_ALIGN,
 };
 use ferry_testkit::process::ReExec;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -121,8 +121,137 @@ pub fn memfd_identity(region: &Region) -> (u64, u64) {
     ferry_testkit::fds::identity(region.fd().expect("memfd region"))
 }
 
+/// The parameter naming the socket a socket peer inherits.
+const SOCKET_PARAM: &str = "SOCKET";
+
+/// Re-executes this test binary to run `child_test` in `role`, connected to
+/// this process by a SEQPACKET socketpair (no region): for an attacker that
+/// sends descriptors of its own making. Returns the child and our end; the
+/// child takes its end with [`inherited_socket`].
+pub fn spawn_socket_peer(
+    child_test: &str,
+    role: &str,
+    params: &[(&str, String)],
+) -> (ChildProcess, OwnedFd) {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socketpair");
+    let raw = theirs.as_raw_fd();
+    let mut params = params.to_vec();
+    params.push((SOCKET_PARAM, raw.to_string()));
+    let mut cmd = HELPERS.command(child_test, role, &params);
+    let keep_socket = move || -> std::io::Result<()> {
+        // SAFETY: `theirs` stays open in the parent across this spawn, so
+        // the forked child's copy of the table holds it.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        Ok(())
+    };
+    // SAFETY: between fork and exec only async-signal-safe work is allowed:
+    // one raw fcntl(F_SETFD) system call through rustix, no allocation.
+    unsafe { cmd.pre_exec(keep_socket) };
+    let child = cmd.spawn().expect("spawning the helper process");
+    drop(theirs);
+    (ChildProcess::new(child, role), ours)
+}
+
+/// Waits at most `limit` for `fd` to become readable; true if it did.
+pub fn readable_within(fd: BorrowedFd<'_>, limit: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let timeout = Timespec::try_from(limit).expect("a finite limit");
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Sends `bytes` and `fd` as one message on a SEQPACKET socket.
+pub fn send_with_fd(socket: &OwnedFd, bytes: &[u8], fd: BorrowedFd<'_>) {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .expect("sendmsg");
+}
+
+/// Receives one message of at most 64 bytes with at most one descriptor,
+/// waiting at most [`OP_TIMEOUT`].
+pub fn recv_with_fd(socket: &OwnedFd) -> (Vec<u8>, Option<OwnedFd>) {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    assert!(
+        readable_within(socket.as_fd(), OP_TIMEOUT),
+        "nothing received from the helper process"
+    );
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = rustix::net::recvmsg(
+        socket,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+            fd = fds.next();
+        }
+    }
+    (buf[..msg.bytes].to_vec(), fd)
+}
+
+/// This process's resident memory in KiB: (VmRSS, RssShmem).
+pub fn resident_kib() -> (u64, u64) {
+    (status_kib("VmRSS:"), status_kib("RssShmem:"))
+}
+
+/// A `kB` field of /proc/self/status.
+pub fn status_kib(name: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /proc/self/status"))
+}
+
 // ---------------------------------------------------------------------------
 // Child side.
+
+/// The socket a socket peer ([`spawn_socket_peer`]) inherited. Call once.
+pub fn inherited_socket() -> OwnedFd {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    assert!(
+        !TAKEN.swap(true, Ordering::SeqCst),
+        "the inherited socket can be taken only once"
+    );
+    let raw: i32 = param(SOCKET_PARAM);
+    // SAFETY: borrowed only for this fcntl, which checks `raw` is open.
+    rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) })
+        .expect("the inherited socket is open");
+    // SAFETY: the parent cleared FD_CLOEXEC on this socket for us and named
+    // it in the parameter; nothing else in this process owns it, and TAKEN
+    // makes this the only OwnedFd for it.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
 
 /// The role this process was started in, or `None` in a normal test run.
 pub fn child_role() -> Option<String> {

@@ -2,6 +2,7 @@
 
 use super::{fnv64, tell};
 use ferry_handoff::Channel;
+use ferry_transport::Context;
 use ferry_transport::rkyv;
 use ferry_transport::{Connection, ConnectionConfig, Receiver, Trust};
 use std::cell::Cell;
@@ -102,7 +103,7 @@ pub struct ServiceImpl {
 }
 
 impl ServiceHandler for ServiceImpl {
-    fn note(&self, connection: &mut Connection, message: &ArchivedNote) {
+    fn note(&self, connection: &mut Context, message: &ArchivedNote) {
         let fds = connection.take_fds();
         self.fds.set(self.fds.get() + fds.len() as u64);
         if let Some(first) = fds.first() {
@@ -122,13 +123,13 @@ impl ServiceHandler for ServiceImpl {
         self.next_seq.set(seq + 1);
     }
 
-    fn add(&self, _: &mut Connection, message: &ArchivedAdd) -> Sum {
+    fn add(&self, _: &mut Context, message: &ArchivedAdd) -> Sum {
         Sum {
             value: message.a.to_native().wrapping_add(message.b.to_native()),
         }
     }
 
-    fn tally(&self, _: &mut Connection, _: &ArchivedTally) -> TallyReply {
+    fn tally(&self, _: &mut Context, _: &ArchivedTally) -> TallyReply {
         TallyReply {
             notes: self.notes.get(),
             bad: self.bad.get(),
@@ -137,7 +138,7 @@ impl ServiceHandler for ServiceImpl {
         }
     }
 
-    fn echo_nested(&self, _: &mut Connection, message: &ArchivedEchoNested) -> NestedReply {
+    fn echo_nested(&self, _: &mut Context, message: &ArchivedEchoNested) -> NestedReply {
         let native: EchoNested = rkyv::deserialize::<EchoNested, rkyv::rancor::Error>(message)
             .expect("deserialize a validated archive");
         NestedReply {
@@ -147,14 +148,14 @@ impl ServiceHandler for ServiceImpl {
         }
     }
 
-    fn slow(&self, _: &mut Connection, message: &ArchivedSlow) -> SlowReply {
+    fn slow(&self, _: &mut Context, message: &ArchivedSlow) -> SlowReply {
         std::thread::sleep(Duration::from_millis(message.millis.to_native()));
         SlowReply {
             token: message.token.to_native(),
         }
     }
 
-    fn big(&self, _: &mut Connection, message: &ArchivedBig) -> BigReply {
+    fn big(&self, _: &mut Context, message: &ArchivedBig) -> BigReply {
         let checksum = fnv64(message.data.as_slice());
         BigReply {
             intact: checksum == message.checksum.to_native(),
@@ -163,7 +164,7 @@ impl ServiceHandler for ServiceImpl {
         }
     }
 
-    fn hang(&self, _: &mut Connection, _: &ArchivedHang) -> HangReply {
+    fn hang(&self, _: &mut Context, _: &ArchivedHang) -> HangReply {
         if let Some(control) = &self.control {
             tell(control, b"hung");
         }

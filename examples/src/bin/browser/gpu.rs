@@ -9,7 +9,8 @@ use crate::child::{Service, lock, open_ui_connection, peer_gone, serve_ui};
 use crate::protocol::*;
 use crate::report::{self, plural, rate};
 use ferry_handoff::BrokerClient;
-use ferry_transport::{Accepted, Acceptor, Connection, TransportStats};
+use ferry_transport::Context;
+use ferry_transport::{Accepted, Acceptor, TransportStats};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,11 +144,11 @@ impl Renderer {
 }
 
 impl RemoteRenderingBackendHandler for Renderer {
-    fn set_fill_color(&self, _: &mut Connection, m: &ArchivedSetFillColor) {
+    fn set_fill_color(&self, _: &mut Context, m: &ArchivedSetFillColor) {
         self.command(0.0, |sum| fold_fill_color(sum, m.rgba.to_native()));
     }
 
-    fn fill_rect(&self, _: &mut Connection, m: &ArchivedFillRect) {
+    fn fill_rect(&self, _: &mut Context, m: &ArchivedFillRect) {
         let (x, y, width, height) = (
             m.x.to_native(),
             m.y.to_native(),
@@ -158,14 +159,14 @@ impl RemoteRenderingBackendHandler for Renderer {
         self.command(pixels, |sum| fold_fill_rect(sum, x, y, width, height));
     }
 
-    fn draw_glyphs(&self, _: &mut Connection, m: &ArchivedDrawGlyphs) {
+    fn draw_glyphs(&self, _: &mut Context, m: &ArchivedDrawGlyphs) {
         let glyphs = m.glyphs.iter().map(|g| g.to_native());
         self.command(0.0, |sum| {
             fold_glyphs(sum, m.x.to_native(), m.y.to_native(), glyphs)
         });
     }
 
-    fn flush(&self, _: &mut Connection, m: &ArchivedFlush) -> DidFlush {
+    fn flush(&self, _: &mut Context, m: &ArchivedFlush) -> DidFlush {
         let frame = self.frame.take();
         let reply = DidFlush {
             frame: m.frame.to_native(),
@@ -238,7 +239,7 @@ struct Reporter {
 }
 
 impl AuxiliaryProcessHandler for Reporter {
-    fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
+    fn shutdown(&self, _: &mut Context, _: &ArchivedShutdown) -> ProcessSummary {
         self.done.store(true, Ordering::Release);
         let failures = self.gpu.service.shut_down(&self.gpu.failures);
         let peers = lock(&self.gpu.peers);

@@ -19,6 +19,7 @@ use crate::protocol::*;
 use crate::report::{self, bytes, count, duration, plural};
 use crate::site::{Resource, site};
 use ferry_handoff::{BrokerClient, ClientEvent};
+use ferry_transport::Context;
 use ferry_transport::{Accepted, Acceptor, Connection, Remote, SendError, TransportStats};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +136,7 @@ struct Handler {
 }
 
 impl NetworkConnectionHandler for Handler {
-    fn load_resource(&self, _: &mut Connection, message: &ArchivedLoadResource) {
+    fn load_resource(&self, _: &mut Context, message: &ArchivedLoadResource) {
         let mut queue = lock(&self.queue);
         queue.requests += 1;
         queue.loads.push_back(Load {
@@ -147,7 +148,7 @@ impl NetworkConnectionHandler for Handler {
         });
     }
 
-    fn get_cookies(&self, _: &mut Connection, _: &ArchivedGetCookies) -> Cookies {
+    fn get_cookies(&self, _: &mut Context, _: &ArchivedGetCookies) -> Cookies {
         *lock(&self.network.cookie_reads) += 1;
         let jar = lock(&self.network.jar);
         let header = jar
@@ -158,7 +159,7 @@ impl NetworkConnectionHandler for Handler {
         Cookies { header }
     }
 
-    fn set_cookie(&self, _: &mut Connection, message: &ArchivedSetCookie) {
+    fn set_cookie(&self, _: &mut Context, message: &ArchivedSetCookie) {
         *lock(&self.network.cookie_writes) += 1;
         if let Some((name, value)) = message.cookie.as_str().split_once('=') {
             lock(&self.network.jar).insert(name.trim().to_owned(), value.trim().to_owned());
@@ -335,7 +336,7 @@ struct Reporter {
 }
 
 impl AuxiliaryProcessHandler for Reporter {
-    fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
+    fn shutdown(&self, _: &mut Context, _: &ArchivedShutdown) -> ProcessSummary {
         self.done.store(true, Ordering::Release);
         let failures = self.network.service.shut_down(&self.network.failures);
         let peers = lock(&self.network.peers);

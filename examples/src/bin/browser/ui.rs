@@ -13,6 +13,7 @@ use crate::report::{self, bytes, count, duration};
 use crate::site::{self, site};
 use crate::{Args, Role};
 use ferry_handoff::{Broker, BrokerEvent, Channel, Decision, InstanceId, PeerId};
+use ferry_transport::Context;
 use ferry_transport::{Connection, DispatchError, Remote, TransportStats};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -298,7 +299,7 @@ struct PageProxy {
 }
 
 impl WebPageProxyHandler for PageProxy {
-    fn did_start_load(&self, _: &mut Connection, m: &ArchivedDidStartLoad) {
+    fn did_start_load(&self, _: &mut Context, m: &ArchivedDidStartLoad) {
         let _ = self.events.send(Event::Started {
             web: self.web,
             page_id: m.page_id.to_native(),
@@ -306,14 +307,14 @@ impl WebPageProxyHandler for PageProxy {
         });
     }
 
-    fn did_commit_load(&self, _: &mut Connection, m: &ArchivedDidCommitLoad) {
+    fn did_commit_load(&self, _: &mut Context, m: &ArchivedDidCommitLoad) {
         let _ = self.events.send(Event::Committed {
             web: self.web,
             page_id: m.page_id.to_native(),
         });
     }
 
-    fn did_finish_load(&self, connection: &mut Connection, m: &ArchivedDidFinishLoad) {
+    fn did_finish_load(&self, connection: &mut Context, m: &ArchivedDidFinishLoad) {
         let _ = self.events.send(Event::Finished {
             web: self.web,
             page_id: m.page_id.to_native(),

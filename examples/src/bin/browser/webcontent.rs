@@ -19,6 +19,7 @@ use crate::protocol::*;
 use crate::report::{self, Latency, bytes, count, duration, plural, rate};
 use crate::site::{self, BodyHash, Resource, site};
 use ferry_handoff::{BrokerClient, ConnectError};
+use ferry_transport::Context;
 use ferry_transport::{Connection, IntroductionError, Remote, TransportStats, connect};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -234,7 +235,7 @@ impl Page {
     }
 
     /// Loads `url` and its subresources, telling the UI process.
-    fn load(&mut self, ui: &mut Connection, page_id: u64, url: &str) {
+    fn load(&mut self, ui: &mut Context, page_id: u64, url: &str) {
         let notified = ui.send_with_fds(
             PROXY,
             &DidStartLoad {
@@ -513,7 +514,7 @@ struct Arrived {
 }
 
 impl WebResourceLoaderHandler for Loader {
-    fn response_started(&self, _: &mut Connection, m: &ArchivedResponseStarted) {
+    fn response_started(&self, _: &mut Context, m: &ArchivedResponseStarted) {
         let mut state = self.state.borrow_mut();
         if state.response.is_some() {
             state.problems.push("a second ResponseStarted".into());
@@ -525,7 +526,7 @@ impl WebResourceLoaderHandler for Loader {
         }
     }
 
-    fn data_received(&self, _: &mut Connection, m: &ArchivedDataReceived) {
+    fn data_received(&self, _: &mut Context, m: &ArchivedDataReceived) {
         let mut state = self.state.borrow_mut();
         if state.response.is_none() {
             state
@@ -541,7 +542,7 @@ impl WebResourceLoaderHandler for Loader {
         }
     }
 
-    fn load_finished(&self, connection: &mut Connection, m: &ArchivedLoadFinished) {
+    fn load_finished(&self, connection: &mut Context, m: &ArchivedLoadFinished) {
         let elapsed = self.started.elapsed();
         let mut state = self.state.take();
         state.verify(self.expected, m.sent.to_native());
@@ -609,7 +610,7 @@ struct PageHandler {
 }
 
 impl WebPageHandler for PageHandler {
-    fn load_url(&self, ui: &mut Connection, m: &ArchivedLoadUrl) {
+    fn load_url(&self, ui: &mut Context, m: &ArchivedLoadUrl) {
         lock(&self.page).load(ui, m.page_id.to_native(), m.url.as_str());
     }
 }
@@ -798,7 +799,7 @@ struct Reporter {
 }
 
 impl AuxiliaryProcessHandler for Reporter {
-    fn shutdown(&self, _: &mut Connection, _: &ArchivedShutdown) -> ProcessSummary {
+    fn shutdown(&self, _: &mut Context, _: &ArchivedShutdown) -> ProcessSummary {
         self.done.store(true, Ordering::Release);
         let stream = self.stream.take();
         let gpu = match stream {
