@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rustix::event::PollFlags;
 use rustix::io::Errno;
+use rustix::net::sockopt::Timeout;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::channel::{Channel, SocketError};
@@ -122,15 +123,64 @@ impl Channel {
         Channel::connect_addr(&addr)
     }
 
+    /// Connects to a [`Listener`] at a filesystem path, waiting at most
+    /// `timeout` while its backlog is full (plain [`connect`](Self::connect)
+    /// waits as long as the listener does not accept).
+    pub fn connect_timeout(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+    ) -> Result<Channel, SocketError> {
+        let addr = SocketAddrUnix::new(path.as_ref()).map_err(io::Error::from)?;
+        Channel::connect_addr_until(&addr, Deadline::after(Some(timeout)))
+    }
+
+    /// Connects to a [`Listener`] at an abstract name, waiting at most
+    /// `timeout` while its backlog is full.
+    pub fn connect_abstract_timeout(
+        name: &[u8],
+        timeout: Duration,
+    ) -> Result<Channel, SocketError> {
+        let addr = SocketAddrUnix::new_abstract_name(name).map_err(io::Error::from)?;
+        Channel::connect_addr_until(&addr, Deadline::after(Some(timeout)))
+    }
+
     fn connect_addr(addr: &SocketAddrUnix) -> Result<Channel, SocketError> {
+        Channel::connect_addr_until(addr, Deadline::after(None))
+    }
+
+    /// `connect`, which on a Unix socket waits while the listener's backlog
+    /// is full: bounded by `SO_SNDTIMEO`, which the kernel applies to that
+    /// wait (then `EAGAIN`). The socket is new and ours alone, so nobody can
+    /// change the option behind our back; it is cleared once connected.
+    fn connect_addr_until(
+        addr: &SocketAddrUnix,
+        deadline: Deadline,
+    ) -> Result<Channel, SocketError> {
         let fd = seqpacket_socket()?;
         loop {
+            if let Some(left) = deadline.remaining() {
+                if left.is_zero() {
+                    return Err(SocketError::TimedOut);
+                }
+                // A zero SO_SNDTIMEO would mean "forever": at least 1 ms.
+                let wait = left.max(Duration::from_millis(1));
+                rustix::net::sockopt::set_socket_timeout(&fd, Timeout::Send, Some(wait))
+                    .map_err(io::Error::from)?;
+            }
             match rustix::net::connect(&fd, addr) {
-                Ok(()) => return Ok(Channel::from(fd)),
+                Ok(()) => break,
+                // Interrupted, or the backlog stayed full for `wait`: go
+                // round (the deadline check above ends it).
+                Err(Errno::AGAIN) if deadline.remaining().is_some() => {}
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
+        if deadline.remaining().is_some() {
+            rustix::net::sockopt::set_socket_timeout(&fd, Timeout::Send, None)
+                .map_err(io::Error::from)?;
+        }
+        Ok(Channel::from(fd))
     }
 }
 
@@ -174,6 +224,26 @@ mod tests {
         assert_eq!(client.recv(&mut buf, T).unwrap().len, 4);
         drop(listener);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn connect_times_out_on_a_full_backlog() {
+        let name = unique("backlog");
+        let _listener = Listener::bind_abstract(name.as_bytes()).unwrap();
+        // Nobody accepts: fill the backlog until a connect has to wait.
+        let mut held = Vec::new();
+        let refused = loop {
+            match Channel::connect_abstract_timeout(name.as_bytes(), Duration::from_millis(20)) {
+                Ok(channel) => held.push(channel),
+                Err(e) => break e,
+            }
+            assert!(
+                held.len() <= 4 * BACKLOG as usize,
+                "the backlog never filled"
+            );
+        };
+        assert!(matches!(refused, SocketError::TimedOut), "{refused:?}");
+        assert!(held.len() >= BACKLOG as usize);
     }
 
     #[test]

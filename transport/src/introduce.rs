@@ -5,13 +5,25 @@
 //! target refuses a mismatch before creating anything, and the requester
 //! checks the target's hash in the endpoint it gets back. So two processes
 //! built from different protocol declarations never exchange a message.
+//!
+//! The target bounds the live connections it holds per requester and in
+//! all ([`Acceptor::with_limits`], defaults
+//! [`DEFAULT_MAX_CONNECTIONS_PER_REQUESTER`] and
+//! [`DEFAULT_MAX_CONNECTIONS`]), so one requester that keeps its
+//! connections open cannot exhaust the service's descriptors and deny it
+//! to the others. A requester told the target is busy (too many
+//! introductions in flight at the broker) can wait for room with
+//! [`connect_retrying`].
 
 use crate::config::ConnectionConfig;
 use crate::connection::Connection;
 use crate::error::OpenError;
-use ferry_handoff::{BrokerClient, ConnectionHandler, ConnectionRequest, Endpoint, PeerId};
+use ferry_handoff::{
+    Admission, BrokerClient, ConnectError, ConnectionHandler, ConnectionRequest, Endpoint, PeerId,
+    RequesterLimits,
+};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why `connect` failed.
@@ -60,30 +72,130 @@ pub fn connect(
     Ok(Connection::open(endpoint, config)?)
 }
 
+/// The first pause of [`connect_retrying`] after a busy answer; it doubles
+/// up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(2);
+/// The longest pause of [`connect_retrying`] between two attempts.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// [`connect`], retried while the broker answers that the target is busy
+/// ([`ConnectError::TargetBusy`]: it has too many introductions in flight)
+/// or that we have too many of our own in flight ([`ConnectError::Busy`]),
+/// with pauses growing from 2 ms to 100 ms, for at most `timeout` in all.
+/// Any other outcome is returned at once. A busy answer is returned when
+/// the next pause would reach the deadline; an attempt started before it
+/// waits only for the time left (and may then time out).
+///
+/// A target at its [live-connection limit](Acceptor::with_limits) refuses
+/// with [`ConnectError::TargetFailed`], which is not retried: the
+/// requester has to close one of its connections first.
+pub fn connect_retrying(
+    client: &BrokerClient,
+    service: &str,
+    config: ConnectionConfig,
+    timeout: Duration,
+) -> Result<Connection, IntroductionError> {
+    let deadline = Instant::now().checked_add(timeout);
+    let left = || deadline.map_or(timeout, |at| at.saturating_duration_since(Instant::now()));
+    let mut pause = FIRST_RETRY_PAUSE;
+    loop {
+        match connect(client, service, config.clone(), left()) {
+            Err(IntroductionError::Broker(ConnectError::TargetBusy | ConnectError::Busy))
+                if left() > pause =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How many live connections an [`Acceptor`] holds for one requester by
+/// default (see [`Acceptor::with_limits`]).
+pub const DEFAULT_MAX_CONNECTIONS_PER_REQUESTER: usize = 16;
+/// How many live connections an [`Acceptor`] holds in all by default (see
+/// [`Acceptor::with_limits`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// A connection a target created for a requester.
+///
+/// Keep [`admission`](Self::admission) for as long as you keep the
+/// connection: it is the requester's slot in the acceptor's
+/// [limits](Acceptor::with_limits), and dropping it lets the requester
+/// open another connection. Bind it by name when you take the connection
+/// out (`let Accepted { peer, connection, admission } = accepted;`): a
+/// pattern with `..` on a temporary drops it at once.
 #[derive(Debug)]
 pub struct Accepted {
     /// Who asked for it.
     pub peer: PeerId,
     /// Our end.
     pub connection: Connection,
+    /// The requester's slot, held for as long as this connection is.
+    pub admission: Admission,
 }
 
 /// The target's side: a [`ConnectionHandler`] (register it with
 /// `BrokerClient::builder().handler(...)`) that creates a connection for
 /// each requester with the same schema, keeps our end for the service's
 /// thread, and hands the requester's end to the broker.
+///
+/// It holds at most [`DEFAULT_MAX_CONNECTIONS_PER_REQUESTER`] live
+/// connections per requester and [`DEFAULT_MAX_CONNECTIONS`] in all unless
+/// told otherwise ([`with_limits`](Self::with_limits)); a request beyond a
+/// limit is refused before anything is created, and the requester learns
+/// why ([`ConnectError::TargetFailed`]). A connection is live until the
+/// service drops its [`Accepted`] (or the receiver is gone).
 pub struct Acceptor {
     config: ConnectionConfig,
+    limits: RequesterLimits,
     accepted: mpsc::Sender<Accepted>,
 }
 
 impl Acceptor {
-    /// An acceptor creating connections with `config`, and the receiver on
-    /// which the service's thread gets each new connection.
+    /// An acceptor creating connections with `config` under the default
+    /// limits, and the receiver on which the service's thread gets each
+    /// new connection.
     pub fn new(config: ConnectionConfig) -> (Acceptor, mpsc::Receiver<Accepted>) {
         let (accepted, receiver) = mpsc::channel();
-        (Acceptor { config, accepted }, receiver)
+        let limits = RequesterLimits::new(
+            DEFAULT_MAX_CONNECTIONS_PER_REQUESTER,
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        (
+            Acceptor {
+                config,
+                limits,
+                accepted,
+            },
+            receiver,
+        )
+    }
+
+    /// Bounds the live connections this acceptor holds per requester and in
+    /// all with `limits` (whose counts it shares with its clones: a service
+    /// may count several acceptors together, or read
+    /// [`RequesterLimits::live`]).
+    ///
+    /// ```
+    /// use ferry_transport::{Acceptor, ConnectionConfig};
+    /// use ferry_handoff::RequesterLimits;
+    ///
+    /// let limits = RequesterLimits::new(4, 256);
+    /// let (acceptor, accepted) = Acceptor::new(ConnectionConfig::default());
+    /// let acceptor = acceptor.with_limits(limits.clone());
+    /// # drop((acceptor, accepted));
+    /// assert_eq!(limits.total(), 0);
+    /// ```
+    pub fn with_limits(mut self, limits: RequesterLimits) -> Acceptor {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits this acceptor counts against.
+    pub fn limits(&self) -> &RequesterLimits {
+        &self.limits
     }
 }
 
@@ -97,12 +209,19 @@ impl ConnectionHandler for Acceptor {
                 request.requester, self.config.schema
             ));
         }
+        // Admitted before anything is created: a requester at its limit
+        // costs the service no memory and no descriptors.
+        let admission = self
+            .limits
+            .admit(&request.requester)
+            .map_err(|e| e.to_string())?;
         let config = self.config.clone().peer_name(request.requester.to_string());
         let (connection, endpoint) = Connection::create(config).map_err(|e| e.to_string())?;
         self.accepted
             .send(Accepted {
                 peer: request.requester,
                 connection,
+                admission,
             })
             .map_err(|_| String::from("the service no longer accepts connections"))?;
         Ok(endpoint)
@@ -113,6 +232,7 @@ impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acceptor")
             .field("schema", &self.config.schema)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -57,6 +57,7 @@ mod id_map;
 mod incoming;
 mod introduce;
 mod message;
+pub mod named;
 mod protocol;
 mod stats;
 pub mod wire;
@@ -73,8 +74,12 @@ pub use error::{
     AttachmentError, BlobRefusal, CallError, Cause, DispatchError, OpenError, RecvError, SendError,
     Violation,
 };
+pub use ferry_handoff::{Admission, LimitReached, RequesterLimits};
 pub use incoming::Incoming;
-pub use introduce::{Accepted, Acceptor, IntroductionError, connect, decode_request};
+pub use introduce::{
+    Accepted, Acceptor, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_REQUESTER,
+    IntroductionError, connect, connect_retrying, decode_request,
+};
 pub use message::{
     Archivable, Message, Receiver, Remote, Request, assert_distinct_ids, hash32, schema_of,
 };
