@@ -202,6 +202,12 @@ impl Connection {
             if let Some(reply) = self.calls.take_arrived(id) {
                 return Ok(reply);
             }
+            // The budget is spent (by this call, or by one nested in it that
+            // failed): reading on would set one more message aside per
+            // nested call, without bound, while the calls further out wait.
+            if self.set_aside_is_full() {
+                return Err(CallError::QueueFull);
+            }
             let remaining = match deadline {
                 Some(deadline) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());

@@ -201,11 +201,22 @@ impl Connection {
     /// messages now exceed the configured bound.
     pub(crate) fn set_message_aside(&mut self, mut incoming: Incoming) -> bool {
         self.inbox.make_owned(&mut incoming);
-        let budget = Budget {
+        let budget = self.set_aside_budget();
+        self.set_aside.push(incoming, budget)
+    }
+
+    /// Whether the messages set aside exceed the configured bound: then no
+    /// synchronous call may read on (each would set one more aside) until
+    /// a `dispatch` has taken some.
+    pub(crate) fn set_aside_is_full(&self) -> bool {
+        self.set_aside.exceeds(self.set_aside_budget())
+    }
+
+    fn set_aside_budget(&self) -> Budget {
+        Budget {
             bytes: self.config.max_deferred_bytes,
             fds: self.config.max_deferred_fds,
-        };
-        self.set_aside.push(incoming, budget)
+        }
     }
 
     /// Takes the descriptors that came with the message being dispatched

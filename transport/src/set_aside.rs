@@ -34,6 +34,11 @@ impl SetAside {
         self.bytes += charge(&incoming);
         self.fds += incoming.fds.len();
         self.queue.push_back(incoming);
+        self.exceeds(budget)
+    }
+
+    /// Whether the queue holds more than `budget` allows.
+    pub(crate) fn exceeds(&self, budget: Budget) -> bool {
         self.bytes > budget.bytes || self.fds > budget.fds
     }
 
@@ -123,6 +128,9 @@ mod tests {
             .take_while(|&tag| !queue.push(message(0, tag), budget))
             .count();
         assert_eq!(accepted, 10);
+        assert!(queue.exceeds(budget), "full until a message is taken");
+        queue.pop();
+        assert!(!queue.exceeds(budget));
     }
 
     #[test]
