@@ -67,7 +67,9 @@ pub mod wire;
 pub use wire as envelope;
 
 pub use call::Reply;
-pub use config::{ConnectionConfig, DEFAULT_RING_CAPACITY, Trust};
+pub use config::{
+    ConnectionConfig, DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
+};
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
 pub use error::{
