@@ -9,18 +9,19 @@
 mod support;
 
 use ferry_handoff::Channel;
-use ferry_ring::{BlobWriter, Producer, Region, WaitStrategy};
+use ferry_ring::BlobWriter;
 use ferry_transport::Context;
 use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope, EnvelopeError, Flags};
 use ferry_transport::rkyv;
 use ferry_transport::{
-    Connection, ConnectionConfig, DispatchError, Endpoint, EndpointInfo, Receiver, Trust, Violation,
+    Connection, ConnectionConfig, DispatchError, EndpointInfo, Receiver, Trust, Violation,
 };
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::raw_peer::RawPeer;
 use support::*;
 
 /// The child test: runs the role the parent asked for, or nothing.
@@ -138,136 +139,6 @@ fn dispatch_to_end(conn: &mut Connection) -> Ending {
             }
             Err(e) => panic!("dispatch: {e}"),
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The hostile peer's tools.
-
-/// The producer side of a connection, held by hand.
-struct RawPeer {
-    producer: Producer,
-    raw: Arc<RawMap>,
-    /// The connection's control socket (liveness and attachments).
-    control: Channel,
-    _notify: Vec<OwnedFd>,
-    /// Offset of the ring we write in the region.
-    ring: usize,
-    capacity: u64,
-    /// Our mirror of the producer's tail.
-    tail: u64,
-    attachments: u64,
-}
-
-impl RawPeer {
-    fn open(endpoint: Endpoint) -> RawPeer {
-        let info = EndpointInfo::decode(&endpoint.metadata, endpoint.fds.len())
-            .expect("endpoint metadata");
-        let mut fds = endpoint.fds.into_iter();
-        let region_fd = fds.next().expect("region");
-        let control = Channel::from(fds.next().expect("control socket"));
-        let raw = Arc::new(RawMap::new(region_fd.as_fd()));
-        let region = Arc::new(Region::open(region_fd).expect("region"));
-        let ring = info.tx_offset as usize;
-        let producer = Producer::attach(region, ring)
-            .expect("attach")
-            .with_wait_strategy(WaitStrategy::Park);
-        let capacity = producer.capacity() as u64;
-        let tail = raw.load_u64(ring + offsets::TAIL);
-        RawPeer {
-            producer,
-            raw,
-            control,
-            _notify: fds.collect(),
-            ring,
-            capacity,
-            tail,
-            attachments: 0,
-        }
-    }
-
-    /// Whether the victim closed the connection.
-    fn gone(&self) -> bool {
-        self.control.is_hung_up().unwrap_or(true)
-    }
-
-    /// Publishes a frame of `parts` concatenated; returns the region offset
-    /// of its payload, or `None` if the victim went away first.
-    fn publish(&mut self, parts: &[&[u8]]) -> Option<usize> {
-        self.publish_at(parts).map(|(_, payload)| payload)
-    }
-
-    /// Publishes a frame; returns its ring position and the region offset of
-    /// its payload, or `None` if the victim went away first.
-    fn publish_at(&mut self, parts: &[&[u8]]) -> Option<(u64, usize)> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        // Where the producer will put it (mirrors ring/src/producer.rs).
-        let size = 16 + len.next_multiple_of(16) as u64;
-        let mut tail = self.tail;
-        if size > self.capacity - tail % self.capacity {
-            tail += self.capacity - tail % self.capacity;
-        }
-        let payload = self.ring + offsets::DATA + (tail % self.capacity) as usize + 16;
-        loop {
-            match self.producer.reserve(len, Some(Duration::from_millis(50))) {
-                Ok(mut grant) => {
-                    let mut at = 0;
-                    for part in parts {
-                        grant[at..at + part.len()].copy_from_slice(part);
-                        at += part.len();
-                    }
-                    grant.commit();
-                    break;
-                }
-                Err(ferry_ring::SendError::TimedOut) => {}
-                Err(_) => return None,
-            }
-            if self.gone() {
-                return None;
-            }
-        }
-        self.tail = tail + size;
-        assert_eq!(
-            self.raw.load_u64(self.ring + offsets::TAIL),
-            self.tail,
-            "the mirror of the producer's tail is off"
-        );
-        Some((tail, payload))
-    }
-
-    /// Publishes `envelope` and `body`.
-    fn publish_message(&mut self, envelope: &Envelope, body: &[u8]) -> Option<usize> {
-        let mut head = [0u8; ENVELOPE_SIZE];
-        envelope.write_to(&mut head);
-        self.publish(&[&head, body])
-    }
-
-    /// Sends descriptors over the control socket as the attachment with
-    /// `sequence`.
-    fn attach(&mut self, sequence: u64, fds: &[BorrowedFd<'_>]) {
-        let mut header = *b"FERRYFDS\0\0\0\0\0\0\0\0";
-        header[8..].copy_from_slice(&sequence.to_le_bytes());
-        self.control
-            .send(&header, fds)
-            .expect("send the attachment");
-        self.attachments = sequence;
-    }
-
-    /// Waits until the victim has released everything published.
-    fn wait_consumed(&self) {
-        let deadline = Instant::now() + OP_TIMEOUT;
-        while self.raw.load_u64(self.ring + offsets::HEAD) != self.tail {
-            assert!(Instant::now() < deadline, "the victim does not read");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits for the victim to close the connection.
-    fn wait_closed(&self) {
-        assert!(
-            self.control.wait_hangup(Some(OP_TIMEOUT)).expect("poll"),
-            "the victim did not close the connection"
-        );
     }
 }
 

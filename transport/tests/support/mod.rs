@@ -25,7 +25,10 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 #![allow(unused_imports)] // likewise for the re-exports
 
+pub mod bystander;
+pub mod footprint;
 pub mod proto;
+pub mod raw_peer;
 
 use ferry_handoff::Channel;
 use ferry_testkit::process::{ChildGuard, ReExec};
