@@ -10,6 +10,7 @@
 
 mod support;
 
+use ferry_testkit::bounded::spawn_bounded;
 use ferry_transport::envelope::{Envelope, Flags};
 use ferry_transport::{
     CallError, Connection, ConnectionConfig, Context, DispatchError, Message, Receiver, Remote,
@@ -234,7 +235,12 @@ const NESTED_TIMEOUT: Duration = Duration::from_millis(300);
 /// wait for room.
 fn child_callback_flooder() {
     let (mut conn, control) = child_connect();
+    // A ring's worth first, so that the victim's descent never waits.
     let mut sent = 0u64;
+    while conn.try_send(target(), &Callback { seq: sent }).is_ok() {
+        sent += 1;
+    }
+    tell(&control, b"ring full");
     let limit = Instant::now() + 2 * OP_TIMEOUT;
     'flood: while Instant::now() < limit {
         match conn.try_send(target(), &Callback { seq: sent }) {
@@ -266,11 +272,13 @@ fn child_callback_flooder() {
 #[test]
 fn nesting_is_bounded_by_max_sync_nesting() {
     let _serial = serial();
-    let config = victim_config().max_deferred_bytes(4 << 20);
+    const BUDGET: usize = 4 << 20;
+    let config = victim_config().max_deferred_bytes(BUDGET);
     let max_nesting = config.max_sync_nesting;
     assert_eq!(max_nesting, ConnectionConfig::default().max_sync_nesting);
     let bystander = Bystander::start();
     let (mut conn, peer) = connect_peer("callback-flooder", &config, &[]);
+    peer.expect_word(b"ring full");
     let kill_switch = bystander.kill_switch();
     let counters = register_victim(
         &mut conn,
@@ -317,11 +325,27 @@ fn nesting_is_bounded_by_max_sync_nesting() {
         "a call that ends does not end the connection"
     );
     assert!(
-        after.rss_growth_kib(&before) < 32 * 1024,
+        after.rss_growth_kib(&before) < (BUDGET / 1024) as u64 + 4 * 1024,
         "the victim's resident memory grew by {} KiB",
         after.rss_growth_kib(&before)
     );
     bystander.expect_disconnected();
+    // The victim goes on: a dispatch takes the callbacks set aside (each
+    // handler's call back nests again, as far as the bound allows), and
+    // returns after a bounded batch.
+    let mut conn = conn;
+    let dispatched = conn
+        .dispatch(Some(Duration::from_millis(100)))
+        .expect("dispatch after the call");
+    let depth = Counters::get(&counters.max_depth);
+    eprintln!(
+        "  a dispatch after the call handled {dispatched} messages; {} callback handlers \
+         entered in all, at most {depth} inside one another",
+        Counters::get(&counters.callbacks)
+    );
+    assert!(dispatched > 0 && dispatched <= conn.config().max_dispatch_batch);
+    assert!(depth <= u64::from(max_nesting));
+    assert_eq!(Counters::get(&counters.depth), 0, "every handler returned");
     drop(conn);
     let sent = hear_count(&peer, "sent");
     eprintln!("  the attacker sent {sent} callbacks");
@@ -449,13 +473,27 @@ fn child_empty_flooder() {
 /// `max_fds_per_message`).
 const FDS_PER_MESSAGE: usize = 16;
 
+/// The name of the memfd whose descriptors flood the victim.
+const FLOOD_MEMFD: &str = "attack-fd-flood";
+
+/// How many descriptors of the flood's memfd this process holds.
+fn flood_descriptors_held() -> usize {
+    let target = format!("/memfd:{FLOOD_MEMFD}");
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter(|link| link.to_string_lossy().starts_with(&target))
+        .count()
+}
+
 /// Publishes messages carrying descriptors until the victim stops taking
 /// them or hangs up.
 fn child_fd_flooder() {
     let control = child_control();
     let mut peer = RawPeer::open(recv_endpoint(&control));
-    let memfd = rustix::fs::memfd_create("attack-fd-flood", rustix::fs::MemfdFlags::CLOEXEC)
-        .expect("memfd");
+    let memfd =
+        rustix::fs::memfd_create(FLOOD_MEMFD, rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
     let fds = [memfd.as_fd(); FDS_PER_MESSAGE];
     let envelope = Envelope {
         fd_count: FDS_PER_MESSAGE as u16,
@@ -469,6 +507,9 @@ fn child_fd_flooder() {
             break;
         }
         sent += 1;
+        if sent == 4 {
+            tell(&control, b"flooding");
+        }
     }
     peer.wait_closed();
     tell(&control, format!("sent:{sent}").as_bytes());
@@ -519,10 +560,13 @@ fn empty_messages_while_waiting_are_bounded() {
         conn.send_sync(target(), &Stall {}, OP_TIMEOUT).map(drop)
     });
     let grown = after.rss_growth_kib(&before);
+    let set_aside = conn.stats().frames_received;
     eprintln!(
-        "  the call: {outcome:?}; resident memory grew by {grown} KiB (budget {} KiB); {} frames received",
+        "  the call: {outcome:?} after {set_aside} messages were set aside; resident memory \
+         grew by {grown} KiB (budget {} KiB), {} bytes a message (charged {})",
         BUDGET / 1024,
-        conn.stats().frames_received
+        grown * 1024 / set_aside.max(1),
+        ferry_transport::SET_ASIDE_OVERHEAD
     );
     assert_eq!(outcome, Err(CallError::QueueFull));
     assert!(
@@ -557,8 +601,19 @@ fn descriptors_while_waiting_are_bounded() {
     let config = victim_config();
     let max_fds = config.max_deferred_fds;
     assert_eq!(config.max_fds_per_message, FDS_PER_MESSAGE);
+    let bystander = Bystander::start();
     let (mut conn, peer) = connect_peer("fd-flooder", &config, &[]);
     let counters = register_victim(&mut conn, None);
+    // The bystander's peer dies once the flood is under way (its connection
+    // must see it with the descriptor table nearly full).
+    let flooding = {
+        let control = peer.control_clone();
+        let kill_switch = bystander.kill_switch();
+        spawn_bounded("the bystander's killer", move || {
+            assert_eq!(hear(&control), b"flooding");
+            kill_switch();
+        })
+    };
     // Room for the bound, one message beyond it, and a few of our own.
     let slack = 16;
     let limit = (open_fd_count() + max_fds + FDS_PER_MESSAGE + slack) as u64;
@@ -566,20 +621,28 @@ fn descriptors_while_waiting_are_bounded() {
         let _limit = FdLimit::lower_to(limit);
         let outcome = conn.send_sync(target(), &Stall {}, OP_TIMEOUT).map(drop);
         let memfd = rustix::fs::memfd_create("after-the-flood", rustix::fs::MemfdFlags::CLOEXEC);
-        (outcome, memfd.map(drop))
+        (outcome, memfd.map(drop), flood_descriptors_held())
     });
-    let (outcome, memfd) = outcome;
-    let held = after.fd_growth(&before);
+    let (outcome, memfd, held) = outcome;
     eprintln!(
-        "  the call: {outcome:?}; the victim holds {held} more descriptors \
-         (max_deferred_fds {max_fds}, soft limit {limit}); memfd_create after: {memfd:?}"
+        "  the call: {outcome:?}; the victim holds {held} of the attacker's descriptors, \
+         {} more in all (max_deferred_fds {max_fds}, soft limit {limit}); \
+         memfd_create after: {memfd:?}",
+        after.fd_growth(&before)
     );
     assert_eq!(outcome, Err(CallError::QueueFull));
     assert!(
-        held <= max_fds + FDS_PER_MESSAGE + 4,
-        "the victim holds {held} more descriptors"
+        held <= max_fds + FDS_PER_MESSAGE,
+        "the victim holds {held} of the attacker's descriptors"
+    );
+    assert!(
+        after.fd_growth(&before) <= max_fds + FDS_PER_MESSAGE + 4,
+        "the victim holds {} more descriptors",
+        after.fd_growth(&before)
     );
     assert_eq!(memfd, Ok(()), "memfd_create after the flood");
+    flooding.join_within(OP_TIMEOUT);
+    bystander.expect_disconnected();
     assert!(after.rss_growth_kib(&before) < 16 * 1024);
     assert!(conn.is_open());
     assert_eq!(Counters::get(&counters.pokes), 0);
@@ -594,6 +657,7 @@ fn descriptors_while_waiting_are_bounded() {
         end.fds <= before.fds,
         "descriptors leaked: {end} vs {before}"
     );
+    assert_eq!(flood_descriptors_held(), 0);
 }
 
 // ---------------------------------------------------------------------------
