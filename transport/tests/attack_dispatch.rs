@@ -124,6 +124,10 @@ struct Counters {
     nested_timed_out: AtomicU64,
     nested_queue_full: AtomicU64,
     nested_other: AtomicU64,
+    /// Stack addresses of the outermost and the innermost `callback`
+    /// handler (the stack grows down).
+    stack_outermost: AtomicU64,
+    stack_innermost: AtomicU64,
     notes: AtomicU64,
     pokes: AtomicU64,
     asks: AtomicU64,
@@ -155,6 +159,9 @@ impl TargetHandler for VictimImpl {
         let entry = counters.callbacks.fetch_add(1, Ordering::SeqCst) + 1;
         let depth = counters.depth.fetch_add(1, Ordering::SeqCst) + 1;
         counters.max_depth.fetch_max(depth, Ordering::SeqCst);
+        let here = std::ptr::addr_of!(entry) as u64;
+        counters.stack_outermost.fetch_max(here, Ordering::SeqCst);
+        counters.stack_innermost.fetch_min(here, Ordering::SeqCst);
         if let Some(on_callback) = &self.on_callback {
             on_callback(entry);
         }
@@ -189,7 +196,10 @@ impl TargetHandler for VictimImpl {
 }
 
 fn register_victim(conn: &mut Connection, on_callback: Option<OnCallback>) -> Arc<Counters> {
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        stack_innermost: AtomicU64::new(u64::MAX),
+        ..Counters::default()
+    });
     conn.register(
         1,
         Target::handler(VictimImpl {
@@ -299,6 +309,8 @@ fn nesting_is_bounded_by_max_sync_nesting() {
     });
     let elapsed = started.elapsed();
     let depth = Counters::get(&counters.max_depth);
+    let stack = Counters::get(&counters.stack_outermost)
+        .saturating_sub(Counters::get(&counters.stack_innermost));
     eprintln!(
         "  the call ended after {elapsed:?} with {outcome:?}; {} callback handlers entered, \
          at most {depth} inside one another (calls nested {} deep, max_sync_nesting {max_nesting}); \
@@ -308,6 +320,11 @@ fn nesting_is_bounded_by_max_sync_nesting() {
         Counters::get(&counters.nested_timed_out),
         Counters::get(&counters.nested_queue_full),
         Counters::get(&counters.nested_other),
+    );
+    eprintln!(
+        "  stack from the outermost to the innermost handler: {} KiB, {} bytes a level",
+        stack / 1024,
+        stack / depth.saturating_sub(1).max(1)
     );
     assert!(
         matches!(outcome, Err(CallError::TimedOut | CallError::QueueFull)),
