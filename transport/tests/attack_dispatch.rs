@@ -5,8 +5,9 @@
 //! shows the right outcome: a clear error, or a violation that cuts the
 //! attacker off; resident memory and descriptors measured before and after
 //! (printed; run with `--nocapture`); every wait bounded. In the nesting
-//! test a bystander connection of the victim, whose peer is SIGKILLed in
-//! the middle of the attack, still sees `Disconnected` at once.
+//! and the descriptor-flood tests a bystander connection of the victim,
+//! whose peer is SIGKILLed in the middle of the attack, still sees
+//! `Disconnected` at once.
 
 mod support;
 
