@@ -27,8 +27,10 @@ pub enum Trust {
 ///     .trust(Trust::Untrusted)
 ///     .wait(WaitStrategy::Park)
 ///     .ring_capacity(1 << 16)
+///     .max_message_size(64 << 20)
 ///     .peer_name("webcontent/1");
 /// assert_eq!(config.ring_capacity, 1 << 16);
+/// assert_eq!(config.max_message_size, 64 << 20);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
