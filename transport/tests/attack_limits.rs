@@ -314,7 +314,7 @@ fn child_hostile_creator() {
 fn a_hostile_creators_layouts_are_refused_without_cost() {
     let _serial = serial();
     let mut bystander = Bystander::start();
-    let mut attacker = spawn_peer("hostile-creator", &[]);
+    let attacker = spawn_peer("hostile-creator", &[]);
     let control = attacker.control_clone();
     let mut killed = None;
     for case in CREATOR_CASES {
@@ -359,7 +359,7 @@ fn a_hostile_creators_layouts_are_refused_without_cost() {
         }
         tell(&control, case.as_bytes());
     }
-    attacker.wait_timeout(EXIT_TIMEOUT);
+    attacker.expect_success();
     bystander.expect_disconnected(killed.expect("killed during the attack"));
 }
 
