@@ -67,7 +67,10 @@ pub mod wire;
 pub use wire as envelope;
 
 pub use call::Reply;
-pub use config::{ConnectionConfig, DEFAULT_RING_CAPACITY, Trust};
+pub use config::{
+    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_RING_CAPACITY,
+    DEFAULT_RING_CAPACITY, Trust,
+};
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
 pub use error::{
