@@ -77,7 +77,7 @@ pub use wire as envelope;
 pub use call::Reply;
 pub use config::{
     ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_RING_CAPACITY,
-    DEFAULT_RING_CAPACITY, Trust,
+    DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
 };
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
