@@ -141,6 +141,9 @@ pub struct Connection {
     /// The descriptor the peer signals when we wait in an event loop.
     pub(crate) notify: OwnedFd,
     _hangup: HangupWatch,
+    /// Held for as long as this end lives: the requester's slot in the
+    /// limits of the `Acceptor` that created it.
+    pub(crate) admission: Option<ferry_handoff::Admission>,
 }
 
 /// Ring offsets of a region holding two rings of `capacity`, and its size.
@@ -300,6 +303,7 @@ impl Connection {
             message_fds: Vec::new(),
             notify,
             _hangup: hangup,
+            admission: None,
         })
     }
 
