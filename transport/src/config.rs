@@ -1,6 +1,6 @@
 //! How a connection is built and how it treats its peer.
 
-use ferry_ring::WaitStrategy;
+use ferry_ring::{RING_ALIGN, WaitStrategy, ring_size};
 use std::time::Duration;
 
 /// How far a connection trusts the process at the other end.
@@ -27,8 +27,10 @@ pub enum Trust {
 ///     .trust(Trust::Untrusted)
 ///     .wait(WaitStrategy::Park)
 ///     .ring_capacity(1 << 16)
+///     .max_message_size(64 << 20)
 ///     .peer_name("webcontent/1");
 /// assert_eq!(config.ring_capacity, 1 << 16);
+/// assert_eq!(config.max_message_size, 64 << 20);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -80,6 +82,35 @@ pub struct ConnectionConfig {
     /// The default is finite: a live peer that stops reading must not hang
     /// us.
     pub send_timeout: Option<Duration>,
+    /// The largest message body, in bytes, this end receives or sends,
+    /// raw or typed, in the ring or out of line. A received frame whose body
+    /// is larger is a violation ([`Violation::MessageTooLarge`]); an
+    /// out-of-line frame is refused on the length it announces, before its
+    /// blob's descriptor is received or anything is mapped. A send above it
+    /// fails with [`SendError::TooLarge`] before anything is written. (The
+    /// peer's limit is its own: a message within ours but above the peer's
+    /// ends the connection, which this end then sees as `Disconnected`.)
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`].
+    ///
+    /// [`Violation::MessageTooLarge`]: crate::Violation::MessageTooLarge
+    /// [`SendError::TooLarge`]: crate::SendError::TooLarge
+    pub max_message_size: usize,
+    /// The largest shared region, in bytes, [`Connection::open`] maps for
+    /// the peer that created the connection; a larger one is refused before
+    /// it is mapped. A region this end's own [`ring_capacity`] needs is
+    /// always accepted. Default [`DEFAULT_MAX_REGION_SIZE`].
+    ///
+    /// [`Connection::open`]: crate::Connection::open
+    /// [`ring_capacity`]: Self::ring_capacity
+    pub max_region_size: usize,
+    /// The largest ring, in bytes of data area, [`Connection::open`] accepts
+    /// from the peer that created the connection (each direction). This
+    /// end's own [`ring_capacity`] is always accepted. Default
+    /// [`DEFAULT_MAX_RING_CAPACITY`].
+    ///
+    /// [`Connection::open`]: crate::Connection::open
+    /// [`ring_capacity`]: Self::ring_capacity
+    pub max_ring_capacity: usize,
 }
 
 /// What each message set aside during a synchronous call counts against
@@ -92,6 +123,33 @@ pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
 
 /// How long `send` waits for room by default: 10 s.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`ConnectionConfig::max_message_size`]: 1 GiB. Large enough for
+/// any single buffer an application hands over in one message (a decoded
+/// image, a file), small enough that a peer cannot make us map more than a
+/// fraction of a 64-bit machine's memory per message. Larger payloads are
+/// better shared as a memfd of their own, sent as a descriptor.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+/// Default [`ConnectionConfig::max_ring_capacity`]: 16 MiB, sixteen times
+/// the default ring. A ring larger than twice the largest message it
+/// carries in line buys only batching (larger messages go out of line), so
+/// no honest creator needs more; and the opener touches every page of the
+/// ring it writes as it wraps around, so this bounds the shared memory a
+/// creator can make the opener fault in to two such rings per connection.
+pub const DEFAULT_MAX_RING_CAPACITY: usize = 16 << 20;
+
+/// Default [`ConnectionConfig::max_region_size`]: exactly the region two
+/// rings of [`DEFAULT_MAX_RING_CAPACITY`] need (32 MiB and two headers), so
+/// a creator cannot pad the region beyond the rings it holds.
+pub const DEFAULT_MAX_REGION_SIZE: usize = region_len(DEFAULT_MAX_RING_CAPACITY);
+
+/// Bytes of the region that holds a connection's two rings of `capacity`
+/// (the layout [`Connection::create`](crate::Connection::create) makes):
+/// the second ring starts at the first aligned offset after the first.
+pub(crate) const fn region_len(capacity: usize) -> usize {
+    ring_size(capacity).next_multiple_of(RING_ALIGN) + ring_size(capacity)
+}
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
@@ -109,6 +167,9 @@ impl Default for ConnectionConfig {
             max_dispatch_batch: 1024,
             peer_name: String::from("peer"),
             send_timeout: Some(DEFAULT_SEND_TIMEOUT),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_region_size: DEFAULT_MAX_REGION_SIZE,
+            max_ring_capacity: DEFAULT_MAX_RING_CAPACITY,
         }
     }
 }
@@ -178,6 +239,41 @@ impl ConnectionConfig {
     pub fn max_dispatch_batch(mut self, max: usize) -> Self {
         self.max_dispatch_batch = max.max(1);
         self
+    }
+    /// Sets the largest message body this end receives or sends.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self
+    }
+    /// Sets the largest shared region `Connection::open` maps.
+    pub fn max_region_size(mut self, max: usize) -> Self {
+        self.max_region_size = max;
+        self
+    }
+    /// Sets the largest ring `Connection::open` accepts from the creator.
+    pub fn max_ring_capacity(mut self, max: usize) -> Self {
+        self.max_ring_capacity = max;
+        self
+    }
+
+    /// The largest ring this end accepts when it opens a connection: its
+    /// limit, or its own ring capacity if larger (a connection made with
+    /// one configuration on both ends always opens).
+    pub(crate) fn accepted_ring_capacity(&self) -> usize {
+        self.max_ring_capacity.max(self.ring_capacity)
+    }
+
+    /// The largest region this end maps when it opens a connection: its
+    /// limit, or what its own ring capacity needs if larger.
+    pub(crate) fn accepted_region_size(&self) -> usize {
+        // A capacity beyond what a ring may have makes no region at all
+        // (`create` refuses it); it raises nothing.
+        let own = if self.ring_capacity <= ferry_ring::MAX_CAPACITY {
+            region_len(self.ring_capacity)
+        } else {
+            0
+        };
+        self.max_region_size.max(own)
     }
 }
 

@@ -9,7 +9,7 @@
 //! type: [`Outbox`], [`Inbox`], [`Lifecycle`], [`ReceiverRegistry`],
 //! [`PendingCalls`], [`SetAside`].
 
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, region_len};
 use crate::endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
 use crate::error::{
     CallError, Cause, DispatchError, OpenError, RecvError, RingRecvOutcome, SendError, Violation,
@@ -25,7 +25,10 @@ use crate::set_aside::SetAside;
 use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
-use ferry_ring::{Consumer, Producer, RING_ALIGN, Region, init, notification_fd, ring_size};
+use ferry_ring::{
+    Consumer, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, notification_fd,
+    ring_size,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,12 +141,15 @@ pub struct Connection {
     /// The descriptor the peer signals when we wait in an event loop.
     pub(crate) notify: OwnedFd,
     _hangup: HangupWatch,
+    /// Held for as long as this end lives: the requester's slot in the
+    /// limits of the `Acceptor` that created it.
+    pub(crate) admission: Option<ferry_handoff::Admission>,
 }
 
-/// Ring offsets of a region holding two rings of `capacity`.
+/// Ring offsets of a region holding two rings of `capacity`, and its size.
 fn layout(capacity: usize) -> (usize, usize, usize) {
     let second = ring_size(capacity).next_multiple_of(RING_ALIGN);
-    (0, second, second + ring_size(capacity))
+    (0, second, region_len(capacity))
 }
 
 impl Connection {
@@ -200,6 +206,17 @@ impl Connection {
     /// Opens the end a peer created and sent us. Checks the metadata, the
     /// descriptors (a sealed memfd of the announced size, a SEQPACKET
     /// socket), the rings, and that both sides share the schema hash.
+    ///
+    /// The creator chose the region and the rings; this end bounds what it
+    /// accepts: a region larger than
+    /// [`max_region_size`](ConnectionConfig::max_region_size) is refused
+    /// before it is mapped ([`OpenError::Region`] with
+    /// [`RegionError::TooLarge`](ferry_ring::RegionError::TooLarge)), and
+    /// rings that overlap or are larger than
+    /// [`max_ring_capacity`](ConnectionConfig::max_ring_capacity) are
+    /// refused before they are used ([`OpenError::Ring`] with
+    /// [`AttachError::Overlap`](ferry_ring::AttachError::Overlap) or
+    /// [`AttachError::CapacityTooLarge`](ferry_ring::AttachError::CapacityTooLarge)).
     pub fn open(endpoint: Endpoint, config: ConnectionConfig) -> Result<Connection, OpenError> {
         let info = EndpointInfo::decode(&endpoint.metadata, endpoint.fds.len())?;
         if info.schema != config.schema {
@@ -212,7 +229,7 @@ impl Connection {
             .fds
             .try_into()
             .map_err(|fds: Vec<OwnedFd>| EndpointError::FdCount { found: fds.len() })?;
-        let region = Region::open(region_fd)?;
+        let region = Region::open_with_limit(region_fd, config.accepted_region_size())?;
         if region.len() as u64 != info.region_len {
             return Err(OpenError::Region(ferry_ring::RegionError::BadSize(
                 region.len() as u64,
@@ -244,6 +261,23 @@ impl Connection {
             Producer::attach(Arc::clone(&region), tx_offset)?.with_wait_strategy(config.wait);
         tx.set_notify_fd(Some(peer_notify));
         let rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
+        // Each attach checked its own ring; together they must not share a
+        // byte, and a creator must not impose rings larger than we accept.
+        // The capacities are the endpoints' private copies: rewriting the
+        // headers now changes nothing checked here.
+        check_layout(
+            &[
+                RingSpan {
+                    offset: tx_offset,
+                    capacity: tx.capacity(),
+                },
+                RingSpan {
+                    offset: rx_offset,
+                    capacity: rx.capacity(),
+                },
+            ],
+            config.accepted_ring_capacity(),
+        )?;
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
@@ -258,8 +292,8 @@ impl Connection {
             })?
         };
         Ok(Connection {
-            outbox: Outbox::new(tx),
-            inbox: Inbox::new(rx, config.trust, config.max_fds_per_message),
+            outbox: Outbox::new(tx, config.max_message_size),
+            inbox: Inbox::new(rx, &config),
             control,
             lifecycle: Lifecycle::new(config.peer_name.clone()),
             config,
@@ -269,6 +303,7 @@ impl Connection {
             message_fds: Vec::new(),
             notify,
             _hangup: hangup,
+            admission: None,
         })
     }
 

@@ -48,8 +48,22 @@ impl Connection {
     /// messages, or once `timeout` has passed, even while a busy peer keeps
     /// sending (call again for more).
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<usize, DispatchError> {
+        self.dispatch_up_to(self.config.max_dispatch_batch, timeout)
+    }
+
+    /// Dispatches exactly one message (a set-aside one first), waiting at
+    /// most `timeout` for it. Returns whether there was one.
+    pub fn dispatch_one(&mut self, timeout: Option<Duration>) -> Result<bool, DispatchError> {
+        self.dispatch_up_to(1, timeout).map(|count| count == 1)
+    }
+
+    fn dispatch_up_to(
+        &mut self,
+        batch: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, DispatchError> {
         let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let batch = self.config.max_dispatch_batch.max(1);
+        let batch = batch.max(1);
         let mut count = 0;
         while count < batch {
             let Some(incoming) = self.set_aside.pop() else {

@@ -72,9 +72,21 @@ pub enum Violation {
     /// The descriptors announced by a frame did not arrive as announced.
     #[error("bad attachment: {0}")]
     Attachment(#[from] AttachmentError),
-    /// An out-of-line blob was refused (not sealed, wrong size, ...).
+    /// An out-of-line blob was refused (not sealed, wrong size, with
+    /// holes, ...).
     #[error("bad out-of-line blob: {0}")]
     Blob(#[from] BlobRefusal),
+    /// A message body larger than this end's
+    /// [`max_message_size`](crate::ConnectionConfig::max_message_size): in
+    /// the ring, or out of line as its frame announced it (refused before
+    /// the blob's descriptor was received or anything was mapped).
+    #[error("a message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// The body's length (announced, for an out-of-line body).
+        len: u64,
+        /// This end's limit.
+        max: usize,
+    },
     /// A message for a receiver or destination this side never registered.
     #[error("no receiver {receiver:#x} at destination {destination}")]
     UnknownDestination {
@@ -173,7 +185,8 @@ pub enum BlobRefusal {
     #[error("announced length {0} does not fit in memory")]
     Length(u64),
     /// The blob descriptor was refused when opened (not a sealed memfd, not
-    /// of the announced size, ...).
+    /// of the announced size, with holes: a
+    /// [`ferry_ring::RegionError`] says which).
     #[error("{0}")]
     Open(Cause),
 }
@@ -206,8 +219,10 @@ pub enum SendError {
         /// The limit.
         max: usize,
     },
-    /// A frame larger than the operation allows (e.g. a `reserve_frame`
-    /// beyond the in-ring maximum).
+    /// A message larger than this end's
+    /// [`max_message_size`](crate::ConnectionConfig::max_message_size), or a
+    /// frame larger than the operation allows (e.g. a `reserve_frame`
+    /// beyond the in-ring maximum). Nothing was sent.
     #[error("a frame of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// Bytes asked for.

@@ -2,8 +2,17 @@
 //! (in place for a trusted peer, copied once for an untrusted one),
 //! validates their envelopes, collects their descriptors from the control
 //! socket and opens their out-of-line blobs.
+//!
+//! Every body is bounded by the connection's `max_message_size`. A body in
+//! the ring is bounded by the ring already (at most half its capacity, and
+//! the capacity by `max_ring_capacity` when the peer chose it): it is
+//! checked against the limit after it arrived, which costs nothing more.
+//! An out-of-line body is checked on the length its frame announces,
+//! before its descriptor is taken from the control socket and before
+//! anything is mapped; the blob must then be exactly that long, sealed,
+//! and without holes.
 
-use crate::config::{ATTACHMENT_TIMEOUT, Trust};
+use crate::config::{ATTACHMENT_TIMEOUT, ConnectionConfig, Trust};
 use crate::error::{AttachmentError, BlobRefusal, Cause, Violation};
 use crate::incoming::{Body, Incoming};
 use crate::wire::{
@@ -31,6 +40,8 @@ pub(crate) struct Inbox {
     pub(crate) rx: Consumer,
     trust: Trust,
     max_fds: usize,
+    /// The largest body accepted, in the ring or out of line.
+    max_message_size: usize,
     /// Private 16-aligned buffers for copies, reused.
     spare_buffers: Vec<AlignedVec<16>>,
     /// Attachments received so far (the sender numbers them).
@@ -41,11 +52,12 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    pub(crate) fn new(rx: Consumer, trust: Trust, max_fds: usize) -> Self {
+    pub(crate) fn new(rx: Consumer, config: &ConnectionConfig) -> Self {
         Inbox {
             rx,
-            trust,
-            max_fds,
+            trust: config.trust,
+            max_fds: config.max_fds_per_message,
+            max_message_size: config.max_message_size,
             spare_buffers: Vec::new(),
             attachments: 0,
             frames: 0,
@@ -105,10 +117,15 @@ impl Inbox {
         // The envelope is read once, into a local: what is validated is
         // what is used.
         let envelope = Envelope::decode(incoming.frame(), self.max_fds)?;
+        let body = incoming.bytes();
         let blob_len = if envelope.flags.has(Flags::OUT_OF_LINE) {
-            let body = incoming.bytes();
-            Some(decode_out_of_line_body(body).ok_or(BlobRefusal::BodyLength(body.len()))?)
+            let len = decode_out_of_line_body(body).ok_or(BlobRefusal::BodyLength(body.len()))?;
+            // Refused on the announced length alone: nothing received,
+            // nothing mapped.
+            self.check_size(len)?;
+            Some(len)
         } else {
+            self.check_size(body.len() as u64)?;
             None
         };
         incoming.envelope = envelope;
@@ -119,10 +136,22 @@ impl Inbox {
             // The envelope promised at least one descriptor: the blob.
             let fd = incoming.fds.remove(0);
             let len = usize::try_from(len).map_err(|_| BlobRefusal::Length(len))?;
-            let blob = SealedBlob::open(fd, len).map_err(|e| BlobRefusal::Open(Cause::new(e)))?;
+            let blob = SealedBlob::open_with_limit(fd, len, self.max_message_size)
+                .map_err(|e| BlobRefusal::Open(Cause::new(e)))?;
             self.finish(incoming);
             incoming.body = Body::Blob(blob);
             self.out_of_line += 1;
+        }
+        Ok(())
+    }
+
+    /// Refuses a message body of `len` bytes above the limit.
+    fn check_size(&self, len: u64) -> Result<(), Violation> {
+        if len > self.max_message_size as u64 {
+            return Err(Violation::MessageTooLarge {
+                len,
+                max: self.max_message_size,
+            });
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::config::ConnectionConfig;
 use crate::connection::Connection;
 use crate::error::OpenError;
 use ferry_handoff::{
-    Admission, BrokerClient, ConnectError, ConnectionHandler, ConnectionRequest, Endpoint, PeerId,
+    BrokerClient, ConnectError, ConnectionHandler, ConnectionRequest, Endpoint, PeerId,
     RequesterLimits,
 };
 use std::sync::mpsc;
@@ -118,22 +118,15 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_REQUESTER: usize = 16;
 /// [`Acceptor::with_limits`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
-/// A connection a target created for a requester.
-///
-/// Keep [`admission`](Self::admission) for as long as you keep the
-/// connection: it is the requester's slot in the acceptor's
-/// [limits](Acceptor::with_limits), and dropping it lets the requester
-/// open another connection. Bind it by name when you take the connection
-/// out (`let Accepted { peer, connection, admission } = accepted;`): a
-/// pattern with `..` on a temporary drops it at once.
+/// A connection a target created for a requester. The connection holds the
+/// requester's slot in the acceptor's [limits](Acceptor::with_limits) for
+/// as long as it lives: dropping it lets the requester open another.
 #[derive(Debug)]
 pub struct Accepted {
     /// Who asked for it.
     pub peer: PeerId,
     /// Our end.
     pub connection: Connection,
-    /// The requester's slot, held for as long as this connection is.
-    pub admission: Admission,
 }
 
 /// The target's side: a [`ConnectionHandler`] (register it with
@@ -216,12 +209,12 @@ impl ConnectionHandler for Acceptor {
             .admit(&request.requester)
             .map_err(|e| e.to_string())?;
         let config = self.config.clone().peer_name(request.requester.to_string());
-        let (connection, endpoint) = Connection::create(config).map_err(|e| e.to_string())?;
+        let (mut connection, endpoint) = Connection::create(config).map_err(|e| e.to_string())?;
+        connection.admission = Some(admission);
         self.accepted
             .send(Accepted {
                 peer: request.requester,
                 connection,
-                admission,
             })
             .map_err(|_| String::from("the service no longer accepts connections"))?;
         Ok(endpoint)

@@ -15,14 +15,22 @@
 //!   [`Trust::Trusted`] peer and from a private copy for an
 //!   [`Trust::Untrusted`] one.
 //! - **Replies and synchronous calls** with timeouts; a thread waiting for a
-//!   synchronous reply still dispatches messages marked allowed-while-waiting.
+//!   synchronous reply still dispatches incoming synchronous requests and
+//!   messages declared allowed-while-waiting. Handlers get a [`Context`];
+//!   pull-style receiving ([`Received::get`], [`Received::reply`]) needs no
+//!   handler at all.
 //! - **Large payloads** go out of line automatically, in a memfd sealed
 //!   against writes; **descriptors** travel with their message.
 //! - **Faults**: a dead peer is noticed at once (its control socket hangs
 //!   up) and every wait returns `Disconnected`; a peer that sends an invalid
 //!   frame gets the connection closed with a [`Violation`] naming it.
-//! - **Event loops**: [`Connection::readiness_fd`] is an eventfd that becomes
-//!   readable when the armed connection has something to read.
+//! - **Event loops**: [`Connection::readiness_fd`] becomes readable when the
+//!   armed connection has something to read.
+//! - **Setting up**: [`Connection::pair`]; [`connect`] / [`Acceptor`] through
+//!   a broker; [`named`] for unrelated processes meeting at a path or an
+//!   abstract name.
+//! - **Hostile peers** cannot crash, hang or exhaust a process: every limit
+//!   is a [`ConnectionConfig`] setting (the repository's `docs/security.md`).
 //!
 //! See [`protocol!`] for a typed example and [`Connection`] for a raw one;
 //! the repository's `docs/design.md` is the map of the design and
@@ -68,7 +76,8 @@ pub use wire as envelope;
 
 pub use call::Reply;
 pub use config::{
-    ConnectionConfig, DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
+    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_RING_CAPACITY,
+    DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
 };
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};

@@ -2,6 +2,12 @@
 //! written straight into a ring grant; descriptors sent ahead over the
 //! control socket; bodies too large for the ring sent out of line as sealed
 //! blobs. Every send ends in the one `publish` step.
+//!
+//! No body above the connection's `max_message_size` is sent: such a send
+//! fails with `SendError::TooLarge` before anything is published. The peer
+//! has a limit of its own, which this end cannot know; ours bounds what we
+//! build (a blob of that size, mapped and written) and is, for a connection
+//! configured alike at both ends, exactly what the peer accepts.
 
 use crate::error::{Cause, SendError, from_control_send, from_ring_send};
 use crate::message::Archivable;
@@ -29,6 +35,8 @@ pub(crate) enum Room {
 /// The ring this end writes, with what sending needs besides.
 pub(crate) struct Outbox {
     pub(crate) tx: Producer,
+    /// The largest body sent.
+    max_message_size: usize,
     /// Room to reserve for the next archive (learned from the last one).
     size_hint: usize,
     pub(crate) published: Published,
@@ -46,9 +54,10 @@ pub(crate) struct Published {
 }
 
 impl Outbox {
-    pub(crate) fn new(tx: Producer) -> Self {
+    pub(crate) fn new(tx: Producer, max_message_size: usize) -> Self {
         Outbox {
             tx,
+            max_message_size,
             size_hint: 256,
             published: Published::default(),
         }
@@ -69,6 +78,7 @@ impl Outbox {
         room: Room,
         control: &Channel,
     ) -> Result<(), SendError> {
+        check_size(payload.len(), self.max_message_size)?;
         if payload.len() > self.max_inline() {
             let mut blob = create_blob(payload.len())?;
             blob.copy_from_slice(payload);
@@ -101,6 +111,7 @@ impl Outbox {
             let mut blob = create_blob(self.size_hint)?;
             if let Ok(len) = serialize_into(value, &mut blob) {
                 self.size_hint = hint_after(len, max);
+                check_size(len, self.max_message_size)?;
                 if len > max {
                     return self.send_out_of_line(envelope, blob, len, fds, room, control);
                 }
@@ -118,6 +129,8 @@ impl Outbox {
                 Ok(mut grant) => {
                     if let Ok(len) = serialize_into(value, &mut grant[ENVELOPE_SIZE..]) {
                         self.size_hint = hint_after(len, max);
+                        // Dropping the grant abandons it.
+                        check_size(len, self.max_message_size)?;
                         return self
                             .published
                             .publish(grant, envelope, len, fds, room, control);
@@ -131,6 +144,7 @@ impl Outbox {
         let archive = serialize_aside(value)?;
         let len = archive.len();
         self.size_hint = hint_after(len, max);
+        check_size(len, self.max_message_size)?;
         if len > max {
             let mut blob = create_blob(len)?;
             blob.copy_from_slice(&archive);
@@ -182,7 +196,7 @@ impl Outbox {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<FrameWriter<'_>, SendError> {
-        let max = self.max_inline();
+        let max = self.max_inline().min(self.max_message_size);
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
@@ -293,6 +307,16 @@ fn reserve(tx: &mut Producer, len: usize, room: Room) -> Result<Grant<'_>, SendE
 fn hint_after(len: usize, max: usize) -> usize {
     let hint = len + len / 4 + 64;
     if len > max { hint } else { hint.min(max) }
+}
+
+/// Refuses a body of `len` bytes above `max` (the connection's
+/// `max_message_size`). A free function, so that it can be called while a
+/// grant borrows the producer.
+fn check_size(len: usize, max: usize) -> Result<(), SendError> {
+    if len > max {
+        return Err(SendError::TooLarge { len, max });
+    }
+    Ok(())
 }
 
 fn create_blob(len: usize) -> Result<BlobWriter, SendError> {

@@ -170,23 +170,45 @@ macro_rules! protocol {
         impl $Receiver {
             /// Wraps `handler` for [`Connection::register`]($crate::Connection::register).
             $vis fn handler<H: $Handler + Send + 'static>(handler: H) -> $crate::BoundReceiver {
-                $crate::BoundReceiver::new::<$Receiver>(move |connection, incoming| {
-                    match incoming.envelope().message {
-                        $(
-                            id if id == <$Message as $crate::Message>::ID => {
-                                let message = match incoming.access::<$Message>(stringify!($Message)) {
-                                    Ok(message) => message,
-                                    Err(violation) => return Err(connection.protocol_violation(violation)),
-                                };
-                                $crate::__protocol_call!(handler, connection, incoming, message, $method $($Reply)?)
-                            }
-                        )*
-                        other => Err(connection.protocol_violation($crate::Violation::UnknownMessage {
-                            receiver: stringify!($Receiver),
-                            message: other,
-                        })),
-                    }
+                $crate::BoundReceiver::new::<$Receiver>(move |context, incoming| {
+                    $Receiver::handle_incoming(&handler, context, incoming)
                 })
+            }
+
+            /// Hands a received frame to `handler` if it is a message of this
+            /// receiver: pull-style receiving, with a handler that may borrow
+            /// from the caller (no `Send`, no `'static`). Returns whether it
+            /// was one; an invalid message is a violation, as in `dispatch`.
+            $vis fn handle<H: $Handler + ?Sized>(
+                handler: &H,
+                received: &mut $crate::Received<'_>,
+            ) -> ::core::result::Result<bool, $crate::DispatchError> {
+                received.handle_as::<$Receiver>(|context, incoming| {
+                    $Receiver::handle_incoming(handler, context, incoming)
+                })
+            }
+
+            #[doc(hidden)]
+            $vis fn handle_incoming<H: $Handler + ?Sized>(
+                handler: &H,
+                connection: &mut $crate::Context<'_>,
+                incoming: &$crate::Incoming,
+            ) -> ::core::result::Result<(), $crate::DispatchError> {
+                match incoming.envelope().message {
+                    $(
+                        id if id == <$Message as $crate::Message>::ID => {
+                            let message = match incoming.access::<$Message>(stringify!($Message)) {
+                                Ok(message) => message,
+                                Err(violation) => return Err(connection.protocol_violation(violation)),
+                            };
+                            $crate::__protocol_call!(handler, connection, incoming, message, $method $($Reply)?)
+                        }
+                    )*
+                    other => Err(connection.protocol_violation($crate::Violation::UnknownMessage {
+                        receiver: stringify!($Receiver),
+                        message: other,
+                    })),
+                }
             }
         }
     };

@@ -1,9 +1,12 @@
 //! The raw frame API, for IPC layers that bring their own encoding: bytes
-//! in, bytes out, optionally with descriptors, blocking or not.
+//! in, bytes out, optionally with descriptors, blocking or not. The same
+//! [`Received`] frame also gives pull-style typed access: look at the
+//! message's type, read it, reply to it, or hand it to a handler.
 
-use crate::connection::Connection;
-use crate::error::{RecvError, SendError};
-use crate::incoming::Incoming;
+use crate::connection::{Connection, Context};
+use crate::error::{DispatchError, RecvError, SendError};
+use crate::incoming::{Incoming, access_archive};
+use crate::message::{Message, Receiver, Request};
 use crate::outbox::{FrameWriter, Room};
 use crate::wire::{Envelope, Flags};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -125,6 +128,60 @@ impl Received<'_> {
     /// The frame's envelope (raw frames have only `fd_count` and flags set).
     pub fn envelope(&self) -> &Envelope {
         &self.incoming.envelope
+    }
+
+    /// Whether the frame is a message `M` (by receiver, schema and message
+    /// id; not yet validated).
+    pub fn is<M: Message>(&self) -> bool {
+        let envelope = &self.incoming.envelope;
+        !envelope.flags.has(Flags::RAW)
+            && !envelope.flags.has(Flags::REPLY)
+            && envelope.receiver == <M::Receiver as Receiver>::ID
+            && envelope.schema == <M::Receiver as Receiver>::SCHEMA
+            && envelope.message == M::ID
+    }
+
+    /// The frame as a message `M`, validated (in place for a trusted peer,
+    /// from its private copy for an untrusted one): `Ok(None)` when it is
+    /// another kind of frame. An invalid archive is a violation: the
+    /// connection is closed, as in `dispatch`.
+    pub fn get<M: Message>(&mut self) -> Result<Option<&M::Archived>, RecvError> {
+        if !self.is::<M>() {
+            return Ok(None);
+        }
+        match access_archive::<M>(self.incoming.bytes(), M::NAME) {
+            Ok(message) => Ok(Some(message)),
+            Err(violation) => Err(self.connection.fail(violation)),
+        }
+    }
+
+    /// Sends `reply` to this request (if the sender asked for one).
+    pub fn reply<M: Request>(&mut self, reply: &M::Reply) -> Result<(), DispatchError> {
+        let envelope = self.incoming.envelope;
+        self.connection.context().send_reply(&envelope, reply)
+    }
+
+    /// Runs `handle` with a context and the frame if it is a message of
+    /// receiver `R`; returns whether it was. `protocol!`'s generated
+    /// `Receiver::handle` calls this.
+    #[doc(hidden)]
+    pub fn handle_as<R: Receiver>(
+        &mut self,
+        handle: impl FnOnce(&mut Context<'_>, &Incoming) -> Result<(), DispatchError>,
+    ) -> Result<bool, DispatchError> {
+        let envelope = &self.incoming.envelope;
+        if envelope.flags.has(Flags::RAW)
+            || envelope.flags.has(Flags::REPLY)
+            || envelope.receiver != R::ID
+            || envelope.schema != R::SCHEMA
+        {
+            return Ok(false);
+        }
+        let fds = self.incoming.take_fds();
+        let outer = std::mem::replace(&mut self.connection.message_fds, fds);
+        let result = handle(&mut self.connection.context(), &self.incoming);
+        self.connection.message_fds = outer;
+        result.map(|()| true)
     }
 }
 

@@ -37,7 +37,6 @@ fn child_service() {
         let Accepted {
             peer,
             mut connection,
-            admission: _slot,
         } = accepted.recv_timeout(OP_TIMEOUT).expect("a connection");
         assert_eq!(peer.service, "client");
         assert_eq!(connection.config().peer_name, peer.to_string());

@@ -1376,11 +1376,7 @@ fn victim_target() {
         .handler(handler)
         .from_env()
         .expect("the broker client");
-    let Accepted {
-        mut connection,
-        admission: _slot,
-        ..
-    } = accepted
+    let Accepted { mut connection, .. } = accepted
         .recv_timeout(OP_TIMEOUT)
         .expect("a connection (or the kill)");
     serve(&mut connection, ServiceImpl::default());

@@ -727,7 +727,7 @@ fn reentrant_call_with_a_flood_trusted() {
 /// Three levels: A calls B, B's handler calls A back, and A's callback
 /// handler calls B back again while B's `call` handler still waits. B waits
 /// in `send_sync` for A, so the innermost callback must be dispatched then,
-/// as DESIGN.md promises ("two processes calling each other synchronously do
+/// as docs/design.md promises ("two processes calling each other synchronously do
 /// not deadlock").
 #[test]
 fn reentrant_sync_calls_three_deep() {

@@ -202,7 +202,6 @@ fn serve(accepted: Accepted, gpu: &Arc<Gpu>) {
     let Accepted {
         peer,
         mut connection,
-        admission: _slot,
     } = accepted;
     let record = Arc::new(Mutex::new(PeerRecord {
         peer: peer.to_string(),

@@ -172,7 +172,6 @@ fn serve(accepted: Accepted, network: Arc<Network>) {
     let Accepted {
         peer,
         mut connection,
-        admission: _slot,
     } = accepted;
     let queue = Arc::new(Mutex::new(Queue::default()));
     connection.register(
