@@ -53,9 +53,10 @@ pub struct ConnectionConfig {
     /// counts its body plus [`SET_ASIDE_OVERHEAD`] bytes, so empty messages
     /// are not free.
     pub max_deferred_bytes: usize,
-    /// Descriptors the messages set aside may hold in all; beyond that the
-    /// call fails with `QueueFull`, so a peer cannot fill our descriptor
-    /// table while we wait.
+    /// Descriptors the messages set aside may hold in all (those they carry,
+    /// and the blob of each out-of-line message); beyond that the call fails
+    /// with `QueueFull`, so a peer cannot fill our descriptor table while we
+    /// wait.
     pub max_deferred_fds: usize,
     /// How many synchronous calls may wait inside one another on this
     /// connection (a handler of an allowed-while-waiting message that calls

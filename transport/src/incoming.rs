@@ -65,6 +65,13 @@ impl Incoming {
         access_archive::<T>(self.bytes(), name)
     }
 
+    /// Descriptors this message keeps open: those that came with it and, for
+    /// an out-of-line frame, its blob's (the body holds the memfd as well
+    /// as its mapping).
+    pub(crate) fn held_fds(&self) -> usize {
+        self.fds.len() + usize::from(matches!(self.body, Body::Blob(_)))
+    }
+
     /// Whether the body lives in the ring (and pins it).
     pub(crate) fn in_place(&self) -> bool {
         matches!(self.body, Body::InPlace(_))

@@ -1,7 +1,8 @@
 //! Messages set aside while a synchronous call waits for its reply (those
 //! not allowed while waiting), in arrival order, for the next `dispatch`.
 //! Bounded: every message is charged its body plus a fixed overhead, and
-//! the descriptors it holds; the caller learns when a budget is exceeded.
+//! the descriptors it holds (an out-of-line message's blob among them); the
+//! caller learns when a budget is exceeded.
 
 use crate::config::SET_ASIDE_OVERHEAD;
 use crate::incoming::Incoming;
@@ -32,7 +33,7 @@ impl SetAside {
     /// whether the queue now holds more than `budget` allows.
     pub(crate) fn push(&mut self, incoming: Incoming, budget: Budget) -> bool {
         self.bytes += charge(&incoming);
-        self.fds += incoming.fds.len();
+        self.fds += incoming.held_fds();
         self.queue.push_back(incoming);
         self.exceeds(budget)
     }
@@ -46,7 +47,7 @@ impl SetAside {
     pub(crate) fn pop(&mut self) -> Option<Incoming> {
         let incoming = self.queue.pop_front()?;
         self.bytes -= charge(&incoming);
-        self.fds -= incoming.fds.len();
+        self.fds -= incoming.held_fds();
         Some(incoming)
     }
 
@@ -131,6 +132,31 @@ mod tests {
         assert!(queue.exceeds(budget), "full until a message is taken");
         queue.pop();
         assert!(!queue.exceeds(budget));
+    }
+
+    /// An out-of-line body keeps its blob's memfd open: a peer must not be
+    /// able to set aside blobs beyond the descriptor budget (the fuzz
+    /// target `dispatch` found it; fuzz/tests/regressions.rs).
+    #[test]
+    fn a_blob_counts_as_a_descriptor() {
+        let blob = |tag| {
+            let mut writer = ferry_ring::BlobWriter::create(1).expect("blob");
+            writer[0] = 1;
+            Incoming {
+                body: Body::Blob(writer.seal().expect("seal")),
+                ..message(0, tag)
+            }
+        };
+        assert_eq!(with_fds(blob(0), 1).held_fds(), 2);
+        let mut queue = SetAside::default();
+        assert!(!queue.push(blob(1), BYTES));
+        assert!(!queue.push(blob(2), BYTES));
+        assert!(
+            queue.push(blob(3), BYTES),
+            "three blobs, two descriptors allowed"
+        );
+        queue.pop();
+        assert!(!queue.exceeds(BYTES), "the budget is given back");
     }
 
     #[test]
