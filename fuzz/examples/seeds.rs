@@ -9,16 +9,19 @@
 //! Dictionaries always go to fuzz/dict/<target>.dict. Paths are relative to
 //! the fuzz crate, wherever this runs from.
 
-use ferry_fuzz::dispatch::{self, Fd, mode};
+use ferry_fuzz::dispatch::{self, Fd, Limits, mode};
 use ferry_fuzz::proto::*;
 use ferry_fuzz::ring_consumer::{self, Op, Positions, Setup};
 use ferry_fuzz::{control, frame_header, message};
 use ferry_handoff::{ConnectFailure, ControlMessage, InstanceId, PeerId};
 use ferry_ring::frame::{KIND_DATA, KIND_PADDING, encode_header, max_payload};
 use ferry_ring::{HEADER_SIZE, MAGIC, Producer, Region, init, ring_size};
-use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope, Flags};
 use ferry_transport::rkyv::{self, rancor};
-use ferry_transport::{Connection, ConnectionConfig, Message, Receiver, Remote, schema_of};
+use ferry_transport::wire::encode_out_of_line_body;
+use ferry_transport::wire::{ENVELOPE_SIZE, Envelope, Flags};
+use ferry_transport::{
+    Connection, ConnectionConfig, ENDPOINT_FDS, Message, Receiver, Remote, schema_of,
+};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,7 +197,7 @@ fn message_seeds(seeds: &mut Seeds) {
         "endpoint",
         message::encode(
             Kind::EndpointInfo,
-            &[&[4u8][..], &endpoint.metadata].concat(),
+            &[&[ENDPOINT_FDS as u8][..], &endpoint.metadata].concat(),
         ),
     );
     let mut header = b"FERRYFDS".to_vec();
@@ -203,6 +206,11 @@ fn message_seeds(seeds: &mut Seeds) {
         "message",
         "attachment",
         message::encode(Kind::Attachment, &header),
+    );
+    seeds.add(
+        "message",
+        "out_of_line_body",
+        message::encode(Kind::OutOfLineBody, &encode_out_of_line_body(1 << 20)),
     );
     let mut request = b"FERRYRQ1".to_vec();
     request.extend_from_slice(&SCHEMA.to_le_bytes());
@@ -315,7 +323,7 @@ fn control_seeds(seeds: &mut Seeds) {
                 request: 9,
                 metadata: endpoint.metadata.clone(),
             },
-            4,
+            ENDPOINT_FDS,
         ),
         (
             "create_failed",
@@ -332,7 +340,7 @@ fn control_seeds(seeds: &mut Seeds) {
                 peer: network.clone(),
                 metadata: endpoint.metadata.clone(),
             },
-            4,
+            ENDPOINT_FDS,
         ),
         (
             "connect_failed_target",
@@ -350,11 +358,51 @@ fn control_seeds(seeds: &mut Seeds) {
             },
             0,
         ),
+        (
+            "connect_failed_target_busy",
+            ControlMessage::ConnectFailed {
+                request: 1,
+                failure: ConnectFailure::TargetBusy,
+            },
+            0,
+        ),
+        (
+            "connect_failed_unknown",
+            ControlMessage::ConnectFailed {
+                request: 2,
+                failure: ConnectFailure::UnknownService,
+            },
+            0,
+        ),
+        (
+            "connect_failed_gone",
+            ControlMessage::ConnectFailed {
+                request: 3,
+                failure: ConnectFailure::TargetGone,
+            },
+            0,
+        ),
+        (
+            "connect_failed_timed_out",
+            ControlMessage::ConnectFailed {
+                request: 4,
+                failure: ConnectFailure::TimedOut,
+            },
+            0,
+        ),
         ("denied", ControlMessage::Denied { request: 3 }, 0),
         ("peer_gone", ControlMessage::PeerGone { peer: network }, 0),
     ];
-    for (name, message, fds) in cases {
-        seeds.add("control", name, control::encode(&message, fds));
+    for (name, message, fds) in &cases {
+        seeds.add("control", name, control::encode(message, *fds));
+    }
+    // The same messages built from their fields (the encoder's side).
+    for (name, message, fds) in &cases {
+        seeds.add(
+            "control",
+            &format!("built_{name}"),
+            control::encode_fields(message, *fds as u8),
+        );
     }
 }
 
@@ -757,6 +805,16 @@ fn dispatch_seeds(seeds: &mut Seeds) {
         )
         .unwrap()
     });
+    let lookup_sync = next(&mut |a| {
+        a.send(
+            catalog,
+            &Lookup {
+                names: vec!["sync".into()],
+                limit: Some(1),
+            },
+        )
+        .unwrap()
+    });
     let raw = next(&mut |a| a.send_frame(b"raw frame", None).unwrap());
     let event = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
     let with_fd = next(&mut |a| {
@@ -820,7 +878,11 @@ fn dispatch_seeds(seeds: &mut Seeds) {
     add(
         "nested_sync_call",
         0,
-        vec![Frame(set_sync), Frame(load.clone()), Frame(reply(1))],
+        vec![
+            Frame(set_sync.clone()),
+            Frame(load.clone()),
+            Frame(reply(1)),
+        ],
     );
     add(
         "reply_handlers",
@@ -931,11 +993,11 @@ fn dispatch_seeds(seeds: &mut Seeds) {
                 header: None,
                 fds: vec![Fd::Pipe, Fd::Event],
             },
-            Frame(with_fd),
+            Frame(with_fd.clone()),
             Frame(load.clone()),
         ],
     );
-    add("raw_in_dispatch", 0, vec![Frame(raw)]);
+    add("raw_in_dispatch", 0, vec![Frame(raw.clone())]);
     add(
         "unknown_destination",
         0,
@@ -981,6 +1043,179 @@ fn dispatch_seeds(seeds: &mut Seeds) {
     );
     let other_schema = schema_of(&[net.1]);
     assert_ne!(other_schema, SCHEMA);
+
+    // The transport's limits (mode bit 7).
+    let roomy = Limits {
+        max_sync_nesting: 4,
+        max_deferred_bytes: u16::MAX,
+        max_deferred_fds: 7,
+        max_dispatch_batch: u8::MAX,
+        max_pending_replies: 3,
+        max_message_size: u16::MAX,
+    };
+    let mut add = |name: &str, mode: u8, limits: Limits, ops: Vec<dispatch::Op>| {
+        seeds.add(
+            "dispatch",
+            name,
+            dispatch::encode_with_limits(mode, Some(limits), &ops),
+        );
+    };
+    // An allowed-while-waiting message whose handler calls back, again and
+    // again: calls nest up to the bound, the innermost sets the rest aside.
+    add(
+        "nesting_bound",
+        mode::SYNC_CALL,
+        Limits {
+            max_sync_nesting: 2,
+            ..roomy
+        },
+        vec![Frame(lookup_sync.clone()); 6],
+    );
+    add(
+        "nesting_in_dispatch",
+        0,
+        Limits {
+            max_sync_nesting: 3,
+            ..roomy
+        },
+        vec![
+            Frame(lookup_sync.clone()),
+            Frame(lookup_sync.clone()),
+            Frame(lookup_sync.clone()),
+            Frame(lookup_sync.clone()),
+            Frame(reply(2)),
+            Frame(lookup_sync.clone()),
+        ],
+    );
+    add(
+        "nesting_zero",
+        mode::SYNC_CALL,
+        Limits {
+            max_sync_nesting: 0,
+            ..roomy
+        },
+        vec![
+            Frame(lookup_sync.clone()),
+            Frame(reply(1)),
+            Frame(lookup_sync.clone()),
+        ],
+    );
+    // Synchronous requests whose handler calls back.
+    let sync_request = |id: u64| with_header(&set_sync, Flags::SYNC, 0, Some(id));
+    add(
+        "nesting_sync_requests",
+        mode::SYNC_CALL,
+        Limits {
+            max_sync_nesting: 3,
+            ..roomy
+        },
+        (1..=5).map(|id| Frame(sync_request(id))).collect(),
+    );
+    // Descriptors arriving while a call waits: set aside until the budget.
+    let memfd = || Attachment {
+        header: None,
+        fds: vec![Fd::Unsealed(64)],
+    };
+    let mut ops = Vec::new();
+    for _ in 0..6 {
+        ops.extend([memfd(), Frame(with_fd.clone())]);
+    }
+    add(
+        "set_aside_fds",
+        mode::SYNC_CALL | mode::ONE_FD,
+        Limits {
+            max_deferred_fds: 2,
+            ..roomy
+        },
+        ops.clone(),
+    );
+    add(
+        "set_aside_fds_nested",
+        mode::ONE_FD,
+        Limits {
+            max_deferred_fds: 1,
+            ..roomy
+        },
+        [vec![Frame(lookup_sync.clone())], ops].concat(),
+    );
+    add(
+        "set_aside_bytes",
+        mode::SYNC_CALL,
+        Limits {
+            max_deferred_bytes: 700,
+            ..roomy
+        },
+        vec![Frame(load.clone()); 5],
+    );
+    // A sender's word against the receiver's declaration.
+    let load_lie = with_header(&load, Flags::ALLOWED_WHILE_WAITING, 0, None);
+    let lookup_lie = with_header(&lookup_sync, 0, Flags::ALLOWED_WHILE_WAITING, None);
+    add(
+        "lie_allowed_while_waiting",
+        mode::SYNC_CALL,
+        roomy,
+        vec![Frame(load.clone()), Frame(load_lie.clone())],
+    );
+    add(
+        "lie_not_allowed",
+        mode::SYNC_CALL,
+        roomy,
+        vec![Frame(lookup_lie.clone()), Frame(reply(1))],
+    );
+    add(
+        "lie_in_dispatch",
+        0,
+        roomy,
+        vec![Frame(load.clone()), Frame(lookup_lie), Frame(load_lie)],
+    );
+    add(
+        "small_batch",
+        0,
+        Limits {
+            max_dispatch_batch: 1,
+            ..roomy
+        },
+        vec![Frame(load.clone()), Frame(set.clone()), Frame(load.clone())],
+    );
+    add(
+        "pending_replies",
+        3 << mode::HANDLERS_SHIFT,
+        Limits {
+            max_pending_replies: 1,
+            ..roomy
+        },
+        vec![Frame(reply(1)), Frame(reply(2))],
+    );
+    add(
+        "message_too_large",
+        0,
+        Limits {
+            max_message_size: 64,
+            ..roomy
+        },
+        vec![Frame(load.clone()), Frame(publish.clone())],
+    );
+    add(
+        "message_too_large_raw",
+        mode::RAW_API,
+        Limits {
+            max_message_size: 16,
+            ..roomy
+        },
+        vec![Frame(raw.clone()), Frame(load.clone())],
+    );
+}
+
+/// `frame` with flag bits `set` and `clear`ed, and maybe another request id.
+fn with_header(frame: &[u8], set: u16, clear: u16, request_id: Option<u64>) -> Vec<u8> {
+    let mut envelope = Envelope::decode(frame, 16).expect("a real frame");
+    envelope.flags = Flags((envelope.flags.0 | set) & !clear);
+    if let Some(id) = request_id {
+        envelope.request_id = id;
+    }
+    let mut bytes = frame.to_vec();
+    envelope.write_to(&mut bytes);
+    bytes
 }
 
 fn write_dictionaries(dir: &Path) {
@@ -1031,6 +1266,15 @@ fn write_dictionaries(dir: &Path) {
     ids += &entry("endpoint_magic", b"FERRYEP1");
     ids += &entry("reenter", b"reenter");
     ids += &entry("sync", b"sync");
+    for (name, flag) in [
+        ("flag_reply", Flags::REPLY),
+        ("flag_sync", Flags::SYNC),
+        ("flag_allowed_while_waiting", Flags::ALLOWED_WHILE_WAITING),
+        ("flag_out_of_line", Flags::OUT_OF_LINE),
+        ("flag_raw", Flags::RAW),
+    ] {
+        ids += &entry(name, &flag.to_le_bytes());
+    }
     std::fs::write(dir.join("message.dict"), &ids).unwrap();
     std::fs::write(dir.join("dispatch.dict"), &ids).unwrap();
 
@@ -1043,5 +1287,6 @@ fn write_dictionaries(dir: &Path) {
     ] {
         control += &entry(name, text.as_bytes());
     }
+    control += &entry("build_a_message", &[control::GENERATE]);
     std::fs::write(dir.join("control.dict"), &control).unwrap();
 }

@@ -1,19 +1,25 @@
-//! Target `message`: the transport's byte-level decoders and rkyv
-//! validation of every declared message.
+//! Target `message`: the transport's byte-level decoders (the envelope,
+//! attachment header and out-of-line body of `ferry_transport::wire`,
+//! endpoint metadata, introduction requests) and rkyv validation of every
+//! declared message.
 //!
 //! Input: `selector: u8`, then the bytes for the decoder it picks
 //! (`selector % KINDS`, see [`Kind`]). For archives, bit 7 of the selector
 //! shifts the bytes off 16-byte alignment by `1 + (selector >> 4 & 7)`.
 //!
 //! Checked, beyond "never panics": whatever a decoder accepts re-encodes to
-//! the same bytes; every archive that validates deserializes, serializes
+//! the same bytes, and what an encoder writes decodes to what it encoded; every archive that validates deserializes, serializes
 //! again, validates again and compares equal.
 
 use crate::input::{Cursor, Writer};
 use crate::proto::*;
-use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope, Flags};
 use ferry_transport::rkyv::{self, rancor, util::AlignedVec};
-use ferry_transport::{EndpointInfo, decode_attachment_header, decode_request};
+use ferry_transport::wire::{
+    ATTACHMENT_HEADER_SIZE, ENVELOPE_SIZE, Envelope, Flags, OUT_OF_LINE_BODY_SIZE,
+    decode_attachment_header, decode_out_of_line_body, encode_attachment_header,
+    encode_out_of_line_body,
+};
+use ferry_transport::{EndpointInfo, decode_request};
 
 /// What a `message` input decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +47,11 @@ pub enum Kind {
     Lookup,
     /// `ArchivedFound`.
     Found,
+    /// `decode_out_of_line_body(bytes)`.
+    OutOfLineBody,
 }
 
-const KINDS: u8 = Kind::Found as u8 + 1;
+const KINDS: u8 = Kind::OutOfLineBody as u8 + 1;
 const ALL: [Kind; KINDS as usize] = [
     Kind::Envelope,
     Kind::EndpointInfo,
@@ -56,6 +64,7 @@ const ALL: [Kind; KINDS as usize] = [
     Kind::Publish,
     Kind::Lookup,
     Kind::Found,
+    Kind::OutOfLineBody,
 ];
 
 /// Runs one input.
@@ -81,6 +90,7 @@ pub fn run(data: &[u8]) {
         Kind::Publish => archive::<Publish>(bytes, misalign),
         Kind::Lookup => archive::<Lookup>(bytes, misalign),
         Kind::Found => archive::<Found>(bytes, misalign),
+        Kind::OutOfLineBody => out_of_line_body(bytes),
     }
 }
 
@@ -129,9 +139,28 @@ fn endpoint_info(bytes: &[u8]) {
 
 fn attachment(bytes: &[u8]) {
     if let Some(sequence) = decode_attachment_header(bytes) {
-        assert_eq!(bytes.len(), 16);
+        assert_eq!(bytes.len(), ATTACHMENT_HEADER_SIZE);
         assert_eq!(&bytes[..8], b"FERRYFDS");
         assert_eq!(bytes[8..], sequence.to_le_bytes());
+        assert_eq!(encode_attachment_header(sequence), bytes);
+    }
+    // Every header the sender writes decodes to its sequence number.
+    let sequence = bytes
+        .iter()
+        .fold(0u64, |s, &b| s.rotate_left(8) ^ u64::from(b));
+    assert_eq!(
+        decode_attachment_header(&encode_attachment_header(sequence)),
+        Some(sequence)
+    );
+}
+
+fn out_of_line_body(bytes: &[u8]) {
+    match decode_out_of_line_body(bytes) {
+        Some(len) => {
+            assert_eq!(bytes.len(), OUT_OF_LINE_BODY_SIZE);
+            assert_eq!(encode_out_of_line_body(len), bytes);
+        }
+        None => assert_ne!(bytes.len(), OUT_OF_LINE_BODY_SIZE, "{bytes:?} refused"),
     }
 }
 

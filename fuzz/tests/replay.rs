@@ -6,6 +6,12 @@
 use std::path::Path;
 
 fn replay(target: &str, run: fn(&[u8])) {
+    // One target at a time: `dispatch` counts the process's descriptors
+    // before and after each input, which another target's would disturb.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut count = 0;
     for dir in ["seeds", "regressions"] {
