@@ -12,7 +12,7 @@
 mod support;
 
 use ferry_testkit::bounded::spawn_bounded;
-use ferry_transport::envelope::{Envelope, Flags};
+use ferry_transport::wire::{Envelope, Flags};
 use ferry_transport::{
     CallError, Connection, ConnectionConfig, Context, DispatchError, Message, Receiver, Remote,
     SendError, Trust, Violation,

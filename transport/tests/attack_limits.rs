@@ -25,7 +25,6 @@ mod support;
 
 use ferry_handoff::Channel;
 use ferry_ring::{AttachError, Producer, Region, RegionError, WaitStrategy};
-use ferry_testkit::bounded::{BoundedThread, spawn_bounded};
 use ferry_transport::wire::{ENVELOPE_SIZE, Envelope, Flags};
 use ferry_transport::{
     BlobRefusal, Connection, ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE,
@@ -33,8 +32,9 @@ use ferry_transport::{
     Violation,
 };
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use support::bystander::{BYSTANDER_ROLE, Bystander, child_bystander};
+use support::footprint::{serial, status_kib};
 use support::*;
 
 const KIB: u64 = 1 << 10;
@@ -49,23 +49,13 @@ fn child() {
     match role.as_str() {
         "hostile-creator" => child_hostile_creator(),
         "blob-sender" => child_blob_sender(),
-        "bystander" => child_bystander(),
+        BYSTANDER_ROLE => child_bystander(),
         other => panic!("unknown role {other}"),
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring the victim.
-
-/// The tests of this binary run one at a time: each measures the memory and
-/// descriptors of the whole process, which another test's connections would
-/// disturb.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// This process's memory, from `/proc/self/status`, in KiB.
 #[derive(Debug, Clone, Copy)]
@@ -80,19 +70,10 @@ struct Memory {
 
 impl Memory {
     fn now() -> Memory {
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().strip_suffix("kB"))
-                .and_then(|kib| kib.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
-        };
         Memory {
-            size: field("VmSize:"),
-            rss: field("VmRSS:"),
-            shmem: field("RssShmem:"),
+            size: status_kib("VmSize:"),
+            rss: status_kib("VmRSS:"),
+            shmem: status_kib("RssShmem:"),
         }
     }
 
@@ -152,59 +133,6 @@ fn measured<T>(what: &str, attack: impl FnOnce() -> T) -> T {
         "{what}: the victim holds descriptors it did not before"
     );
     result
-}
-
-// ---------------------------------------------------------------------------
-// The bystander: another connection of the victim, whose peer dies during
-// the attack.
-
-/// A live connection to a helper process that waits to be killed, and a
-/// thread of the victim blocked receiving on it.
-struct Bystander {
-    peer: Peer,
-    waiting: BoundedThread<Result<Instant, String>>,
-}
-
-impl Bystander {
-    fn start() -> Bystander {
-        let (mut connection, peer) = connect_peer("bystander", &ConnectionConfig::default(), &[]);
-        peer.expect_word(b"ready");
-        let waiting = spawn_bounded("bystander", move || {
-            match connection.recv_frame(Some(OP_TIMEOUT)) {
-                Err(RecvError::Disconnected) => Ok(Instant::now()),
-                Err(other) => Err(format!("{other}")),
-                Ok(frame) => Err(format!("an unexpected frame: {frame:?}")),
-            }
-        });
-        Bystander { peer, waiting }
-    }
-
-    /// SIGKILLs the bystander's peer.
-    fn kill_peer(&mut self) -> Instant {
-        self.peer.kill();
-        Instant::now()
-    }
-
-    /// Checks the bystander's wait ended with `Disconnected`, and reports
-    /// how long after `killed` it did.
-    fn expect_disconnected(self, killed: Instant) {
-        let seen = self
-            .waiting
-            .join_within(OP_TIMEOUT + Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("the bystander connection did not see its peer die: {e}"));
-        eprintln!(
-            "bystander: Disconnected {:?} after its peer was SIGKILLed",
-            seen.saturating_duration_since(killed)
-        );
-        let _killed_status = self.peer.kill_and_reap();
-    }
-}
-
-fn child_bystander() {
-    let (_connection, control) = child_connect();
-    tell(&control, b"ready");
-    // Killed by the parent; the bound only ends an orphan.
-    std::thread::sleep(EXIT_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------
@@ -313,10 +241,10 @@ fn child_hostile_creator() {
 #[test]
 fn a_hostile_creators_layouts_are_refused_without_cost() {
     let _serial = serial();
-    let mut bystander = Bystander::start();
+    let bystander = Bystander::start();
+    let kill_bystanders_peer = bystander.kill_switch();
     let attacker = spawn_peer("hostile-creator", &[]);
     let control = attacker.control_clone();
-    let mut killed = None;
     for case in CREATOR_CASES {
         let endpoint = recv_endpoint(&control);
         let config = match case {
@@ -354,13 +282,12 @@ fn a_hostile_creators_layouts_are_refused_without_cost() {
             ) => {}
             _ => panic!("{case}: refused for the wrong reason: {refusal:?}"),
         }
-        if killed.is_none() {
-            killed = Some(bystander.kill_peer());
-        }
+        // Once the attack is under way (only the first call kills).
+        kill_bystanders_peer();
         tell(&control, case.as_bytes());
     }
     attacker.expect_success();
-    bystander.expect_disconnected(killed.expect("killed during the attack"));
+    bystander.expect_disconnected();
 }
 
 const DEFAULT_MAX_REGION_SIZE_U64: u64 = DEFAULT_MAX_REGION_SIZE as u64;
@@ -586,9 +513,9 @@ fn child_blob_sender() {
 #[test]
 fn oversized_and_sparse_blobs_are_refused_without_cost() {
     let _serial = serial();
-    let mut bystander = Bystander::start();
+    let bystander = Bystander::start();
+    let kill_bystanders_peer = bystander.kill_switch();
     let attacker = spawn_peer("blob-sender", &[]);
-    let mut killed = None;
     for case in sender_cases() {
         let config = ConnectionConfig::default()
             .max_message_size(case.max_message_size)
@@ -606,12 +533,11 @@ fn oversized_and_sparse_blobs_are_refused_without_cost() {
         check_violation(&case, &violation);
         assert!(!victim.is_open());
         attacker.expect_word(case.name.as_bytes());
-        if killed.is_none() {
-            killed = Some(bystander.kill_peer());
-        }
+        // Once the attack is under way (only the first call kills).
+        kill_bystanders_peer();
     }
     attacker.expect_success();
-    bystander.expect_disconnected(killed.expect("killed during the attack"));
+    bystander.expect_disconnected();
 }
 
 // ---------------------------------------------------------------------------
