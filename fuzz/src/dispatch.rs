@@ -5,9 +5,9 @@
 //! harness plays its peer without opening a `Connection`: it takes the
 //! endpoint's [`ENDPOINT_FDS`] descriptors (in the order
 //! `ferry_transport::Endpoint` documents: the region first, the control
-//! socket second; it needs no other), opens the region itself, attaches a
-//! `ferry_ring::Producer` to the ring the victim reads and writes the
-//! input's frames there (envelope and body, any bytes), sends the input's
+//! socket second; it holds the others until the end), opens the region
+//! itself, attaches a `ferry_ring::Producer` to the ring the victim reads
+//! and writes the input's frames there (envelope and body, any bytes), sends the input's
 //! attachments (descriptor messages) on the endpoint's control socket, and
 //! may scribble on the ring through a second mapping. Then it closes its
 //! ring end (so the victim never waits for more) and lets the victim
@@ -559,7 +559,10 @@ fn victim_run(data: &[u8]) -> Report {
     let mut fds = endpoint.fds.into_iter();
     let region_fd = fds.next().expect("region");
     let control = Channel::from_checked(fds.next().expect("control")).expect("socket");
-    drop(fds);
+    // The rest (the notification descriptors) the peer holds, as a live
+    // peer does, until the victim is gone: closing them could look like a
+    // hang-up.
+    let notification: Vec<OwnedFd> = fds.collect();
     let map_fd = region_fd.try_clone().expect("dup");
     let region = Arc::new(Region::open(region_fd).expect("open the region"));
     let ring_at = info.tx_offset as usize;
@@ -753,6 +756,7 @@ fn victim_run(data: &[u8]) -> Report {
     black_box(replies.load(Ordering::Relaxed));
     drop(victim);
     drop(control);
+    drop(notification);
     report
 }
 
