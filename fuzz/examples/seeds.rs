@@ -966,7 +966,7 @@ fn dispatch_seeds(seeds: &mut Seeds) {
                 header: None,
                 fds: vec![Fd::Unsealed(blob.len() as u16)],
             },
-            Frame(out_of_line),
+            Frame(out_of_line.clone()),
         ],
     );
     let found_reply = typed(
@@ -1146,6 +1146,24 @@ fn dispatch_seeds(seeds: &mut Seeds) {
             ..roomy
         },
         vec![Frame(load.clone()); 5],
+    );
+    // Out-of-line messages while a call waits: each keeps its blob open.
+    let mut ops = Vec::new();
+    for _ in 0..3 {
+        ops.push(Attachment {
+            header: None,
+            fds: vec![Fd::Blob(blob.clone())],
+        });
+        ops.push(Frame(out_of_line.clone()));
+    }
+    add(
+        "set_aside_blobs",
+        mode::SYNC_CALL | mode::ONE_FD,
+        Limits {
+            max_deferred_fds: 2,
+            ..roomy
+        },
+        ops,
     );
     // A sender's word against the receiver's declaration.
     let load_lie = with_header(&load, Flags::ALLOWED_WHILE_WAITING, 0, None);
