@@ -8,7 +8,7 @@ use crate::error::{OpenError, RecvError, SendError, Violation};
 use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
-use ferry_ring::{Consumer, Producer, RING_ALIGN, Region, init, notification_fd, ring_size};
+use ferry_ring::{Consumer, Notifier, Producer, RING_ALIGN, Region, init, ring_size};
 use rkyv::util::AlignedVec;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -51,8 +51,10 @@ pub struct Connection {
     pub(crate) control: Channel,
     pub(crate) config: ConnectionConfig,
     pub(crate) state: State,
-    /// The eventfd the peer signals when we wait in an event loop.
-    pub(crate) notify: OwnedFd,
+    /// Our end of the notification socketpair: the peer signals it when we
+    /// wait in an event loop (our readiness descriptor); we signal the peer
+    /// through it.
+    pub(crate) notify: Notifier,
     pub(crate) _hangup: HangupWatch,
     /// Attachments (descriptor messages) sent and received so far; both
     /// sides count, so each one is matched to its frame.
@@ -93,8 +95,7 @@ impl Connection {
         init(&region, second, config.ring_capacity)?;
         let (ours, theirs) =
             Channel::pair().map_err(|e| OpenError::Io(std::io::Error::other(e)))?;
-        let our_notify = notification_fd()?;
-        let their_notify = notification_fd()?;
+        let (our_notify, their_notify) = Notifier::pair()?;
         let region_fd = region
             .fd()
             .expect("a created region is shared")
@@ -103,8 +104,7 @@ impl Connection {
             fds: vec![
                 region_fd,
                 OwnedFd::from(theirs),
-                their_notify.try_clone()?,
-                our_notify.try_clone()?,
+                their_notify.into_fd(),
             ],
             metadata: EndpointInfo {
                 region_len: region_len as u64,
@@ -120,7 +120,6 @@ impl Connection {
             first,
             ours,
             our_notify,
-            their_notify,
             config,
         )?;
         Ok((connection, endpoint))
@@ -137,7 +136,7 @@ impl Connection {
                 theirs: info.schema,
             });
         }
-        let [region_fd, control, our_notify, their_notify]: [OwnedFd; ENDPOINT_FDS] =
+        let [region_fd, control, notify]: [OwnedFd; ENDPOINT_FDS] =
             endpoint.fds.try_into().map_err(|fds: Vec<OwnedFd>| {
                 crate::endpoint::EndpointError::FdCount { found: fds.len() }
             })?;
@@ -149,13 +148,14 @@ impl Connection {
         }
         let control =
             Channel::from_checked(control).map_err(|e| OpenError::Io(std::io::Error::other(e)))?;
+        let notify = Notifier::from_received(notify)
+            .map_err(|e| crate::endpoint::EndpointError::Notification(e.to_string()))?;
         Connection::assemble(
             Arc::new(region),
             info.rx_offset as usize,
             info.tx_offset as usize,
             control,
-            our_notify,
-            their_notify,
+            notify,
             config,
         )
     }
@@ -165,13 +165,12 @@ impl Connection {
         rx_offset: usize,
         tx_offset: usize,
         mut control: Channel,
-        notify: OwnedFd,
-        peer_notify: OwnedFd,
+        notify: Notifier,
         config: ConnectionConfig,
     ) -> Result<Connection, OpenError> {
         let mut tx =
             Producer::attach(Arc::clone(&region), tx_offset)?.with_wait_strategy(config.wait);
-        tx.set_notify_fd(Some(peer_notify));
+        tx.set_notifier(Some(notify.try_clone()?));
         let rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
@@ -183,7 +182,10 @@ impl Connection {
             watch_hangup(control.as_fd(), move || {
                 rx_gone.disconnect();
                 tx_gone.disconnect();
-                ferry_ring::signal_notification(notify.as_fd());
+                // No I/O on the socket the peer shares: a peer that
+                // filled it or cleared O_NONBLOCK cannot block this thread
+                // (which watches every connection of the process).
+                notify.set_readable_forever();
             })?
         };
         Ok(Connection {

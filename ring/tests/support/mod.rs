@@ -65,6 +65,22 @@ pub mod offsets {
     pub const DATA: usize = 640;
 }
 
+/// The parked words (64-bit, at `offsets::*_PARKED`): a sleep epoch above
+/// two bits, as a peer in another process knows them.
+pub mod parked {
+    /// The side sleeps (or is about to) on the futex.
+    pub const ON_FUTEX: u64 = 1;
+    /// The side waits in an event loop for its notification socket.
+    pub const ON_EVENT: u64 = 2;
+    /// The epoch starts at this bit.
+    pub const EPOCH_SHIFT: u32 = 2;
+}
+
+/// Whether the parked word at `flag_offset` announces a futex sleep.
+pub fn parked_on_futex(map: &RawMap, flag_offset: usize) -> bool {
+    map.load_u64(flag_offset) & parked::ON_FUTEX != 0
+}
+
 // ---------------------------------------------------------------------------
 // Parent side: spawning helper processes.
 
@@ -181,8 +197,8 @@ pub struct Traffic {
     pub strategy: WaitStrategy,
     /// 0: commit/release each frame; n: batches of 1..=n deferred frames.
     pub batch: u32,
-    /// Every `stall_every` frames, wait until the peer is parked (its flag
-    /// in the header reads 1), then pause: forces the peer to sleep.
+    /// Every `stall_every` frames, wait until the peer is parked (its parked
+    /// word announces a futex sleep), then pause: forces the peer to sleep.
     pub stall_every: u64,
     /// Consumer: copy frames out (`recv_into`) instead of reading in place.
     pub copy_out: bool,
@@ -259,11 +275,12 @@ pub fn parse_strategy(name: &str) -> WaitStrategy {
     }
 }
 
-/// Waits, for at most 10 s, until the parked flag at `flag_offset` reads 1,
-/// then pauses a little so the parked side is really asleep.
+/// Waits, for at most 10 s, until the parked word at `flag_offset`
+/// announces a futex sleep, then pauses a little so the parked side is
+/// really asleep.
 fn stall_until_parked(map: &RawMap, flag_offset: usize) {
     wait_until("the peer to park", Duration::from_secs(10), || {
-        map.load_u32(flag_offset) == 1
+        parked_on_futex(map, flag_offset)
     });
     std::thread::sleep(Duration::from_millis(10));
 }
