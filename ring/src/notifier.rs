@@ -99,7 +99,11 @@ impl Notifier {
     /// to signal. Either way there is nothing to do, so nothing is returned.
     pub fn signal(&self) {
         use rustix::net::{SendFlags, send};
-        let _ = send(&self.socket, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+        let _ = send(
+            &self.socket,
+            &[1],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        );
     }
 
     /// Empties our end after it became readable: receives up to

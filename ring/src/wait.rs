@@ -222,7 +222,10 @@ impl Announcer {
     fn announce(&mut self, word: &AtomicU64, bits: u64) {
         self.epoch = self.epoch.wrapping_add(1);
         let event = if self.armed { PARKED_ON_EVENT } else { 0 };
-        word.store((self.epoch << EPOCH_SHIFT) | bits | event, Ordering::Relaxed);
+        word.store(
+            (self.epoch << EPOCH_SHIFT) | bits | event,
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -436,7 +436,10 @@ fn armed_consumer_is_signalled_through_its_notifier() {
     tx.set_notifier(Some(ours));
 
     tx.try_send(b"unarmed").unwrap();
-    assert!(!readable(&theirs), "no signal while the consumer is not armed");
+    assert!(
+        !readable(&theirs),
+        "no signal while the consumer is not armed"
+    );
     assert!(rx.arm_notification().unwrap(), "a frame is already there");
     assert!(!rx.is_armed(), "ready at once: not armed");
     assert_eq!(recv(&mut rx), b"unarmed");
