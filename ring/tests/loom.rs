@@ -144,3 +144,40 @@ fn a_frame_published_before_disconnect_is_delivered() {
         drop(tx);
     });
 }
+
+/// A consumer that holds its head pinned (as the transport does while a
+/// handler runs) and sleeps again for the next frame: its head does not
+/// move, but each sleep is a new announcement, so the producer, which wakes
+/// an announcement once only, still wakes every one of them.
+#[test]
+fn pinned_consumer_sleeping_again_is_woken() {
+    model(|| {
+        let (tx, mut rx) = ring(WaitStrategy::Park);
+        let lens = [8, 8, 8];
+        let consumer = thread::spawn(move || {
+            rx.pin();
+            for (seq, &len) in lens.iter().enumerate() {
+                let frame = rx.peek(None).unwrap();
+                assert_eq!(frame.len(), len);
+                assert!(frame.payload().iter().all(|b| *b == seq as u8 + 1));
+                frame.release_deferred();
+            }
+            rx.unpin();
+        });
+        produce(tx, &lens);
+        consumer.join().unwrap();
+    });
+}
+
+/// The producer sleeps for room several times in a row (every frame fills
+/// the ring): each sleep is a new announcement the consumer wakes.
+#[test]
+fn producer_sleeping_for_room_repeatedly_is_woken() {
+    model(|| {
+        let (tx, rx) = ring(WaitStrategy::Park);
+        let lens = [200, 200, 200];
+        let consumer = thread::spawn(move || consume(rx, &lens));
+        produce(tx, &lens);
+        consumer.join().unwrap();
+    });
+}

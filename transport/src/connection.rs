@@ -101,11 +101,7 @@ impl Connection {
             .expect("a created region is shared")
             .try_clone_to_owned()?;
         let endpoint = Endpoint {
-            fds: vec![
-                region_fd,
-                OwnedFd::from(theirs),
-                their_notify.into_fd(),
-            ],
+            fds: vec![region_fd, OwnedFd::from(theirs), their_notify.into_fd()],
             metadata: EndpointInfo {
                 region_len: region_len as u64,
                 rx_offset: first as u64,
@@ -114,14 +110,7 @@ impl Connection {
             }
             .encode(),
         };
-        let connection = Connection::assemble(
-            region,
-            second,
-            first,
-            ours,
-            our_notify,
-            config,
-        )?;
+        let connection = Connection::assemble(region, second, first, ours, our_notify, config)?;
         Ok((connection, endpoint))
     }
 

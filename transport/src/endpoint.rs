@@ -138,7 +138,10 @@ mod tests {
         );
         let mut bad = bytes.clone();
         bad[0] ^= 1;
-        assert_eq!(EndpointInfo::decode(&bad, ENDPOINT_FDS), Err(EndpointError::Magic));
+        assert_eq!(
+            EndpointInfo::decode(&bad, ENDPOINT_FDS),
+            Err(EndpointError::Magic)
+        );
         let same = EndpointInfo {
             tx_offset: 0,
             ..info
