@@ -212,8 +212,9 @@ impl Consumer {
     /// [`Producer::set_notifier`]: crate::Producer::set_notifier
     /// [`disarm_notification`]: Self::disarm_notification
     pub fn arm_notification(&mut self) -> Result<bool, RecvError> {
-        self.announcer
-            .arm(&self.ring.header().consumer_parked.parked);
+        let header = self.ring.header();
+        let seen = header.producer.data_seq.load(Ordering::Acquire);
+        self.announcer.arm(&header.consumer_parked.parked, seen);
         crate::sync::fence(Ordering::SeqCst);
         match self.poll_frame() {
             Ok(None) => Ok(false),

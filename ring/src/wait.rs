@@ -10,12 +10,14 @@
 //! see its publish, so no wake-up is lost and a busy side costs its peer no
 //! syscall. The loom tests check this.
 //!
-//! Every announcement carries a fresh sleep epoch, and the peer wakes each
-//! announcement at most once (it remembers the parked word it last woke): a
-//! peer that leaves its parked word set without sleeping costs us one wake,
-//! not one per publish. That is enough for an honest side, because a side
-//! that was woken and sleeps again announces a new epoch first (see
-//! docs/decisions.md, "Sleep epochs").
+//! Every announcement carries a fresh sleep epoch and the sequence value the
+//! side sleeps on, and the peer wakes each announcement at most once (it
+//! remembers the parked word it last woke), and only with a publish that
+//! changed the sequence word from the announced value: a peer that leaves
+//! its parked word set without sleeping costs us one wake, not one per
+//! publish. That is enough for an honest side, because a side that was woken
+//! and sleeps again announces anew first (see docs/decisions.md, "Sleep
+//! epochs").
 
 use crate::futex;
 use crate::notifier::Notifier;
@@ -135,7 +137,7 @@ pub(crate) fn block_on<W: Waiter>(
             continue;
         }
         let (word, announcer) = side.parking();
-        announcer.announce_sleep(word);
+        announcer.announce_sleep(word, seq);
         fence(Ordering::SeqCst);
         // Re-check after announcing: either the peer sees our announcement,
         // or we see its publish here.
@@ -148,7 +150,7 @@ pub(crate) fn block_on<W: Waiter>(
             }
         }
         let (word, announcer) = side.parking();
-        announcer.withdraw(word);
+        announcer.withdraw(word, seq);
         match rechecked {
             Ok(Some(ready)) => return Ok(ready),
             Err(e) => return Err(Blocked::Failed(e)),
@@ -162,14 +164,19 @@ pub(crate) const PARKED_ON_FUTEX: u64 = 1;
 /// Bit of a parked word: its side waits in an event loop for its
 /// notification descriptor (see `Consumer::arm_notification`).
 pub(crate) const PARKED_ON_EVENT: u64 = 2;
-/// The sleep epoch sits above the two bits.
+/// The sleep epoch sits above the two bits, below the sequence value.
 const EPOCH_SHIFT: u32 = 2;
+/// The epoch's width: 30 bits.
+const EPOCH_MASK: u64 = (1 << 30) - 1;
+/// The sequence value the side sleeps on fills the upper half.
+const SEQ_SHIFT: u32 = 32;
 
-/// What a waiting side announces in its parked word: the two bits above and
-/// a sleep epoch, fresh for every announcement, so the peer can tell a new
-/// sleep from one it already woke. The epoch is 62 bits wide: it does not
-/// wrap in practice, so a new announcement never repeats a word the peer
-/// remembers.
+/// What a waiting side announces in its parked word: the two bits above, a
+/// sleep epoch, fresh for every announcement, so the peer can tell a new
+/// sleep from one it already woke, and the value of the peer's sequence word
+/// the side last saw (it sleeps on that value), so the peer can tell whether
+/// a publish of its own is news to the sleeper. A word repeats only if both
+/// the 30-bit epoch and the 32-bit sequence value come round together.
 #[derive(Debug)]
 pub(crate) struct Announcer {
     epoch: u64,
@@ -183,30 +190,33 @@ impl Announcer {
     /// or a peer), so our first announcement is new to the peer too.
     pub(crate) fn new(word: &AtomicU64) -> Announcer {
         Announcer {
-            epoch: word.load(Ordering::Relaxed) >> EPOCH_SHIFT,
+            epoch: (word.load(Ordering::Relaxed) >> EPOCH_SHIFT) & EPOCH_MASK,
             armed: false,
         }
     }
 
-    /// Announces a sleep on the futex (the caller fences, then re-checks).
-    pub(crate) fn announce_sleep(&mut self, word: &AtomicU64) {
-        self.announce(word, PARKED_ON_FUTEX);
+    /// Announces a sleep on the futex while the peer's sequence word reads
+    /// `seen` (the caller fences, re-checks, then sleeps on `seen`).
+    pub(crate) fn announce_sleep(&mut self, word: &AtomicU64, seen: u32) {
+        self.announce(word, PARKED_ON_FUTEX, seen);
     }
 
-    /// Ends a futex sleep. While armed for an event loop the arming stays
-    /// announced (as a new epoch, which the peer signals once more at most).
-    pub(crate) fn withdraw(&mut self, word: &AtomicU64) {
+    /// Ends a futex sleep begun when the sequence word read `seen`. While
+    /// armed for an event loop the arming stays announced (anew, which the
+    /// peer signals once more at most).
+    pub(crate) fn withdraw(&mut self, word: &AtomicU64, seen: u32) {
         if self.armed {
-            self.announce(word, 0);
+            self.announce(word, 0, seen);
         } else {
             word.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Arms for an event loop (the caller fences, then re-checks).
-    pub(crate) fn arm(&mut self, word: &AtomicU64) {
+    /// Arms for an event loop while the peer's sequence word reads `seen`
+    /// (the caller fences, then re-checks).
+    pub(crate) fn arm(&mut self, word: &AtomicU64, seen: u32) {
         self.armed = true;
-        self.announce(word, 0);
+        self.announce(word, 0, seen);
     }
 
     pub(crate) fn is_armed(&self) -> bool {
@@ -219,20 +229,21 @@ impl Announcer {
         word.store(0, Ordering::Relaxed);
     }
 
-    fn announce(&mut self, word: &AtomicU64, bits: u64) {
-        self.epoch = self.epoch.wrapping_add(1);
+    fn announce(&mut self, word: &AtomicU64, bits: u64, seen: u32) {
+        self.epoch = (self.epoch + 1) & EPOCH_MASK;
         let event = if self.armed { PARKED_ON_EVENT } else { 0 };
-        word.store(
-            (self.epoch << EPOCH_SHIFT) | bits | event,
-            Ordering::Relaxed,
-        );
+        let announced = (u64::from(seen) << SEQ_SHIFT) | (self.epoch << EPOCH_SHIFT) | bits | event;
+        word.store(announced, Ordering::Relaxed);
     }
 }
 
 /// The publishing half of the protocol: bump our sequence word, fence, and
 /// wake the peer only if it announced a sleep we have not woken yet
-/// (`last_woken` is the parked word we last acted on). A peer armed for an
-/// event loop is signalled through the notification socket, when we hold one.
+/// (`last_woken` is the parked word we last acted on) and that began before
+/// this publish (the sequence value it sleeps on is not the one we just
+/// stored: if it is, the sleeper saw this publish and waits for the next
+/// one, which will wake it). A peer armed for an event loop is signalled
+/// through the notification socket, when we hold one.
 #[inline]
 pub(crate) fn notify_peer(
     seq: &AtomicU32,
@@ -246,7 +257,10 @@ pub(crate) fn notify_peer(
     seq.store(*next_seq, Ordering::Release);
     fence(Ordering::SeqCst);
     let parked = peer_parked.load(Ordering::Relaxed);
-    if parked & (PARKED_ON_FUTEX | PARKED_ON_EVENT) == 0 || parked == *last_woken {
+    if parked & (PARKED_ON_FUTEX | PARKED_ON_EVENT) == 0
+        || parked == *last_woken
+        || (parked >> SEQ_SHIFT) as u32 == *next_seq
+    {
         return;
     }
     *last_woken = parked;

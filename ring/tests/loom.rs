@@ -169,13 +169,14 @@ fn pinned_consumer_sleeping_again_is_woken() {
     });
 }
 
-/// The producer sleeps for room several times in a row (every frame fills
-/// the ring): each sleep is a new announcement the consumer wakes.
+/// The producer sleeps for room several times in a row (two frames fill the
+/// ring; the third and the fourth each wait for a release): each sleep is a
+/// new announcement the consumer wakes.
 #[test]
 fn producer_sleeping_for_room_repeatedly_is_woken() {
     model(|| {
         let (tx, rx) = ring(WaitStrategy::Park);
-        let lens = [200, 200, 200];
+        let lens = [112, 112, 112, 112];
         let consumer = thread::spawn(move || consume(rx, &lens));
         produce(tx, &lens);
         consumer.join().unwrap();

@@ -247,7 +247,7 @@ fn lying_consumer(region: Arc<Region>) {
             (epoch << parked::EPOCH_SHIFT) | parked::ON_FUTEX | parked::ON_EVENT,
         );
     };
-    let mut epoch = 1u64 << 30;
+    let mut epoch = 1u64 << 20;
     claim(epoch);
     let started = Instant::now();
     let mut received = 0u64;

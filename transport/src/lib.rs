@@ -21,7 +21,7 @@
 //! - **Faults**: a dead peer is noticed at once (its control socket hangs
 //!   up) and every wait returns `Disconnected`; a peer that sends an invalid
 //!   frame gets the connection closed with a [`Violation`] naming it.
-//! - **Event loops**: [`Connection::readiness_fd`] is an eventfd that becomes
+//! - **Event loops**: [`Connection::readiness_fd`] is a socket that becomes
 //!   readable when the armed connection has something to read.
 //!
 //! See [`protocol!`] for a typed example and [`Connection`] for a raw one;

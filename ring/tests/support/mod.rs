@@ -67,8 +67,9 @@ pub mod offsets {
     pub const DATA: usize = 640;
 }
 
-/// The parked words (64-bit, at `offsets::*_PARKED`): a sleep epoch above
-/// two bits, as a peer in another process knows them.
+/// The parked words (64-bit, at `offsets::*_PARKED`), as a peer in another
+/// process knows them: two bits, a 30-bit sleep epoch above them, and in the
+/// upper half the value of the peer's sequence word the side sleeps on.
 pub mod parked {
     /// The side sleeps (or is about to) on the futex.
     pub const ON_FUTEX: u64 = 1;
@@ -76,6 +77,8 @@ pub mod parked {
     pub const ON_EVENT: u64 = 2;
     /// The epoch starts at this bit.
     pub const EPOCH_SHIFT: u32 = 2;
+    /// The sequence value starts at this bit.
+    pub const SEQ_SHIFT: u32 = 32;
 }
 
 /// Whether the parked word at `flag_offset` announces a futex sleep.
