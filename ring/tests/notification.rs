@@ -299,6 +299,10 @@ fn a_consumer_that_claims_to_sleep_costs_one_wake_per_claim() {
         stats
     });
     child.expect_success();
+    eprintln!(
+        "lying consumer: {} wakes for {LYING_FRAMES} frames ({LYING_ANNOUNCEMENTS} announcements)",
+        stats.wakes
+    );
     // The first claim, then one per announcement (the last claim is made
     // before the last frame at the latest).
     let claims = 1 + LYING_ANNOUNCEMENTS;
