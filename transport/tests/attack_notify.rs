@@ -32,7 +32,7 @@ use support::*;
 /// How long the victim may take to see a peer's death. Generous (the
 /// machine is shared); it only bounds bugs.
 const DISCONNECT_BOUND: Duration = Duration::from_secs(20);
-/// Frames the victim sends while attacked.
+/// Frames the victim sends while attacked (many times the ring).
 const FRAMES: u32 = 2000;
 /// Index of the notification descriptor in an endpoint.
 const NOTIFY_FD: usize = ENDPOINT_FDS - 1;
@@ -180,13 +180,20 @@ fn a_creator_that_blocks_and_fills_the_notification_socket_cannot_hang_us() {
         let mut attacked = attacked;
         let mut sent = 0u32;
         let mut full = 0u32;
-        for seq in 0..FRAMES {
-            match attacked.try_send_frame(&seq.to_le_bytes()) {
-                Ok(()) => sent += 1,
-                Err(SendError::Full) => full += 1,
-                Err(e) => panic!("frame {seq}: {e}"),
+        for attempt in 0u64.. {
+            if sent == FRAMES {
+                break;
             }
-            if seq % 64 == 0 {
+            match attacked.try_send_frame(&sent.to_le_bytes()) {
+                Ok(()) => sent += 1,
+                // The attacker reads (and re-arms) at its own pace.
+                Err(SendError::Full) => {
+                    full += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("frame {sent}: {e}"),
+            }
+            if attempt % 64 == 0 {
                 // Armed or not (the attacker sends nothing), then disarmed:
                 // the disarm drains our end, which the attacker keeps full
                 // and blocking.
@@ -194,13 +201,14 @@ fn a_creator_that_blocks_and_fills_the_notification_socket_cannot_hang_us() {
                 attacked.disarm();
             }
         }
-        assert!(sent > 0, "nothing sent ({full} times full)");
+        eprintln!("victim: {sent} frames sent, {full} times full");
         attacked
     });
-    assert!(
-        attacked.stats().tx_ring.wakes > 0,
-        "the attacker's armings made us signal it"
-    );
+    let wakes = attacked.stats().tx_ring.wakes;
+    // Each time the attacker emptied the ring it had armed anew: more than
+    // one of our sends signalled its full, blocking socket.
+    assert!(wakes > 1, "the attacker's armings made us signal it");
+    eprintln!("victim: {wakes} signals into the attacker's full socket");
 
     // The attacker dies: the hang-up watcher marks the attacked connection
     // (whose notification socket the attacker filled and made blocking).
@@ -228,6 +236,7 @@ fn a_creator_that_blocks_and_fills_the_notification_socket_cannot_hang_us() {
 
     // The watcher still works for every other connection of the process.
     bystander.kill();
+    let killed = Instant::now();
     bystander.wait_timeout(EXIT_TIMEOUT);
     let outcome = bounded("bystander", DISCONNECT_BOUND * 2, move || {
         bystander_conn
@@ -235,6 +244,10 @@ fn a_creator_that_blocks_and_fills_the_notification_socket_cannot_hang_us() {
             .map(|frame| frame.bytes().len())
     });
     assert_eq!(outcome, Err(RecvError::Disconnected));
+    eprintln!(
+        "bystander: Disconnected {:?} after its peer's SIGKILL",
+        killed.elapsed()
+    );
 }
 
 /// A creator that hands us anything but an `AF_UNIX` datagram socket as
