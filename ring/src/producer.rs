@@ -5,12 +5,12 @@ use crate::error::{AttachError, Corruption, SendError};
 use crate::frame::{
     FRAME_ALIGN, FRAME_HEADER_SIZE, KIND_DATA, KIND_PADDING, encode_header, frame_size, max_payload,
 };
+use crate::notifier::Notifier;
 use crate::region::Region;
 use crate::ring::RingRef;
 use crate::stats::Stats;
-use crate::sync::{AtomicU32, Ordering};
-use crate::wait::{self, Blocked, WaitStrategy, Waiter};
-use std::os::fd::{AsFd, OwnedFd};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{self, Announcer, Blocked, WaitStrategy, Waiter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +41,13 @@ pub struct Producer {
     strategy: WaitStrategy,
     corrupt: Option<Corruption>,
     disconnect: DisconnectFlag,
-    /// The consumer's eventfd, signalled when it waits in an event loop.
-    notify_fd: Option<OwnedFd>,
+    /// Our end of the notification socketpair, through which a consumer
+    /// waiting in an event loop is signalled.
+    notifier: Option<Notifier>,
+    /// The consumer's parked word we last woke (see `wait::notify_peer`).
+    last_woken: u64,
+    /// What we announce in our own parked word when we wait for room.
+    announcer: Announcer,
     stats: Stats,
 }
 
@@ -51,6 +56,7 @@ impl Producer {
     /// validating the ring header first.
     pub fn attach(region: Arc<Region>, offset: usize) -> Result<Producer, AttachError> {
         let (ring, positions) = RingRef::attach(region, offset)?;
+        let announcer = Announcer::new(&ring.header().producer_parked.parked);
         Ok(Producer {
             tail: positions.tail,
             published: positions.tail,
@@ -60,7 +66,9 @@ impl Producer {
             strategy: WaitStrategy::default(),
             corrupt: None,
             disconnect: DisconnectFlag::default(),
-            notify_fd: None,
+            notifier: None,
+            last_woken: 0,
+            announcer,
             stats: Stats::default(),
         })
     }
@@ -76,11 +84,15 @@ impl Producer {
         self.strategy = strategy;
     }
 
-    /// Gives this end the consumer's notification descriptor (an eventfd):
-    /// when the consumer waits in an event loop
-    /// ([`Consumer::arm_notification`]), each publish also writes to it.
-    pub fn set_notify_fd(&mut self, fd: Option<OwnedFd>) {
-        self.notify_fd = fd;
+    /// Gives this end our end of the notification socketpair whose other
+    /// end the consumer watches: while the consumer waits in an event loop
+    /// ([`Consumer::arm_notification`]), a publish also signals it (once per
+    /// arming, not once per publish). Signalling never blocks, whatever the
+    /// peer did to the socket (see [`Notifier`]).
+    ///
+    /// [`Consumer::arm_notification`]: crate::Consumer::arm_notification
+    pub fn set_notifier(&mut self, notifier: Option<Notifier>) {
+        self.notifier = notifier;
     }
 
     /// The largest payload this ring accepts.
@@ -169,7 +181,8 @@ impl Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
-            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
+            &mut self.last_woken,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }
@@ -268,7 +281,8 @@ impl Drop for Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
-            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
+            &mut self.last_woken,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }
@@ -301,8 +315,12 @@ impl Waiter for RoomWaiter<'_> {
     fn wake_seq(&self) -> &AtomicU32 {
         &self.producer.ring.header().consumer.space_seq
     }
-    fn parked_flag(&self) -> &AtomicU32 {
-        &self.producer.ring.header().producer_parked.parked
+    fn parking(&mut self) -> (&AtomicU64, &mut Announcer) {
+        let producer = &mut *self.producer;
+        (
+            &producer.ring.header().producer_parked.parked,
+            &mut producer.announcer,
+        )
     }
     fn strategy(&self) -> WaitStrategy {
         self.producer.strategy

@@ -26,8 +26,7 @@ use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
 use ferry_ring::{
-    Consumer, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, notification_fd,
-    ring_size,
+    Consumer, Notifier, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, ring_size,
 };
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -138,8 +137,10 @@ pub struct Connection {
     pub(crate) set_aside: SetAside,
     /// Descriptors of the message a handler is running for.
     pub(crate) message_fds: Vec<OwnedFd>,
-    /// The descriptor the peer signals when we wait in an event loop.
-    pub(crate) notify: OwnedFd,
+    /// Our end of the notification socketpair: the peer signals it when we
+    /// wait in an event loop (our readiness descriptor); we signal the peer
+    /// through it.
+    pub(crate) notify: Notifier,
     _hangup: HangupWatch,
     /// Held for as long as this end lives: the requester's slot in the
     /// limits of the `Acceptor` that created it.
@@ -170,19 +171,13 @@ impl Connection {
         init(&region, first, config.ring_capacity)?;
         init(&region, second, config.ring_capacity)?;
         let (ours, theirs) = Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
-        let our_notify = notification_fd()?;
-        let their_notify = notification_fd()?;
+        let (our_notify, their_notify) = Notifier::pair()?;
         let region_fd = region
             .fd()
             .ok_or_else(|| OpenError::Io(std::io::Error::other("a created region is shared")))?
             .try_clone_to_owned()?;
         let endpoint = Endpoint {
-            fds: vec![
-                region_fd,
-                OwnedFd::from(theirs),
-                their_notify.try_clone()?,
-                our_notify.try_clone()?,
-            ],
+            fds: vec![region_fd, OwnedFd::from(theirs), their_notify.into_fd()],
             metadata: EndpointInfo {
                 region_len: region_len as u64,
                 rx_offset: first as u64,
@@ -191,15 +186,7 @@ impl Connection {
             }
             .encode(),
         };
-        let connection = Connection::assemble(
-            region,
-            second,
-            first,
-            ours,
-            our_notify,
-            their_notify,
-            config,
-        )?;
+        let connection = Connection::assemble(region, second, first, ours, our_notify, config)?;
         Ok((connection, endpoint))
     }
 
@@ -225,7 +212,7 @@ impl Connection {
                 theirs: info.schema,
             });
         }
-        let [region_fd, control, our_notify, their_notify]: [OwnedFd; ENDPOINT_FDS] = endpoint
+        let [region_fd, control, notify]: [OwnedFd; ENDPOINT_FDS] = endpoint
             .fds
             .try_into()
             .map_err(|fds: Vec<OwnedFd>| EndpointError::FdCount { found: fds.len() })?;
@@ -237,13 +224,14 @@ impl Connection {
         }
         let control =
             Channel::from_checked(control).map_err(|e| OpenError::Control(Cause::new(e)))?;
+        let notify = Notifier::from_received(notify)
+            .map_err(|e| EndpointError::Notification(e.to_string()))?;
         Connection::assemble(
             Arc::new(region),
             info.rx_offset as usize,
             info.tx_offset as usize,
             control,
-            our_notify,
-            their_notify,
+            notify,
             config,
         )
     }
@@ -253,13 +241,12 @@ impl Connection {
         rx_offset: usize,
         tx_offset: usize,
         mut control: Channel,
-        notify: OwnedFd,
-        peer_notify: OwnedFd,
+        notify: Notifier,
         config: ConnectionConfig,
     ) -> Result<Connection, OpenError> {
         let mut tx =
             Producer::attach(Arc::clone(&region), tx_offset)?.with_wait_strategy(config.wait);
-        tx.set_notify_fd(Some(peer_notify));
+        tx.set_notifier(Some(notify.try_clone()?));
         let rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
         // Each attach checked its own ring; together they must not share a
         // byte, and a creator must not impose rings larger than we accept.
@@ -288,7 +275,10 @@ impl Connection {
             watch_hangup(control.as_fd(), move || {
                 rx_gone.disconnect();
                 tx_gone.disconnect();
-                ferry_ring::signal_notification(notify.as_fd());
+                // No I/O on the socket the peer shares: a peer that
+                // filled it or cleared O_NONBLOCK cannot block this thread
+                // (which watches every connection of the process).
+                notify.set_readable_forever();
             })?
         };
         Ok(Connection {
