@@ -141,10 +141,33 @@ pub struct Connection {
     /// wait in an event loop (our readiness descriptor); we signal the peer
     /// through it.
     pub(crate) notify: Notifier,
-    _hangup: HangupWatch,
+    /// Who learns of the peer's death for this process (see
+    /// `watched_here`).
+    hangup: HangupWatch,
     /// Held for as long as this end lives: the requester's slot in the
     /// limits of the `Acceptor` that created it.
     pub(crate) admission: Option<ferry_handoff::Admission>,
+}
+
+/// Watches the control socket: when the peer hangs up (closes or dies),
+/// every wait on the rings ends and the readiness descriptor turns readable.
+fn watch_peer(
+    control: &Channel,
+    tx: &Producer,
+    rx: &Consumer,
+    notify: &Notifier,
+) -> std::io::Result<HangupWatch> {
+    let rx_gone = rx.disconnect_handle();
+    let tx_gone = tx.disconnect_handle();
+    let notify = notify.try_clone()?;
+    watch_hangup(control.as_fd(), move || {
+        rx_gone.disconnect();
+        tx_gone.disconnect();
+        // No I/O on the socket the peer shares: a peer that filled it or
+        // cleared O_NONBLOCK cannot block this thread (which watches every
+        // connection of the process).
+        notify.set_readable_forever();
+    })
 }
 
 /// Ring offsets of a region holding two rings of `capacity`, and its size.
@@ -155,7 +178,10 @@ fn layout(capacity: usize) -> (usize, usize, usize) {
 
 impl Connection {
     /// Both ends of a connection, in this process: for tests, for threads,
-    /// and for handing one end to a child across `fork`.
+    /// and for handing one end to a child across `fork`. After the fork each
+    /// process keeps its end and lets go of the other with
+    /// [`leave`](Self::leave) (dropping it would close the connection for
+    /// both); each then notices the other's death at once.
     pub fn pair(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
         let (mine, endpoint) = Connection::create(config.clone())?;
         let theirs = Connection::open(endpoint, config)?;
@@ -268,19 +294,7 @@ impl Connection {
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
-        let hangup = {
-            let rx_gone = rx.disconnect_handle();
-            let tx_gone = tx.disconnect_handle();
-            let notify = notify.try_clone()?;
-            watch_hangup(control.as_fd(), move || {
-                rx_gone.disconnect();
-                tx_gone.disconnect();
-                // No I/O on the socket the peer shares: a peer that
-                // filled it or cleared O_NONBLOCK cannot block this thread
-                // (which watches every connection of the process).
-                notify.set_readable_forever();
-            })?
-        };
+        let hangup = watch_peer(&control, &tx, &rx, &notify)?;
         Ok(Connection {
             outbox: Outbox::new(tx, config.max_message_size),
             inbox: Inbox::new(rx, &config),
@@ -292,9 +306,23 @@ impl Connection {
             set_aside: SetAside::default(),
             message_fds: Vec::new(),
             notify,
-            _hangup: hangup,
+            hangup,
             admission: None,
         })
+    }
+
+    /// Lets go of this end in this process only, without closing the
+    /// connection: for the end a `fork` duplicated into a process that does
+    /// not use it (see [`pair`](Self::pair)). Only this process's
+    /// descriptors and mapping are released; nothing is written to the
+    /// shared rings, so the process that uses this end goes on, and its peer
+    /// notices nothing until that process closes it or dies. Reply handlers
+    /// still pending here are dropped without running: they belong to the
+    /// process that uses the end.
+    pub fn leave(self) {
+        let Connection { outbox, inbox, .. } = self;
+        outbox.tx.detach();
+        inbox.rx.detach();
     }
 
     /// The configuration this end was built with.
@@ -399,15 +427,31 @@ impl Connection {
 
     /// Whether a send may start: the connection is open and the descriptors
     /// are within the limit.
-    pub(crate) fn check_sendable(&self, fds: usize) -> Result<(), SendError> {
+    pub(crate) fn check_sendable(&mut self, fds: usize) -> Result<(), SendError> {
         if let Some(error) = self.lifecycle.send_error() {
             return Err(error);
         }
+        self.watched_here();
         let max = self.config.max_fds_per_message;
         if fds > max {
             return Err(SendError::TooManyFds { count: fds, max });
         }
         Ok(())
+    }
+
+    /// Makes sure this process learns of the peer's death: after a `fork`,
+    /// the watch this end inherited works only in the process that made it,
+    /// so the process that goes on using the end watches it again. Called
+    /// by every operation that may wait (a relaxed load when nothing
+    /// forked). If the new watch cannot be made (descriptor table full), the
+    /// next operation tries again; waits stay bounded meanwhile.
+    pub(crate) fn watched_here(&mut self) {
+        if self.hangup.is_inherited() {
+            let watched = watch_peer(&self.control, &self.outbox.tx, &self.inbox.rx, &self.notify);
+            if let Ok(watch) = watched {
+                self.hangup = watch;
+            }
+        }
     }
 
     /// Takes the next frame off the ring. `wait`: `None` to try once,
@@ -419,6 +463,7 @@ impl Connection {
         if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
+        self.watched_here();
         match self.inbox.next(wait, &self.control) {
             Ok(incoming) => Ok(incoming),
             Err(InboxError::Violation(violation)) => Err(self.fail(violation)),
