@@ -174,8 +174,9 @@ fn typed_messages_are_dispatched_in_both_trust_modes() {
         receiver.register(DESK, Desk::handler(Recorder::new("r", &log, &drops)));
         let mut expected = Vec::new();
         for seq in 0..6u32 {
-            let values: Vec<u64> = (0..u64::from(seq) * 20).collect();
-            let text = format!("ñote {seq} {}", "x".repeat(seq as usize * 30));
+            // All six fit the ring together (about half of it).
+            let values: Vec<u64> = (0..u64::from(seq) * 10).collect();
+            let text = format!("ñote {seq} {}", "x".repeat(seq as usize * 20));
             expected.push(format!(
                 "r note {seq} {text} {}",
                 values.iter().sum::<u64>()
