@@ -11,8 +11,8 @@
 //! an ordinary test it runs over a real sealed memfd.
 
 use ferry_transport::{
-    CallError, Connection, ConnectionConfig, Context, DispatchError, Receiver, Remote, SendError,
-    Trust, Violation,
+    CallError, Connection, ConnectionConfig, Context, DispatchError, Receiver, RecvError, Remote,
+    SendError, Trust, Violation,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,9 @@ ferry_transport::protocol! {
         fn progress => Progress { step: u32 };
         /// A synchronous call back into a caller that is waiting.
         fn confirm => Confirm { value: u64 } -> Confirmed { value: u64 };
+        /// Asynchronous: its handler calls back synchronously (`Confirm`),
+        /// then reads the message again and reports with a note.
+        fn relay => Relay { a: u64, b: u64, text: String };
         /// Its handler panics.
         fn boom => Boom {};
         /// Its handler replaces (`replace`) or removes the registration it
@@ -138,6 +141,27 @@ impl DeskHandler for Recorder {
         Confirmed {
             value: message.value.to_native(),
         }
+    }
+
+    fn relay(&self, context: &mut Context, message: &ArchivedRelay) {
+        // Read in place (trusted), this message pins its frame while the
+        // nested call below receives the frames behind it.
+        let value = message.a.to_native() + message.b.to_native();
+        let confirmed = context
+            .send_sync(desk(), &Confirm { value }, WAIT.unwrap())
+            .expect("the peer confirms");
+        // Still the same bytes after the nested receives.
+        self.record(format!(
+            "relay {} {}",
+            message.text.as_str(),
+            confirmed.value.to_native()
+        ));
+        let note = Note {
+            seq: 100,
+            text: "relayed".into(),
+            values: Vec::new(),
+        };
+        context.send(desk(), &note).expect("report");
     }
 
     fn boom(&self, _: &mut Context, _: &ArchivedBoom) {
@@ -267,9 +291,69 @@ fn reentrant_synchronous_calls_across_two_threads() {
         assert_eq!(sum.value.to_native(), 42);
         drop(sum);
 
+        // An asynchronous message whose handler calls back synchronously:
+        // the caller's dispatch answers the call, then gets the report.
+        let relay = Relay {
+            a: 3,
+            b: 4,
+            text: "through a nested call".into(),
+        };
+        caller.send(desk(), &relay).expect("send relay");
+        let mut dispatched = 0;
+        while dispatched < 2 {
+            let count = caller.dispatch(WAIT).expect("dispatch");
+            assert!(count > 0, "{trust:?}: the server relays within the timeout");
+            dispatched += count;
+        }
+        assert_eq!(
+            entries(&log)[5..],
+            [
+                "server add 42",
+                "caller confirm 7",
+                "server relay through a nested call 7",
+                "caller note 100 relayed 0",
+            ],
+            "{trust:?}"
+        );
+
         drop(caller);
         serving.join().expect("the server saw Disconnected");
         assert_eq!(drops.load(Ordering::SeqCst), 2, "both handlers dropped");
+    }
+}
+
+/// The raw frame API: frames sent by copy and written in place (committed
+/// at once, or deferred and flushed), received in place or copied, and
+/// given back when dropped, for several ringfuls (so the rings wrap).
+#[test]
+fn raw_frames_round_trip() {
+    for trust in [Trust::Trusted, Trust::Untrusted] {
+        let (mut sender, mut receiver) = Connection::pair(config(trust)).expect("pair");
+        for round in 0..3 * RING / 256 {
+            let len = 100 + round * 37 % 300;
+            let byte = round as u8;
+            match round % 3 {
+                0 => sender.send_frame(&vec![byte; len], WAIT).expect("send"),
+                1 => {
+                    let mut writer = sender.reserve_frame(len, WAIT).expect("reserve");
+                    writer.fill(byte);
+                    writer.commit();
+                }
+                _ => {
+                    let mut writer = sender.reserve_frame(len, WAIT).expect("reserve");
+                    writer.fill(byte);
+                    writer.commit_deferred();
+                    sender.flush();
+                }
+            }
+            let frame = receiver.recv_frame(WAIT).expect("receive");
+            assert_eq!(frame.bytes().len(), len, "{trust:?} round {round}");
+            assert!(
+                frame.bytes().iter().all(|&b| b == byte),
+                "{trust:?} round {round}"
+            );
+        }
+        assert!(matches!(receiver.try_recv_frame(), Err(RecvError::Empty)));
     }
 }
 
