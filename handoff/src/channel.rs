@@ -186,7 +186,9 @@ pub enum SocketKindError {
 }
 
 impl Channel {
-    /// A connected pair of channels (`socketpair`, close-on-exec).
+    /// A connected pair of channels (`socketpair`, close-on-exec). Under
+    /// miri, a stream pair that only carries hang-ups (miri has neither
+    /// `SOCK_SEQPACKET` pairs nor `sendmsg`).
     pub fn pair() -> Result<(Channel, Channel), SocketError> {
         let (a, b) = rustix::net::socketpair(
             AddressFamily::UNIX,
