@@ -183,9 +183,44 @@ impl Connection {
     /// [`leave`](Self::leave) (dropping it would close the connection for
     /// both); each then notices the other's death at once.
     pub fn pair(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
-        let (mine, endpoint) = Connection::create(config.clone())?;
-        let theirs = Connection::open(endpoint, config)?;
-        Ok((mine, theirs))
+        #[cfg(miri)]
+        return Connection::pair_in_memory(config);
+        #[cfg(not(miri))]
+        {
+            let (mine, endpoint) = Connection::create(config.clone())?;
+            let theirs = Connection::open(endpoint, config)?;
+            Ok((mine, theirs))
+        }
+    }
+
+    /// [`pair`](Self::pair) under miri, which has no memfd (nor `mmap` of
+    /// a file, nor `SCM_RIGHTS`): both ends share one heap region and are
+    /// assembled here, as `create` and `open` would, with the same ring
+    /// layout, and with the real rest (control socketpair, notification
+    /// descriptors, hang-up watch). What `create` and `open` add on top
+    /// (a sealed memfd, an endpoint, checking the descriptors a peer handed
+    /// over) needs the kernel; the multi-process suites exercise it.
+    #[cfg(miri)]
+    fn pair_in_memory(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
+        let (first, second, region_len) = layout(config.ring_capacity);
+        let region = Arc::new(Region::heap(region_len));
+        // The first end sends on the first ring, as a creator does.
+        init(&region, first, config.ring_capacity)?;
+        init(&region, second, config.ring_capacity)?;
+        let (control, peer_control) =
+            Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
+        let (notify, peer_notify) = Notifier::pair()?;
+        let first_end = Connection::assemble(
+            Arc::clone(&region),
+            second,
+            first,
+            control,
+            notify,
+            config.clone(),
+        )?;
+        let second_end =
+            Connection::assemble(region, first, second, peer_control, peer_notify, config)?;
+        Ok((first_end, second_end))
     }
 
     /// Creates a connection: keeps one end and returns the [`Endpoint`] to
