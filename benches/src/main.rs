@@ -7,14 +7,15 @@
 //! ```
 
 use clap::{Args, Parser, Subcommand};
+use ferry_bench::catalog::Transport;
 use ferry_bench::driver::{self, Amount};
-use ferry_bench::job::{Job, Mode, Wait, parse_trust, trust_name};
+use ferry_bench::job::{Job, parse_trust, trust_name};
+use ferry_bench::mode::Mode;
 use ferry_bench::payload::MIN_SIZE;
 use ferry_bench::report::{self, Key, LatencyRow, Summary, ThroughputRow};
 use ferry_bench::session::Peer;
-use ferry_bench::transports::Transport;
 use ferry_bench::{BoxError, Result, cpu, peer, with_end};
-use ferry_transport::Trust;
+use ferry_transport::{Trust, WaitStrategy};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +50,9 @@ struct Options {
     /// Message sizes, comma-separated, with K/M suffixes (binary), at least 8.
     #[arg(long, value_name = "LIST", default_value = "8,64,1K,4K,64K,1M")]
     size: String,
-    /// How ferry's endpoints wait, comma-separated: spin, park, hybrid.
+    /// How ferry's endpoints wait, comma-separated: spin, park,
+    /// spin-then-park (the default budget) or spin-then-park:DURATION (e.g.
+    /// 20us).
     #[arg(long, value_name = "LIST", default_value = "spin")]
     wait: String,
     /// How ferry-transport's receivers treat the peer: trusted, untrusted.
@@ -184,7 +187,9 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
     if let Some(size) = sizes.iter().find(|&&s| s < MIN_SIZE) {
         return Err(format!("size {size} is below the {MIN_SIZE}-byte minimum (the tag)").into());
     }
-    let waits = list(&options.wait, Wait::parse)?;
+    let waits = list(&options.wait, |text| {
+        text.parse::<WaitStrategy>().map_err(BoxError::from)
+    })?;
     let trusts = list(&options.trust, parse_trust)?;
     if transports.is_empty() || sizes.is_empty() || waits.is_empty() || trusts.is_empty() {
         return Err("nothing to measure".into());
@@ -194,7 +199,7 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
     for run in 0..options.runs.max(1) {
         for &size in &sizes {
             for &transport in &transports {
-                let waits: &[Wait] = if transport.uses_wait() {
+                let waits: &[WaitStrategy] = if transport.uses_wait() {
                     &waits
                 } else {
                     &waits[..1]
@@ -210,7 +215,7 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
                             transport,
                             size,
                             wait: if transport.uses_wait() {
-                                wait.name().into()
+                                wait.to_string()
                             } else {
                                 transport.fixed_wait().into()
                             },
