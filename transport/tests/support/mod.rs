@@ -29,7 +29,7 @@ pub mod proto;
 
 use ferry_handoff::Channel;
 use ferry_testkit::process::{ChildGuard, ReExec};
-use ferry_transport::{Connection, ConnectionConfig, Endpoint, Trust, WaitStrategy};
+use ferry_transport::{Connection, ConnectionConfig, Endpoint, Trust};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
