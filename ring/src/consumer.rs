@@ -7,8 +7,8 @@ use crate::pinned::{PinToken, PinnedFrame};
 use crate::region::Region;
 use crate::ring::RingRef;
 use crate::stats::Stats;
-use crate::sync::{AtomicU32, Ordering};
-use crate::wait::{self, Blocked, WaitStrategy, Waiter};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{self, Announcer, Blocked, WaitStrategy, Waiter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,14 @@ pub struct Consumer {
     strategy: WaitStrategy,
     corrupt: Option<Corruption>,
     disconnect: DisconnectFlag,
+    /// The producer's parked word we last woke (see `wait::notify_peer`).
+    last_woken: u64,
+    /// What we announce in our own parked word when we wait for frames or
+    /// arm for an event loop.
+    announcer: Announcer,
     stats: Stats,
+    /// Set by `detach`: dropping touches nothing shared.
+    detached: bool,
 }
 
 /// Where the frame at the read position is, once validated.
@@ -66,6 +73,7 @@ impl Consumer {
     /// validating the ring header first.
     pub fn attach(region: Arc<Region>, offset: usize) -> Result<Consumer, AttachError> {
         let (ring, positions) = RingRef::attach(region, offset)?;
+        let announcer = Announcer::new(&ring.header().consumer_parked.parked);
         Ok(Consumer {
             read: positions.head,
             pins: 0,
@@ -77,7 +85,10 @@ impl Consumer {
             strategy: WaitStrategy::default(),
             corrupt: None,
             disconnect: DisconnectFlag::default(),
+            last_woken: 0,
+            announcer,
             stats: Stats::default(),
+            detached: false,
         })
     }
 
@@ -190,18 +201,28 @@ impl Consumer {
         self.flush();
     }
 
-    /// Prepares to wait in an event loop (epoll, mio, tokio) on the eventfd
-    /// the producer was given with [`Producer::set_notify_fd`]. Returns
-    /// `Ok(true)` when a frame (or the close) is already there: do not wait,
-    /// read. Returns `Ok(false)` when armed: the producer's next publish
-    /// signals the eventfd. Call [`disarm_notification`] once woken, before
-    /// reading; the same fence-and-recheck protocol as the futex wait means
-    /// no publish is missed between this check and the wait.
+    /// Prepares to wait in an event loop (epoll, mio, tokio) on the
+    /// notification socket whose other end the producer was given with
+    /// [`Producer::set_notifier`]. Returns `Ok(true)` when a frame (or the
+    /// close) is already there: do not wait, read. Returns `Ok(false)` when
+    /// armed: the producer's next publish signals the socket. Call
+    /// [`disarm_notification`] once woken, before reading; the same
+    /// fence-and-recheck protocol as the futex wait means no publish is
+    /// missed between this check and the wait.
     ///
+    /// A blocking wait of this consumer ([`peek`](Self::peek),
+    /// [`recv_into`](Self::recv_into)) while armed keeps the arming: what the
+    /// producer publishes during that wait signals the socket too, and the
+    /// next publish after it still does. So frames the blocking wait left in
+    /// the ring are never without a signal; the event loop wakes (perhaps
+    /// for frames already read: a wake-up is a hint) and reads until empty.
+    ///
+    /// [`Producer::set_notifier`]: crate::Producer::set_notifier
     /// [`disarm_notification`]: Self::disarm_notification
     pub fn arm_notification(&mut self) -> Result<bool, RecvError> {
-        let parked = &self.ring.header().consumer_parked.parked;
-        parked.store(wait::PARKED_ON_EVENT, Ordering::Relaxed);
+        let header = self.ring.header();
+        let seen = header.producer.data_seq.load(Ordering::Acquire);
+        self.announcer.arm(&header.consumer_parked.parked, seen);
         crate::sync::fence(Ordering::SeqCst);
         match self.poll_frame() {
             Ok(None) => Ok(false),
@@ -216,13 +237,18 @@ impl Consumer {
         }
     }
 
-    /// Stops asking the producer for eventfd notifications.
+    /// Stops asking the producer for notifications.
     pub fn disarm_notification(&mut self) {
-        self.ring
-            .header()
-            .consumer_parked
-            .parked
-            .store(0, Ordering::Relaxed);
+        self.announcer
+            .disarm(&self.ring.header().consumer_parked.parked);
+    }
+
+    /// Whether this consumer is armed for an event loop
+    /// ([`arm_notification`](Self::arm_notification) returned `Ok(false)`
+    /// and [`disarm_notification`](Self::disarm_notification) was not
+    /// called since).
+    pub fn is_armed(&self) -> bool {
+        self.announcer.is_armed()
     }
 
     /// Makes every frame released with [`Frame::release_deferred`] available
@@ -238,6 +264,7 @@ impl Consumer {
             &header.consumer.space_seq,
             &mut self.space_seq,
             &header.producer_parked.parked,
+            &mut self.last_woken,
             None,
             &mut self.stats,
         );
@@ -332,10 +359,25 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Lets go of this end in this process only: unlike dropping it, the
+    /// ring is not marked closed and nothing deferred is published, so
+    /// another process that holds the same end (a `fork` duplicated it)
+    /// keeps using it, and the producer notices nothing. This copy's private
+    /// positions are stale once the other process has moved on: publishing
+    /// them would corrupt the ring, which is why dropping is not enough.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
 impl Drop for Consumer {
     /// Releases what was deferred and marks the ring closed, waking a
     /// producer that waits for room so it sees the close.
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.flush();
         let header = self.ring.header();
         header.consumer.closed.store(1, Ordering::Release);
@@ -343,6 +385,7 @@ impl Drop for Consumer {
             &header.consumer.space_seq,
             &mut self.space_seq,
             &header.producer_parked.parked,
+            &mut self.last_woken,
             None,
             &mut self.stats,
         );
@@ -375,8 +418,12 @@ impl Waiter for FrameWaiter<'_> {
     fn wake_seq(&self) -> &AtomicU32 {
         &self.consumer.ring.header().producer.data_seq
     }
-    fn parked_flag(&self) -> &AtomicU32 {
-        &self.consumer.ring.header().consumer_parked.parked
+    fn parking(&mut self) -> (&AtomicU64, &mut Announcer) {
+        let consumer = &mut *self.consumer;
+        (
+            &consumer.ring.header().consumer_parked.parked,
+            &mut consumer.announcer,
+        )
     }
     fn strategy(&self) -> WaitStrategy {
         self.consumer.strategy

@@ -20,8 +20,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// `b"FERRYRNG"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FERRYRNG");
-/// Bumped whenever the shared layout or the frame format changes.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped whenever the shared layout, the frame format or the meaning of a
+/// shared word changes (2: the parked words became 64-bit with a sleep
+/// epoch).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of one padded header line.
 #[cfg_attr(loom, allow(dead_code))]
 pub const LINE: usize = 128;
@@ -57,10 +59,11 @@ pub(crate) struct ConsumerLine {
     pub(crate) closed: AtomicU32,
 }
 
-/// A "this side is (about to be) asleep" flag, alone on its line.
+/// A "this side is (about to be) asleep" word, alone on its line: the
+/// `PARKED_ON_*` bits and a sleep epoch (see `wait::Announcer`).
 #[repr(C, align(128))]
 pub(crate) struct ParkedLine {
-    pub(crate) parked: AtomicU32,
+    pub(crate) parked: AtomicU64,
 }
 
 /// The whole header. Shared memory holds exactly this, then the data area.
@@ -83,7 +86,7 @@ impl RingHeader {
     #[cfg(loom)]
     pub(crate) fn new(capacity: u64) -> Self {
         let parked = || ParkedLine {
-            parked: AtomicU32::new(0),
+            parked: AtomicU64::new(0),
         };
         RingHeader {
             identity: Identity {

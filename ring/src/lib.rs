@@ -17,7 +17,9 @@
 //!   [`peek`](Consumer::peek)s at the frame in place and
 //!   [`release`](Frame::release)s it. Payloads are contiguous and 16-aligned.
 //! - A waiting side spins, sleeps on a futex, or both ([`WaitStrategy`]); a
-//!   side that is awake costs its peer no syscall.
+//!   side that is awake costs its peer no syscall, and a side that only
+//!   claims to sleep costs it one wake per claim, not one per publish. An
+//!   event loop waits on a [`Notifier`] instead.
 //! - Every value loaded from shared memory is validated; a peer that breaks
 //!   the protocol gets this end a [`Corruption`] error, never a panic, an
 //!   out-of-bounds access or an endless loop.
@@ -60,6 +62,7 @@ pub mod frame;
 mod futex;
 mod layout;
 mod memfd;
+mod notifier;
 mod pinned;
 mod placement;
 mod producer;
@@ -74,12 +77,11 @@ pub use consumer::{Consumer, Frame};
 pub use disconnect::DisconnectHandle;
 pub use error::{AttachError, Corruption, RecvError, RegionError, SendError};
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN};
+pub use notifier::{MAX_DRAINED_PER_CLEAR, Notifier, NotifierError};
 pub use pinned::PinnedFrame;
 pub use placement::{RingSpan, check_layout};
 pub use producer::{Grant, Producer};
 pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};
 pub use stats::Stats;
-pub use wait::{
-    DEFAULT_SPIN, WaitStrategy, clear_notification, notification_fd, signal_notification,
-};
+pub use wait::{DEFAULT_SPIN, ParseWaitStrategyError, WaitStrategy};

@@ -5,12 +5,12 @@ use crate::error::{AttachError, Corruption, SendError};
 use crate::frame::{
     FRAME_ALIGN, FRAME_HEADER_SIZE, KIND_DATA, KIND_PADDING, encode_header, frame_size, max_payload,
 };
+use crate::notifier::Notifier;
 use crate::region::Region;
 use crate::ring::RingRef;
 use crate::stats::Stats;
-use crate::sync::{AtomicU32, Ordering};
-use crate::wait::{self, Blocked, WaitStrategy, Waiter};
-use std::os::fd::{AsFd, OwnedFd};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{self, Announcer, Blocked, WaitStrategy, Waiter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,16 @@ pub struct Producer {
     strategy: WaitStrategy,
     corrupt: Option<Corruption>,
     disconnect: DisconnectFlag,
-    /// The consumer's eventfd, signalled when it waits in an event loop.
-    notify_fd: Option<OwnedFd>,
+    /// Our end of the notification socketpair, through which a consumer
+    /// waiting in an event loop is signalled.
+    notifier: Option<Notifier>,
+    /// The consumer's parked word we last woke (see `wait::notify_peer`).
+    last_woken: u64,
+    /// What we announce in our own parked word when we wait for room.
+    announcer: Announcer,
     stats: Stats,
+    /// Set by `detach`: dropping touches nothing shared.
+    detached: bool,
 }
 
 impl Producer {
@@ -51,6 +58,7 @@ impl Producer {
     /// validating the ring header first.
     pub fn attach(region: Arc<Region>, offset: usize) -> Result<Producer, AttachError> {
         let (ring, positions) = RingRef::attach(region, offset)?;
+        let announcer = Announcer::new(&ring.header().producer_parked.parked);
         Ok(Producer {
             tail: positions.tail,
             published: positions.tail,
@@ -60,8 +68,11 @@ impl Producer {
             strategy: WaitStrategy::default(),
             corrupt: None,
             disconnect: DisconnectFlag::default(),
-            notify_fd: None,
+            notifier: None,
+            last_woken: 0,
+            announcer,
             stats: Stats::default(),
+            detached: false,
         })
     }
 
@@ -76,11 +87,15 @@ impl Producer {
         self.strategy = strategy;
     }
 
-    /// Gives this end the consumer's notification descriptor (an eventfd):
-    /// when the consumer waits in an event loop
-    /// ([`Consumer::arm_notification`]), each publish also writes to it.
-    pub fn set_notify_fd(&mut self, fd: Option<OwnedFd>) {
-        self.notify_fd = fd;
+    /// Gives this end our end of the notification socketpair whose other
+    /// end the consumer watches: while the consumer waits in an event loop
+    /// ([`Consumer::arm_notification`]), a publish also signals it (once per
+    /// arming, not once per publish). Signalling never blocks, whatever the
+    /// peer did to the socket (see [`Notifier`]).
+    ///
+    /// [`Consumer::arm_notification`]: crate::Consumer::arm_notification
+    pub fn set_notifier(&mut self, notifier: Option<Notifier>) {
+        self.notifier = notifier;
     }
 
     /// The largest payload this ring accepts.
@@ -169,7 +184,8 @@ impl Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
-            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
+            &mut self.last_woken,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }
@@ -257,10 +273,25 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Lets go of this end in this process only: unlike dropping it, the
+    /// ring is not marked closed and nothing deferred is published, so
+    /// another process that holds the same end (a `fork` duplicated it)
+    /// keeps using it, and the consumer notices nothing. This copy's private
+    /// positions are stale once the other process has moved on: publishing
+    /// them would corrupt the ring, which is why dropping is not enough.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
 impl Drop for Producer {
     /// Publishes what was deferred and marks the ring closed, waking a
     /// sleeping consumer so it sees the close.
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.flush();
         let header = self.ring.header();
         header.producer.closed.store(1, Ordering::Release);
@@ -268,7 +299,8 @@ impl Drop for Producer {
             &header.producer.data_seq,
             &mut self.data_seq,
             &header.consumer_parked.parked,
-            self.notify_fd.as_ref().map(|fd| fd.as_fd()),
+            &mut self.last_woken,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }
@@ -301,8 +333,12 @@ impl Waiter for RoomWaiter<'_> {
     fn wake_seq(&self) -> &AtomicU32 {
         &self.producer.ring.header().consumer.space_seq
     }
-    fn parked_flag(&self) -> &AtomicU32 {
-        &self.producer.ring.header().producer_parked.parked
+    fn parking(&mut self) -> (&AtomicU64, &mut Announcer) {
+        let producer = &mut *self.producer;
+        (
+            &producer.ring.header().producer_parked.parked,
+            &mut producer.announcer,
+        )
     }
     fn strategy(&self) -> WaitStrategy {
         self.producer.strategy

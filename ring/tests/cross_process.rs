@@ -344,7 +344,7 @@ fn killed_peer_wakes_the_sleeper(kill_producer: bool) {
     // Wait until the sleeper is really asleep in its unbounded wait.
     wait_until("the survivor to sleep", Duration::from_secs(20), || {
         waiting.load(Ordering::SeqCst)
-            && map.load_u32(flag) == 1
+            && support::parked_on_futex(&map, flag)
             && support::thread_is_sleeping(tid.load(Ordering::SeqCst))
     });
     // The watcher: kill, reap, declare the peer gone.

@@ -913,14 +913,12 @@ fn producer_against_a_hostile_consumer_process() {
             };
             seen.lives += 1;
             tx.set_wait_strategy(random_strategy(&mut rng));
-            // A scribbled "parked" flag of 2 or more also makes the producer
-            // signal the consumer's eventfd: give it one.
-            let eventfd = rustix::event::eventfd(
-                0,
-                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-            )
-            .expect("eventfd");
-            tx.set_notify_fd(Some(eventfd));
+            // A scribbled parked word with the event bit also makes the
+            // producer signal the consumer's notification socket: give it
+            // one (the other end is kept, so the signals queue up and fill
+            // it).
+            let (notifier, _other_end) = ferry_ring::Notifier::pair().expect("socketpair");
+            tx.set_notifier(Some(notifier));
             for _ in 0..rng.u32(1..300) {
                 let timeout = Some(Duration::from_micros(rng.u64(0..3000)));
                 let len = if rng.bool() {

@@ -414,51 +414,88 @@ fn spinning_threads_exchange_every_frame() {
     reader.join().unwrap();
 }
 
-/// An armed consumer is signalled through its eventfd by the next publish,
-/// and only while armed.
-#[test]
-#[cfg(not(miri))] // eventfd and poll
-fn armed_consumer_is_signalled_through_its_eventfd() {
-    use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
-    let readable = |fd: &std::os::fd::OwnedFd| {
-        let mut fds = [PollFd::new(fd, PollFlags::IN)];
-        poll(
-            &mut fds,
-            Some(&rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            }),
-        )
-        .unwrap()
-            == 1
+/// Whether `fd` is readable right now.
+#[cfg(not(miri))]
+fn readable(fd: impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let event = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+    poll(&mut fds, Some(&zero)).unwrap() == 1
+}
+
+/// An armed consumer is signalled through its notification socket by the
+/// next publish, and only while armed.
+#[test]
+#[cfg(not(miri))] // sockets and poll
+fn armed_consumer_is_signalled_through_its_notifier() {
+    let (ours, theirs) = ferry_ring::Notifier::pair().unwrap();
     let (mut tx, mut rx) = channel(1024);
-    tx.set_notify_fd(Some(event.try_clone().unwrap()));
+    tx.set_notifier(Some(ours));
 
     tx.try_send(b"unarmed").unwrap();
     assert!(
-        !readable(&event),
+        !readable(&theirs),
         "no signal while the consumer is not armed"
     );
     assert!(rx.arm_notification().unwrap(), "a frame is already there");
+    assert!(!rx.is_armed(), "ready at once: not armed");
     assert_eq!(recv(&mut rx), b"unarmed");
 
     assert!(!rx.arm_notification().unwrap(), "empty: armed");
+    assert!(rx.is_armed());
     tx.try_send(b"wake").unwrap();
-    assert!(readable(&event), "the publish signalled the eventfd");
-    let mut counter = [0u8; 8];
-    rustix::io::read(&event, &mut counter).unwrap();
+    assert!(readable(&theirs), "the publish signalled the socket");
+    theirs.clear();
+    assert!(!readable(&theirs), "clear empties it");
     rx.disarm_notification();
     assert_eq!(recv(&mut rx), b"wake");
     tx.try_send(b"disarmed").unwrap();
-    assert!(!readable(&event));
+    assert!(!readable(&theirs));
     drop(tx);
     assert_eq!(recv(&mut rx), b"disarmed");
     assert!(
         rx.arm_notification().unwrap(),
         "a closed ring is ready (to report Closed)"
     );
+}
+
+/// `SpinThenPark { spin: Duration::MAX }` spins until the timeout and never
+/// sleeps (issue 11, hole 8: the deadline overflowed and it parked at once).
+#[test]
+fn spin_then_park_with_an_endless_spin_never_parks() {
+    let (mut tx, rx) = channel(MIN_CAPACITY);
+    let mut rx = rx.with_wait_strategy(WaitStrategy::SpinThenPark {
+        spin: Duration::MAX,
+    });
+    assert!(matches!(
+        rx.peek(Some(Duration::from_millis(30))),
+        Err(RecvError::TimedOut)
+    ));
+    assert_eq!(rx.stats().parks, 0, "{:?}", rx.stats());
+    while tx.try_send(&[0; 48]).is_ok() {}
+    let mut tx = tx.with_wait_strategy(WaitStrategy::SpinThenPark {
+        spin: Duration::MAX,
+    });
+    assert_eq!(
+        tx.reserve(48, Some(Duration::from_millis(30))).map(drop),
+        Err(SendError::TimedOut)
+    );
+    assert_eq!(tx.stats().parks, 0, "{:?}", tx.stats());
+    // The control: a finite spin does park.
+    let mut rx = rx.with_wait_strategy(WaitStrategy::SpinThenPark {
+        spin: Duration::ZERO,
+    });
+    while rx.try_peek().is_ok() {
+        rx.try_peek().unwrap().release();
+    }
+    assert!(matches!(
+        rx.peek(Some(Duration::from_millis(30))),
+        Err(RecvError::TimedOut)
+    ));
+    assert!(rx.stats().parks > 0, "{:?}", rx.stats());
 }
 
 /// A pinned consumer keeps released room from the producer, even when it

@@ -16,9 +16,15 @@ use loom::thread;
 use std::sync::Arc;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_bound(3, f);
+}
+
+/// `model` with another default preemption bound (`LOOM_MAX_PREEMPTIONS`
+/// still overrides it), for models too large to explore at 3 in minutes.
+fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(bound);
     }
     builder.check(f);
 }
@@ -142,5 +148,45 @@ fn a_frame_published_before_disconnect_is_delivered() {
         consumer.join().unwrap();
         // Keep the producer (its drop would close the ring) until the end.
         drop(tx);
+    });
+}
+
+/// A consumer that holds its head pinned (as the transport does while a
+/// handler runs) and sleeps again for the next frame: its head does not
+/// move, but each sleep is a new announcement, so the producer, which wakes
+/// an announcement once only, still wakes every one of them.
+#[test]
+fn pinned_consumer_sleeping_again_is_woken() {
+    model(|| {
+        let (tx, mut rx) = ring(WaitStrategy::Park);
+        let lens = [8, 8, 8];
+        let consumer = thread::spawn(move || {
+            rx.pin();
+            for (seq, &len) in lens.iter().enumerate() {
+                let frame = rx.peek(None).unwrap();
+                assert_eq!(frame.len(), len);
+                assert!(frame.payload().iter().all(|b| *b == seq as u8 + 1));
+                frame.release_deferred();
+            }
+            rx.unpin();
+        });
+        produce(tx, &lens);
+        consumer.join().unwrap();
+    });
+}
+
+/// The producer sleeps for room several times in a row (two frames fill the
+/// ring; the third and the fourth each wait for a release): each sleep is a
+/// new announcement the consumer wakes. (Four frames at a preemption bound
+/// of 3 take about 7 minutes; 2 covers the one or two preemptions a lost
+/// wake-up needs.)
+#[test]
+fn producer_sleeping_for_room_repeatedly_is_woken() {
+    model_with_bound(2, || {
+        let (tx, rx) = ring(WaitStrategy::Park);
+        let lens = [112, 112, 112, 112];
+        let consumer = thread::spawn(move || consume(rx, &lens));
+        produce(tx, &lens);
+        consumer.join().unwrap();
     });
 }

@@ -4,7 +4,7 @@
 //! cargo run -p ferry-transport --example event_loop
 //! ```
 //!
-//! A connection's [`readiness_fd`](Connection::readiness_fd) is an eventfd
+//! A connection's [`readiness_fd`](Connection::readiness_fd) is a socket
 //! that any event loop can watch beside its sockets and timers. The protocol:
 //!
 //! 1. [`arm`](Connection::arm): `Ok(true)` means something is already there

@@ -26,8 +26,7 @@ use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
 use ferry_ring::{
-    Consumer, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, notification_fd,
-    ring_size,
+    Consumer, Notifier, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, ring_size,
 };
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -138,12 +137,37 @@ pub struct Connection {
     pub(crate) set_aside: SetAside,
     /// Descriptors of the message a handler is running for.
     pub(crate) message_fds: Vec<OwnedFd>,
-    /// The descriptor the peer signals when we wait in an event loop.
-    pub(crate) notify: OwnedFd,
-    _hangup: HangupWatch,
+    /// Our end of the notification socketpair: the peer signals it when we
+    /// wait in an event loop (our readiness descriptor); we signal the peer
+    /// through it.
+    pub(crate) notify: Notifier,
+    /// Who learns of the peer's death for this process (see
+    /// `watched_here`).
+    hangup: HangupWatch,
     /// Held for as long as this end lives: the requester's slot in the
     /// limits of the `Acceptor` that created it.
     pub(crate) admission: Option<ferry_handoff::Admission>,
+}
+
+/// Watches the control socket: when the peer hangs up (closes or dies),
+/// every wait on the rings ends and the readiness descriptor turns readable.
+fn watch_peer(
+    control: &Channel,
+    tx: &Producer,
+    rx: &Consumer,
+    notify: &Notifier,
+) -> std::io::Result<HangupWatch> {
+    let rx_gone = rx.disconnect_handle();
+    let tx_gone = tx.disconnect_handle();
+    let notify = notify.try_clone()?;
+    watch_hangup(control.as_fd(), move || {
+        rx_gone.disconnect();
+        tx_gone.disconnect();
+        // No I/O on the socket the peer shares: a peer that filled it or
+        // cleared O_NONBLOCK cannot block this thread (which watches every
+        // connection of the process).
+        notify.set_readable_forever();
+    })
 }
 
 /// Ring offsets of a region holding two rings of `capacity`, and its size.
@@ -154,11 +178,49 @@ fn layout(capacity: usize) -> (usize, usize, usize) {
 
 impl Connection {
     /// Both ends of a connection, in this process: for tests, for threads,
-    /// and for handing one end to a child across `fork`.
+    /// and for handing one end to a child across `fork`. After the fork each
+    /// process keeps its end and lets go of the other with
+    /// [`leave`](Self::leave) (dropping it would close the connection for
+    /// both); each then notices the other's death at once.
     pub fn pair(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
-        let (mine, endpoint) = Connection::create(config.clone())?;
-        let theirs = Connection::open(endpoint, config)?;
-        Ok((mine, theirs))
+        #[cfg(miri)]
+        return Connection::pair_in_memory(config);
+        #[cfg(not(miri))]
+        {
+            let (mine, endpoint) = Connection::create(config.clone())?;
+            let theirs = Connection::open(endpoint, config)?;
+            Ok((mine, theirs))
+        }
+    }
+
+    /// [`pair`](Self::pair) under miri, which has no memfd (nor `mmap` of
+    /// a file, nor `SCM_RIGHTS`): both ends share one heap region and are
+    /// assembled here, as `create` and `open` would, with the same ring
+    /// layout, and with the real rest (control socketpair, notification
+    /// descriptors, hang-up watch). What `create` and `open` add on top
+    /// (a sealed memfd, an endpoint, checking the descriptors a peer handed
+    /// over) needs the kernel; the multi-process suites exercise it.
+    #[cfg(miri)]
+    fn pair_in_memory(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
+        let (first, second, region_len) = layout(config.ring_capacity);
+        let region = Arc::new(Region::heap(region_len));
+        // The first end sends on the first ring, as a creator does.
+        init(&region, first, config.ring_capacity)?;
+        init(&region, second, config.ring_capacity)?;
+        let (control, peer_control) =
+            Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
+        let (notify, peer_notify) = Notifier::pair()?;
+        let first_end = Connection::assemble(
+            Arc::clone(&region),
+            second,
+            first,
+            control,
+            notify,
+            config.clone(),
+        )?;
+        let second_end =
+            Connection::assemble(region, first, second, peer_control, peer_notify, config)?;
+        Ok((first_end, second_end))
     }
 
     /// Creates a connection: keeps one end and returns the [`Endpoint`] to
@@ -170,19 +232,13 @@ impl Connection {
         init(&region, first, config.ring_capacity)?;
         init(&region, second, config.ring_capacity)?;
         let (ours, theirs) = Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
-        let our_notify = notification_fd()?;
-        let their_notify = notification_fd()?;
+        let (our_notify, their_notify) = Notifier::pair()?;
         let region_fd = region
             .fd()
             .ok_or_else(|| OpenError::Io(std::io::Error::other("a created region is shared")))?
             .try_clone_to_owned()?;
         let endpoint = Endpoint {
-            fds: vec![
-                region_fd,
-                OwnedFd::from(theirs),
-                their_notify.try_clone()?,
-                our_notify.try_clone()?,
-            ],
+            fds: vec![region_fd, OwnedFd::from(theirs), their_notify.into_fd()],
             metadata: EndpointInfo {
                 region_len: region_len as u64,
                 rx_offset: first as u64,
@@ -191,15 +247,7 @@ impl Connection {
             }
             .encode(),
         };
-        let connection = Connection::assemble(
-            region,
-            second,
-            first,
-            ours,
-            our_notify,
-            their_notify,
-            config,
-        )?;
+        let connection = Connection::assemble(region, second, first, ours, our_notify, config)?;
         Ok((connection, endpoint))
     }
 
@@ -225,7 +273,7 @@ impl Connection {
                 theirs: info.schema,
             });
         }
-        let [region_fd, control, our_notify, their_notify]: [OwnedFd; ENDPOINT_FDS] = endpoint
+        let [region_fd, control, notify]: [OwnedFd; ENDPOINT_FDS] = endpoint
             .fds
             .try_into()
             .map_err(|fds: Vec<OwnedFd>| EndpointError::FdCount { found: fds.len() })?;
@@ -237,13 +285,14 @@ impl Connection {
         }
         let control =
             Channel::from_checked(control).map_err(|e| OpenError::Control(Cause::new(e)))?;
+        let notify = Notifier::from_received(notify)
+            .map_err(|e| EndpointError::Notification(e.to_string()))?;
         Connection::assemble(
             Arc::new(region),
             info.rx_offset as usize,
             info.tx_offset as usize,
             control,
-            our_notify,
-            their_notify,
+            notify,
             config,
         )
     }
@@ -253,13 +302,12 @@ impl Connection {
         rx_offset: usize,
         tx_offset: usize,
         mut control: Channel,
-        notify: OwnedFd,
-        peer_notify: OwnedFd,
+        notify: Notifier,
         config: ConnectionConfig,
     ) -> Result<Connection, OpenError> {
         let mut tx =
             Producer::attach(Arc::clone(&region), tx_offset)?.with_wait_strategy(config.wait);
-        tx.set_notify_fd(Some(peer_notify));
+        tx.set_notifier(Some(notify.try_clone()?));
         let rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
         // Each attach checked its own ring; together they must not share a
         // byte, and a creator must not impose rings larger than we accept.
@@ -281,16 +329,7 @@ impl Connection {
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
-        let hangup = {
-            let rx_gone = rx.disconnect_handle();
-            let tx_gone = tx.disconnect_handle();
-            let notify = notify.try_clone()?;
-            watch_hangup(control.as_fd(), move || {
-                rx_gone.disconnect();
-                tx_gone.disconnect();
-                ferry_ring::signal_notification(notify.as_fd());
-            })?
-        };
+        let hangup = watch_peer(&control, &tx, &rx, &notify)?;
         Ok(Connection {
             outbox: Outbox::new(tx, config.max_message_size),
             inbox: Inbox::new(rx, &config),
@@ -302,9 +341,23 @@ impl Connection {
             set_aside: SetAside::default(),
             message_fds: Vec::new(),
             notify,
-            _hangup: hangup,
+            hangup,
             admission: None,
         })
+    }
+
+    /// Lets go of this end in this process only, without closing the
+    /// connection: for the end a `fork` duplicated into a process that does
+    /// not use it (see [`pair`](Self::pair)). Only this process's
+    /// descriptors and mapping are released; nothing is written to the
+    /// shared rings, so the process that uses this end goes on, and its peer
+    /// notices nothing until that process closes it or dies. Reply handlers
+    /// still pending here are dropped without running: they belong to the
+    /// process that uses the end.
+    pub fn leave(self) {
+        let Connection { outbox, inbox, .. } = self;
+        outbox.tx.detach();
+        inbox.rx.detach();
     }
 
     /// The configuration this end was built with.
@@ -409,15 +462,31 @@ impl Connection {
 
     /// Whether a send may start: the connection is open and the descriptors
     /// are within the limit.
-    pub(crate) fn check_sendable(&self, fds: usize) -> Result<(), SendError> {
+    pub(crate) fn check_sendable(&mut self, fds: usize) -> Result<(), SendError> {
         if let Some(error) = self.lifecycle.send_error() {
             return Err(error);
         }
+        self.watched_here();
         let max = self.config.max_fds_per_message;
         if fds > max {
             return Err(SendError::TooManyFds { count: fds, max });
         }
         Ok(())
+    }
+
+    /// Makes sure this process learns of the peer's death: after a `fork`,
+    /// the watch this end inherited works only in the process that made it,
+    /// so the process that goes on using the end watches it again. Called
+    /// by every operation that may wait (a relaxed load when nothing
+    /// forked). If the new watch cannot be made (descriptor table full), the
+    /// next operation tries again; waits stay bounded meanwhile.
+    pub(crate) fn watched_here(&mut self) {
+        if self.hangup.is_inherited() {
+            let watched = watch_peer(&self.control, &self.outbox.tx, &self.inbox.rx, &self.notify);
+            if let Ok(watch) = watched {
+                self.hangup = watch;
+            }
+        }
     }
 
     /// Takes the next frame off the ring. `wait`: `None` to try once,
@@ -429,6 +498,7 @@ impl Connection {
         if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
+        self.watched_here();
         match self.inbox.next(wait, &self.control) {
             Ok(incoming) => Ok(incoming),
             Err(InboxError::Violation(violation)) => Err(self.fail(violation)),

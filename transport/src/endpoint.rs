@@ -7,15 +7,19 @@ use thiserror::Error;
 /// One end of a connection, ready for the process that will open it with
 /// [`crate::Connection::open`]: ferry-handoff's endpoint, which a broker
 /// forwards without looking inside. Its `fds` are, in order: the shared
-/// region (memfd), the control socket, the eventfd the opener waits on, and
-/// the eventfd the creator waits on; its `metadata` is an encoded
-/// [`EndpointInfo`].
+/// region (memfd), the control socket, and the opener's end of the
+/// notification socketpair (`AF_UNIX`, `SOCK_DGRAM`; the creator keeps the
+/// other end, one socketpair signals both ways); its `metadata` is an
+/// encoded [`EndpointInfo`]: magic `FERRYEP1`, version (u32), descriptor
+/// count (u32), region length, opener's rx offset, opener's tx offset,
+/// schema (u64 each), all little-endian.
 pub use ferry_handoff::Endpoint;
 
 /// Descriptors an endpoint carries.
-pub const ENDPOINT_FDS: usize = 4;
+pub const ENDPOINT_FDS: usize = 3;
 const MAGIC: [u8; 8] = *b"FERRYEP1";
-const VERSION: u32 = 1;
+/// 2: one notification socketpair instead of two eventfds.
+const VERSION: u32 = 2;
 const ENCODED_LEN: usize = 48;
 
 /// What the metadata says, from the opener's point of view.
@@ -46,6 +50,9 @@ pub enum EndpointError {
         /// Descriptors received.
         found: usize,
     },
+    /// The notification descriptor is not an `AF_UNIX` datagram socket.
+    #[error("notification descriptor refused: {0}")]
+    Notification(String),
     /// Ring offsets that are misaligned, equal, or outside the region.
     #[error("ring offsets {rx} and {tx} do not fit a region of {region_len} bytes")]
     Offsets {
@@ -120,25 +127,28 @@ mod tests {
             schema: 42,
         };
         let bytes = info.encode();
-        assert_eq!(EndpointInfo::decode(&bytes, 4), Ok(info));
+        assert_eq!(EndpointInfo::decode(&bytes, ENDPOINT_FDS), Ok(info));
         assert_eq!(
-            EndpointInfo::decode(&bytes, 3),
-            Err(EndpointError::FdCount { found: 3 })
+            EndpointInfo::decode(&bytes, 2),
+            Err(EndpointError::FdCount { found: 2 })
         );
         assert_eq!(
-            EndpointInfo::decode(&bytes[1..], 4),
+            EndpointInfo::decode(&bytes[1..], ENDPOINT_FDS),
             Err(EndpointError::Length(47))
         );
         let mut bad = bytes.clone();
         bad[0] ^= 1;
-        assert_eq!(EndpointInfo::decode(&bad, 4), Err(EndpointError::Magic));
+        assert_eq!(
+            EndpointInfo::decode(&bad, ENDPOINT_FDS),
+            Err(EndpointError::Magic)
+        );
         let same = EndpointInfo {
             tx_offset: 0,
             ..info
         }
         .encode();
         assert!(matches!(
-            EndpointInfo::decode(&same, 4),
+            EndpointInfo::decode(&same, ENDPOINT_FDS),
             Err(EndpointError::Offsets { .. })
         ));
         let outside = EndpointInfo {
@@ -147,7 +157,7 @@ mod tests {
         }
         .encode();
         assert!(matches!(
-            EndpointInfo::decode(&outside, 4),
+            EndpointInfo::decode(&outside, ENDPOINT_FDS),
             Err(EndpointError::Offsets { .. })
         ));
     }

@@ -24,7 +24,7 @@
 //! - **Faults**: a dead peer is noticed at once (its control socket hangs
 //!   up) and every wait returns `Disconnected`; a peer that sends an invalid
 //!   frame gets the connection closed with a [`Violation`] naming it.
-//! - **Event loops**: [`Connection::readiness_fd`] becomes readable when the
+//! - **Event loops**: [`Connection::readiness_fd`] (a socket) becomes readable when the
 //!   armed connection has something to read.
 //! - **Setting up**: [`Connection::pair`]; [`connect`] / [`Acceptor`] through
 //!   a broker; [`named`] for unrelated processes meeting at a path or an

@@ -7,7 +7,8 @@ use crate::error::RecvError;
 use std::os::fd::{AsFd, BorrowedFd};
 
 impl Connection {
-    /// The descriptor an event loop watches for readability (an eventfd).
+    /// The descriptor an event loop watches for readability (our end of an
+    /// `AF_UNIX` datagram socketpair).
     pub fn readiness_fd(&self) -> BorrowedFd<'_> {
         self.notify.as_fd()
     }
@@ -21,6 +22,7 @@ impl Connection {
         if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
+        self.watched_here();
         if self.has_deferred() {
             return Ok(true);
         }
@@ -34,7 +36,7 @@ impl Connection {
     /// Stops the peer signalling the readiness descriptor and empties it.
     pub fn disarm(&mut self) {
         self.inbox.rx.disarm_notification();
-        ferry_ring::clear_notification(self.notify.as_fd());
+        self.notify.clear();
     }
 }
 

@@ -151,7 +151,7 @@ const HUGE_RING: usize = 1 << 30;
 /// creator's end of the control socket.
 fn hostile_endpoint(region: &Region, rx_offset: usize, tx_offset: usize) -> (Endpoint, Channel) {
     let (ours, theirs) = Channel::pair().expect("socket pair");
-    let notify = || ferry_ring::notification_fd().expect("notification descriptor");
+    let (_creators_end, opener_end) = ferry_ring::Notifier::pair().expect("notification pair");
     let endpoint = Endpoint {
         fds: vec![
             region
@@ -160,8 +160,7 @@ fn hostile_endpoint(region: &Region, rx_offset: usize, tx_offset: usize) -> (End
                 .try_clone_to_owned()
                 .expect("dup"),
             OwnedFd::from(theirs),
-            notify(),
-            notify(),
+            opener_end.into_fd(),
         ],
         metadata: EndpointInfo {
             region_len: region.len() as u64,

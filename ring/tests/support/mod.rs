@@ -42,6 +42,8 @@ pub use ferry_testkit::shm::RawMap;
 pub const ROLE_ENV: &str = "FERRY_TEST_CHILD_ROLE";
 /// The number of the inherited memfd in the child.
 pub const FD_ENV: &str = "FERRY_TEST_CHILD_FD";
+/// The numbers of further inherited descriptors, comma-separated.
+pub const EXTRA_FDS_ENV: &str = "FERRY_TEST_CHILD_EXTRA_FDS";
 /// Prefix of the environment variables that carry a role's parameters.
 const PARAM_PREFIX: &str = "FERRY_TEST_CHILD_P_";
 /// How this test binary re-executes itself.
@@ -65,6 +67,25 @@ pub mod offsets {
     pub const DATA: usize = 640;
 }
 
+/// The parked words (64-bit, at `offsets::*_PARKED`), as a peer in another
+/// process knows them: two bits, a 30-bit sleep epoch above them, and in the
+/// upper half the value of the peer's sequence word the side sleeps on.
+pub mod parked {
+    /// The side sleeps (or is about to) on the futex.
+    pub const ON_FUTEX: u64 = 1;
+    /// The side waits in an event loop for its notification socket.
+    pub const ON_EVENT: u64 = 2;
+    /// The epoch starts at this bit.
+    pub const EPOCH_SHIFT: u32 = 2;
+    /// The sequence value starts at this bit.
+    pub const SEQ_SHIFT: u32 = 32;
+}
+
+/// Whether the parked word at `flag_offset` announces a futex sleep.
+pub fn parked_on_futex(map: &RawMap, flag_offset: usize) -> bool {
+    map.load_u64(flag_offset) & parked::ON_FUTEX != 0
+}
+
 // ---------------------------------------------------------------------------
 // Parent side: spawning helper processes.
 
@@ -76,30 +97,48 @@ pub fn spawn_child(
     region: &Region,
     params: &[(&str, String)],
 ) -> ChildProcess {
+    spawn_child_with_fds(child_test, role, region, params, &[])
+}
+
+/// [`spawn_child`], and the child also inherits `extra` (taken there with
+/// [`inherited_extra_fds`], in the same order).
+pub fn spawn_child_with_fds(
+    child_test: &str,
+    role: &str,
+    region: &Region,
+    params: &[(&str, String)],
+    extra: &[BorrowedFd<'_>],
+) -> ChildProcess {
     let fd = region
         .fd()
         .expect("a cross-process test needs a memfd region");
-    let raw = fd.as_raw_fd();
+    let mut keep: Vec<i32> = vec![fd.as_raw_fd()];
+    keep.extend(extra.iter().map(|fd| fd.as_raw_fd()));
     // The command dies with the parent (testkit's pre_exec hook); ours
-    // below keeps the memfd open across exec.
+    // below keeps the memfd (and the extra descriptors) open across exec.
     let mut cmd = HELPERS.command(child_test, role, params);
-    cmd.env(FD_ENV, raw.to_string());
+    cmd.env(FD_ENV, keep[0].to_string());
+    let extra_list: Vec<String> = keep[1..].iter().map(i32::to_string).collect();
+    cmd.env(EXTRA_FDS_ENV, extra_list.join(","));
     // Runs in the forked child, before exec.
-    let keep_memfd = move || -> std::io::Result<()> {
-        // SAFETY: `raw` is the region's memfd, which the parent keeps open
-        // across this spawn; the forked child has a copy of the same table.
-        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-        // Keep the memfd across exec; every other descriptor stays
-        // close-on-exec.
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+    let keep_open = move || -> std::io::Result<()> {
+        for &raw in &keep {
+            // SAFETY: `raw` names a descriptor the parent keeps open across
+            // this spawn (the region's memfd or one the caller lent us);
+            // the forked child has a copy of the same table.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            // Keep it across exec; every other descriptor stays
+            // close-on-exec.
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        }
         Ok(())
     };
     // SAFETY: between fork and exec only async-signal-safe calls are
-    // allowed. `keep_memfd` makes exactly one system call through rustix's
-    // raw-syscall backend, fcntl(F_SETFD), with no allocation, no lock and
-    // no access to state another thread of the parent could have left
-    // inconsistent.
-    unsafe { cmd.pre_exec(keep_memfd) };
+    // allowed. `keep_open` iterates over a vector built before the fork (no
+    // allocation) and makes one system call per descriptor through rustix's
+    // raw-syscall backend, fcntl(F_SETFD), with no lock and no access to
+    // state another thread of the parent could have left inconsistent.
+    unsafe { cmd.pre_exec(keep_open) };
     let child = cmd.spawn().expect("spawning the helper process");
     ChildProcess::new(child, role)
 }
@@ -288,6 +327,30 @@ pub fn inherited_region() -> Arc<Region> {
     Arc::new(Region::open(fd).expect("the inherited memfd opens as a region"))
 }
 
+/// Takes the further descriptors the parent passed down with
+/// [`spawn_child_with_fds`]. Call once.
+pub fn inherited_extra_fds() -> Vec<OwnedFd> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    assert!(
+        !TAKEN.swap(true, Ordering::SeqCst),
+        "the inherited descriptors can be taken only once"
+    );
+    let list = std::env::var(EXTRA_FDS_ENV).expect("FERRY_TEST_CHILD_EXTRA_FDS is set");
+    list.split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let raw: i32 = n.parse().expect("a descriptor number");
+            // SAFETY: borrowed only for this fcntl, which checks it is open.
+            rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) })
+                .expect("the inherited descriptor is open");
+            // SAFETY: the parent cleared FD_CLOEXEC on this descriptor for
+            // us and named it in EXTRA_FDS_ENV; nothing else in this
+            // process owns it, and TAKEN makes this the only OwnedFd for it.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Self-checking traffic.
 
@@ -310,8 +373,8 @@ pub struct Traffic {
     pub strategy: WaitStrategy,
     /// 0: commit/release each frame; n: batches of 1..=n deferred frames.
     pub batch: u32,
-    /// Every `stall_every` frames, wait until the peer is parked (its flag
-    /// in the header reads 1), then pause: forces the peer to sleep.
+    /// Every `stall_every` frames, wait until the peer is parked (its parked
+    /// word announces a futex sleep), then pause: forces the peer to sleep.
     pub stall_every: u64,
     /// Consumer: copy frames out (`recv_into`) instead of reading in place.
     pub copy_out: bool,
@@ -341,7 +404,7 @@ impl Traffic {
         vec![
             ("SEED", self.seed.to_string()),
             ("FRAMES", self.frames.to_string()),
-            ("STRATEGY", strategy_name(self.strategy)),
+            ("STRATEGY", self.strategy.to_string()),
             ("BATCH", self.batch.to_string()),
             ("STALL_EVERY", self.stall_every.to_string()),
             ("COPY_OUT", self.copy_out.to_string()),
@@ -354,7 +417,9 @@ impl Traffic {
         Traffic {
             seed: param("SEED"),
             frames: param("FRAMES"),
-            strategy: parse_strategy(&param::<String>("STRATEGY")),
+            strategy: param::<String>("STRATEGY")
+                .parse()
+                .expect("a wait strategy"),
             batch: param("BATCH"),
             stall_every: param("STALL_EVERY"),
             copy_out: param("COPY_OUT"),
@@ -364,35 +429,12 @@ impl Traffic {
     }
 }
 
-pub fn strategy_name(strategy: WaitStrategy) -> String {
-    match strategy {
-        WaitStrategy::Spin => "spin".into(),
-        WaitStrategy::Park => "park".into(),
-        WaitStrategy::SpinThenPark { spin } => format!("spin-then-park:{}", spin.as_nanos()),
-    }
-}
-
-pub fn parse_strategy(name: &str) -> WaitStrategy {
-    match name {
-        "spin" => WaitStrategy::Spin,
-        "park" => WaitStrategy::Park,
-        other => {
-            let nanos = other
-                .strip_prefix("spin-then-park:")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("unknown wait strategy {other}"));
-            WaitStrategy::SpinThenPark {
-                spin: std::time::Duration::from_nanos(nanos),
-            }
-        }
-    }
-}
-
-/// Waits, for at most 10 s, until the parked flag at `flag_offset` reads 1,
-/// then pauses a little so the parked side is really asleep.
+/// Waits, for at most 10 s, until the parked word at `flag_offset`
+/// announces a futex sleep, then pauses a little so the parked side is
+/// really asleep.
 fn stall_until_parked(map: &RawMap, flag_offset: usize) {
     wait_until("the peer to park", Duration::from_secs(10), || {
-        map.load_u32(flag_offset) == 1
+        parked_on_futex(map, flag_offset)
     });
     std::thread::sleep(Duration::from_millis(10));
 }
