@@ -715,7 +715,7 @@ fn send_round(round: u64, rng: &mut fastrand::Rng) -> (String, u64) {
         assert_dead(&what, &mut conn);
         sent
     } else {
-        let max_inline = RING / 2 - 16 - ferry_transport::envelope::ENVELOPE_SIZE;
+        let max_inline = RING / 2 - 16 - ferry_transport::wire::ENVELOPE_SIZE;
         let max_len = match way {
             // A third of these rounds send some frames out of line.
             SendWay::Copy if round % 3 == 0 => max_inline * 2,
@@ -870,7 +870,7 @@ fn recv_round(round: u64, rng: &mut fastrand::Rng) -> (String, u64) {
     } else {
         0
     };
-    let max_inline = RING / 2 - 16 - ferry_transport::envelope::ENVELOPE_SIZE;
+    let max_inline = RING / 2 - 16 - ferry_transport::wire::ENVELOPE_SIZE;
     let max_len = if round % 4 == 0 {
         max_inline * 2
     } else {

@@ -11,8 +11,8 @@ mod support;
 use ferry_handoff::Channel;
 use ferry_ring::BlobWriter;
 use ferry_transport::Context;
-use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope, EnvelopeError, Flags};
 use ferry_transport::rkyv;
+use ferry_transport::wire::{ENVELOPE_SIZE, Envelope, EnvelopeError, Flags};
 use ferry_transport::{
     Connection, ConnectionConfig, DispatchError, EndpointInfo, Receiver, Trust, Violation,
 };

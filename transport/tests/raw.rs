@@ -400,7 +400,7 @@ fn orderly_drop_delivers_everything_first() {
 
 /// Upper bound of the ring bytes a frame of `len` payload bytes takes.
 fn frame_size_estimate(len: usize) -> usize {
-    16 + (ferry_transport::envelope::ENVELOPE_SIZE + len).next_multiple_of(16)
+    16 + (ferry_transport::wire::ENVELOPE_SIZE + len).next_multiple_of(16)
 }
 
 fn child_stream() {

@@ -7,7 +7,7 @@
 use super::{OP_TIMEOUT, RawMap, offsets};
 use ferry_handoff::Channel;
 use ferry_ring::{Producer, Region, WaitStrategy};
-use ferry_transport::envelope::{ENVELOPE_SIZE, Envelope};
+use ferry_transport::wire::{ENVELOPE_SIZE, Envelope};
 use ferry_transport::{Endpoint, EndpointInfo};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl RawPeer {
     /// (the victim stopped reading them, or went away).
     pub fn try_attach_next(&mut self, fds: &[BorrowedFd<'_>], timeout: Duration) -> bool {
         let sequence = self.attachments + 1;
-        let header = ferry_transport::envelope::encode_attachment_header(sequence);
+        let header = ferry_transport::wire::encode_attachment_header(sequence);
         if self.control.send_timeout(&header, fds, timeout).is_err() {
             return false;
         }
