@@ -4,6 +4,8 @@
 //! endpoints ask it for the header, a frame header word or a payload, by
 //! indices they have already validated.
 
+use crate::attachment::Attachment;
+use crate::claim::Side;
 use crate::error::{AttachError, Corruption};
 use crate::frame::FRAME_ALIGN;
 use crate::layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN, RingHeader};
@@ -140,8 +142,10 @@ pub(crate) struct RingRef {
     header: NonNull<RingHeader>,
     data: NonNull<u8>,
     capacity: usize,
-    /// Keeps the memory behind `header` and `data` alive.
-    region: Arc<Region>,
+    /// Keeps the memory behind `header` and `data` alive, and this side of
+    /// the ring claimed (no second endpoint of this side, no overlapping
+    /// ring, through this region).
+    attachment: Arc<Attachment>,
 }
 
 /// Positions found in a ring's header when an endpoint attached.
@@ -152,10 +156,11 @@ pub(crate) struct Positions {
 
 impl RingRef {
     /// Validates the ring at `offset` (magic, version, capacity against the
-    /// region, positions) and returns a view of it.
+    /// region, positions), claims `side` of it, and returns a view of it.
     pub(crate) fn attach(
         region: Arc<Region>,
         offset: usize,
+        side: Side,
     ) -> Result<(RingRef, Positions), AttachError> {
         let probe = header_ptr(&region, offset, 0)?;
         // SAFETY: `header_ptr` checked that a header fits at this aligned
@@ -189,6 +194,9 @@ impl RingRef {
                 last_seen: head,
             }));
         }
+        // The capacity claimed is the one this endpoint keeps using (its
+        // private copy): a peer rewriting the header later changes nothing.
+        let attachment = Attachment::claim(region, offset, ring_size(capacity as usize), side)?;
         // SAFETY: the whole ring (header and `capacity` data bytes) fits in
         // the region, checked just above by `header_ptr`.
         let data = unsafe { probe.cast::<u8>().add(HEADER_SIZE) };
@@ -196,7 +204,7 @@ impl RingRef {
             header: probe,
             data,
             capacity: capacity as usize,
-            region,
+            attachment,
         };
         Ok((ring, Positions { head, tail }))
     }
@@ -215,7 +223,13 @@ impl RingRef {
 
     #[inline]
     pub(crate) fn region(&self) -> &Arc<Region> {
-        &self.region
+        self.attachment.region()
+    }
+
+    /// This endpoint's claim on the ring.
+    #[inline]
+    pub(crate) fn attachment(&self) -> &Arc<Attachment> {
+        &self.attachment
     }
 
     /// Index in the data area of a position.
@@ -281,6 +295,11 @@ impl RingRef {
     }
 }
 
-// SAFETY: RingRef is a view into a region it keeps alive; the region is Send
-// and Sync, and the endpoint that owns a RingRef is the only user of its side.
+// SAFETY: RingRef is a view into a region it keeps alive (through its
+// attachment); the region is Send and Sync. The endpoint that owns a RingRef
+// is the only user of its side of the ring in this process: the attachment's
+// claim refuses a second endpoint of that side, and any ring overlapping this
+// one, through the same region. Moving it to another thread moves that sole
+// use with it; it is not Sync (shared access would break the `&mut`
+// discipline the endpoints rely on).
 unsafe impl Send for RingRef {}
