@@ -68,6 +68,28 @@ impl ClaimTable {
         Ok(())
     }
 
+    /// Runs `write` (laying a ring out at `start..end`) while no attached
+    /// endpoint claims any of those bytes, holding the table so none can
+    /// attach meanwhile. Refused with [`AttachError::Overlap`] otherwise:
+    /// the bytes may be lent out as a frame or a grant right now.
+    pub(crate) fn while_unclaimed<R>(
+        &self,
+        start: usize,
+        end: usize,
+        write: impl FnOnce() -> R,
+    ) -> Result<R, AttachError> {
+        let claims = self.lock();
+        if let Some(other) = claims.iter().find(|c| c.start < end && start < c.end) {
+            return Err(AttachError::Overlap {
+                first: other.start,
+                second: start,
+            });
+        }
+        let result = write();
+        drop(claims);
+        Ok(result)
+    }
+
     /// Gives back the claim `claim` made for `side` at `start`.
     pub(crate) fn release(&self, start: usize, side: Side) {
         let mut claims = self.lock();

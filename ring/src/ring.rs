@@ -37,16 +37,31 @@ pub const fn ring_size(capacity: usize) -> usize {
 
 /// Writes a fresh, empty ring with a data area of `capacity` bytes at
 /// `offset` in `region`. Do this before the region is shared: a peer already
-/// using a ring there would see it reset.
+/// using a ring there would see it reset. Refused with
+/// [`AttachError::Overlap`] while an endpoint attached through `region`
+/// uses any of those bytes (its frames or grants may be borrowed right now).
 pub fn init(region: &Region, offset: usize, capacity: usize) -> Result<(), AttachError> {
     check_capacity(capacity as u64)?;
     let header = header_ptr(region, offset, capacity as u64)?;
+    region
+        .claims()
+        .while_unclaimed(offset, offset + ring_size(capacity), || {
+            write_empty_header(header, capacity)
+        })
+}
+
+/// Writes the header of an empty ring at `header` (checked by
+/// `header_ptr`; no endpoint of this process uses those bytes).
+fn write_empty_header(header: NonNull<RingHeader>, capacity: usize) {
     #[cfg(not(loom))]
     {
         // SAFETY: `header_ptr` checked that a whole `RingHeader` fits at this
         // aligned offset inside the live region. Every field is an atomic
         // integer, for which any bytes are a valid value, so a reference is
-        // sound even over memory a peer can also write.
+        // sound even over memory a peer can also write. No endpoint attached
+        // through this region uses these bytes (`init` holds the claim table
+        // with none overlapping), so no frame or grant of this process
+        // borrows them as plain bytes while we store.
         let header = unsafe { header.as_ref() };
         header.producer.tail.store(0, Ordering::Relaxed);
         header.producer.data_seq.store(0, Ordering::Relaxed);
@@ -69,7 +84,6 @@ pub fn init(region: &Region, offset: usize, capacity: usize) -> Result<(), Attac
     unsafe {
         header.as_ptr().write(RingHeader::new(capacity as u64))
     };
-    Ok(())
 }
 
 /// Creates a ring at `offset` in `region` and returns both of its ends, for

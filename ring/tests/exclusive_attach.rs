@@ -7,7 +7,9 @@
 //! consumer and release bytes the first still lent out as `&[u8]`. These run
 //! under miri.
 
-use ferry_ring::{AttachError, Consumer, Producer, RING_ALIGN, Region, channel, init, ring_size};
+use ferry_ring::{
+    AttachError, Consumer, HEADER_SIZE, Producer, RING_ALIGN, Region, channel, init, ring_size,
+};
 use std::sync::Arc;
 
 #[test]
@@ -71,12 +73,13 @@ fn the_other_end_of_the_same_ring_attaches_and_a_dropped_end_can_come_back() {
 fn a_ring_overlapping_an_attached_one_is_refused() {
     let cap = 1024;
     let region = Arc::new(Region::heap(4 * ring_size(cap)));
+    // A second ring laid out (by a creator, before anything attached)
+    // inside the first one's data area: its header and frames would be the
+    // first ring's payload bytes.
+    let inside = HEADER_SIZE.next_multiple_of(RING_ALIGN) + RING_ALIGN;
     init(&region, 0, 2 * cap).unwrap();
-    let _tx = Producer::attach(Arc::clone(&region), 0).unwrap();
-    // A second ring laid out inside the first one's data area: its header
-    // and frames would be the first ring's payload bytes.
-    let inside = RING_ALIGN * 4;
     init(&region, inside, cap).unwrap();
+    let _tx = Producer::attach(Arc::clone(&region), 0).unwrap();
     assert_eq!(
         Consumer::attach(Arc::clone(&region), inside).unwrap_err(),
         AttachError::Overlap {
@@ -102,4 +105,24 @@ fn a_kept_frame_keeps_its_consumer_side_claimed_after_the_consumer_is_gone() {
     assert_eq!(kept.bytes(), b"kept");
     drop(kept);
     Consumer::attach(region, 0).unwrap();
+}
+
+#[test]
+fn laying_a_ring_over_bytes_an_attached_ring_lends_out_is_refused() {
+    let (mut tx, mut rx) = channel(4096);
+    tx.try_send(&[7u8; 1024]).unwrap();
+    let region = Arc::clone(rx.region());
+    let frame = rx.try_peek().unwrap();
+    // A ring header laid out inside the frame being read: its stores would
+    // land in bytes borrowed as `&[u8]` right now.
+    let inside = RING_ALIGN * 2;
+    match init(&region, inside, 256) {
+        Err(AttachError::Overlap { first: 0, second }) => assert_eq!(second, inside),
+        Err(other) => panic!("unexpected error {other:?}"),
+        Ok(()) => panic!(
+            "a ring was laid out over a borrowed frame, which now reads {:?}",
+            &frame.payload()[..32]
+        ),
+    }
+    assert!(frame.payload().iter().all(|&b| b == 7));
 }
