@@ -1,6 +1,7 @@
 //! In-process throughput of ferry-ring by frame size: the ring's own cost,
 //! without a second process. Each frame is written in full (the pattern
-//! copied in) and read in full (a checksum), like in `ferry-bench`.
+//! copied in) and copied out in full into a private buffer, under the same
+//! copy rule as `ferry-bench` (`ferry_bench::payload`).
 //!
 //! - `ring/one_thread`: reserve, write, commit, peek, read, release on one
 //!   thread: the instructions of a frame, no cache-line transfers.
@@ -15,7 +16,7 @@
 //!   frames (`commit_deferred`, `release_deferred`, `flush`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ferry_bench::payload::{Pattern, QUIT, SYNC, scan};
+use ferry_bench::payload::{Pattern, QUIT, SYNC, Sink};
 use ferry_ring::{Consumer, Producer, WaitStrategy};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ fn one_thread(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
             let (mut tx, mut rx) = spinning_channel();
             let pattern = Pattern::new(size);
+            let mut sink = Sink::new(size);
             let mut seq = 0u64;
             b.iter(|| {
                 seq += 1;
@@ -48,7 +50,7 @@ fn one_thread(c: &mut Criterion) {
                 pattern.write(&mut grant, seq);
                 grant.commit();
                 let frame = rx.try_peek().expect("a frame");
-                black_box(scan(frame.payload()));
+                black_box(sink.receive(frame.payload()).expect("fits"));
                 frame.release();
             });
         });
@@ -56,7 +58,7 @@ fn one_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// A consumer thread that reads (and checksums) every frame until a `QUIT`
+/// A consumer thread that copies out (and checks) every frame until a `QUIT`
 /// frame, and tells when it has seen a `SYNC` frame: the producer times a
 /// batch of frames up to the consumer's acknowledgement of the `SYNC` after
 /// them. The thread lives for a whole benchmark, so spawning it is not
@@ -79,9 +81,10 @@ impl Stream {
         let consumer = std::thread::spawn(move || {
             let mut sum = 0u64;
             let mut unreleased = 0u64;
+            let mut sink = Sink::new(size);
             loop {
                 let frame = rx.peek(TIMEOUT).expect("a frame");
-                let msg = scan(frame.payload());
+                let msg = sink.receive(frame.payload()).expect("fits");
                 if batch > 1 {
                     frame.release_deferred();
                     unreleased += 1;
@@ -98,7 +101,7 @@ impl Stream {
                         rx.flush();
                         seen.fetch_add(1, Ordering::Release);
                     }
-                    _ => sum = sum.wrapping_add(msg.sum),
+                    _ => sum = sum.wrapping_add(msg.check),
                 }
                 black_box(sum);
             }
@@ -177,6 +180,7 @@ fn transport_one_thread(c: &mut Criterion) {
             let config = ConnectionConfig::default().wait(Wait::Spin);
             let (mut tx, mut rx) = Connection::pair(config).expect("a connection pair");
             let pattern = Pattern::new(size);
+            let mut sink = Sink::new(size);
             let mut seq = 0u64;
             b.iter(|| {
                 seq += 1;
@@ -184,7 +188,7 @@ fn transport_one_thread(c: &mut Criterion) {
                 pattern.write(&mut frame, seq);
                 frame.commit();
                 let frame = rx.recv_frame(TIMEOUT).expect("a frame");
-                black_box(scan(frame.bytes()));
+                black_box(sink.receive(frame.bytes()).expect("fits"));
             });
         });
     }

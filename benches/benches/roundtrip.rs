@@ -5,13 +5,14 @@
 //! allowed CPUs.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use ferry_bench::catalog::Transport;
 use ferry_bench::driver;
-use ferry_bench::job::{Job, Mode, Wait};
+use ferry_bench::job::Job;
+use ferry_bench::mode::Mode;
 use ferry_bench::payload::{Pattern, QUIT};
 use ferry_bench::session::Peer;
-use ferry_bench::transports::Transport;
 use ferry_bench::{cpu, peer, with_end};
-use ferry_transport::Trust;
+use ferry_transport::{Trust, WaitStrategy};
 
 const SIZES: [usize; 2] = [64, 1024];
 const TRANSPORTS: [Transport; 3] = [Transport::FerryRaw, Transport::Ferry, Transport::FloorSpin];
@@ -34,7 +35,7 @@ fn roundtrip(c: &mut Criterion) {
                 mode: Mode::Latency,
                 transport,
                 size,
-                wait: Wait::Spin,
+                wait: WaitStrategy::Spin,
                 trust: Trust::Trusted,
                 ring: 1 << 20,
                 batch: 1,

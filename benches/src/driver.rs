@@ -73,12 +73,12 @@ pub fn latency<E: Endpoint>(
             let sent = Instant::now();
             let reply = end.round_trip(seq)?;
             let now = Instant::now();
-            // The peer tags its reply with the request's checksum.
+            // The peer tags its reply with the check of the request.
             let expected = pattern.expected(pattern.expected(seq));
-            if reply.sum != expected || reply.len != size {
+            if reply.check != expected || reply.len != size {
                 return Err(format!(
-                    "round trip {seq}: reply of {} B with checksum {:#x}, expected {size} B with {expected:#x}",
-                    reply.len, reply.sum
+                    "round trip {seq}: reply of {} B with check {:#x}, expected {size} B with {expected:#x}",
+                    reply.len, reply.check
                 )
                 .into());
             }
@@ -110,8 +110,8 @@ pub fn round_trips<E: Endpoint>(
     let start = Instant::now();
     for _ in 0..count {
         let reply = end.round_trip(*seq)?;
-        if reply.sum != pattern.expected(pattern.expected(*seq)) {
-            return Err(format!("round trip {}: wrong reply checksum", *seq).into());
+        if reply.check != pattern.expected(pattern.expected(*seq)) {
+            return Err(format!("round trip {}: wrong reply check", *seq).into());
         }
         *seq += 1;
     }
@@ -129,7 +129,7 @@ pub struct ThroughputRun {
 }
 
 /// Streams `amount` messages, then a `SYNC`, and checks the peer's
-/// acknowledgement (count and checksum of everything it received).
+/// acknowledgement (count and check total of everything it received).
 fn stream<E: Endpoint>(
     end: &mut E,
     pattern: &Pattern,
@@ -156,7 +156,7 @@ fn stream<E: Endpoint>(
     let ack = end.recv()?;
     if ack.tag != count || ack.word1 != expected {
         return Err(format!(
-            "the peer acknowledged {} messages with checksum {:#x}; sent {count} with {expected:#x}",
+            "the peer acknowledged {} messages with check total {:#x}; sent {count} with {expected:#x}",
             ack.tag, ack.word1
         )
         .into());

@@ -64,14 +64,15 @@ impl Counters {
 
 /// One end of a transport, as the measuring loops drive it. Each end sends
 /// `size`-byte messages (the pattern with a tag) and acknowledgements, and
-/// receives whole messages, reading every byte.
+/// receives whole messages, copying each into a private buffer (see
+/// [`crate::payload`]).
 pub trait Endpoint {
     /// Writes the `size`-byte message tagged `tag` into the transport and
     /// sends it (batching transports may hold it until [`flush`](Self::flush)).
     fn send(&mut self, tag: u64) -> Result<()>;
-    /// Sends an acknowledgement (count and checksum total) at once.
+    /// Sends an acknowledgement (count and check total) at once.
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()>;
-    /// Receives the next message and reads all of it.
+    /// Receives the next message, copies it out and checks it.
     fn recv(&mut self) -> Result<Msg>;
     /// Publishes what [`send`](Self::send) held back.
     fn flush(&mut self) -> Result<()> {
@@ -90,11 +91,11 @@ pub trait Endpoint {
 }
 
 /// The peer's side of a latency job: answers each request with a message of
-/// the same size tagged with the request's checksum, until [`QUIT`].
+/// the same size tagged with the check of the request, until [`QUIT`].
 pub fn serve_latency<E: Endpoint>(end: &mut E) -> Result<()> {
     loop {
         let request = end.recv()?;
-        end.send(request.sum)?;
+        end.send(request.check)?;
         end.flush()?;
         if request.tag == QUIT {
             return Ok(());
@@ -102,7 +103,7 @@ pub fn serve_latency<E: Endpoint>(end: &mut E) -> Result<()> {
     }
 }
 
-/// The peer's side of a throughput job: counts and checksums the stream,
+/// The peer's side of a throughput job: counts and checks the stream,
 /// acknowledges each [`SYNC`], and returns after acknowledging [`QUIT`].
 pub fn serve_throughput<E: Endpoint>(end: &mut E) -> Result<()> {
     let (mut count, mut total) = (0u64, 0u64);
@@ -118,7 +119,7 @@ pub fn serve_throughput<E: Endpoint>(end: &mut E) -> Result<()> {
             }
             _ => {
                 count += 1;
-                total = total.wrapping_add(message.sum);
+                total = total.wrapping_add(message.check);
             }
         }
     }

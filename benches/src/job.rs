@@ -3,77 +3,10 @@
 //! line of `key=value` words over the control channel, with the
 //! transport's descriptors attached.
 
-use crate::transports::Transport;
+use crate::catalog::Transport;
+use crate::mode::Mode;
 use crate::{BoxError, Result};
 use ferry_transport::{Trust, WaitStrategy};
-
-/// What a job measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Ping-pong round trips of `size`-byte messages.
-    Latency,
-    /// A one-way stream of `size`-byte messages, acknowledged at the end.
-    Throughput,
-}
-
-impl Mode {
-    /// The name on the command line and in the JSON output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Latency => "latency",
-            Mode::Throughput => "throughput",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Mode> {
-        match text {
-            "latency" => Ok(Mode::Latency),
-            "throughput" => Ok(Mode::Throughput),
-            other => Err(format!("unknown mode {other}").into()),
-        }
-    }
-}
-
-/// How ferry's endpoints wait (`--wait`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// `WaitStrategy::Spin`: busy-poll.
-    Spin,
-    /// `WaitStrategy::Park`: sleep on the futex at once.
-    Park,
-    /// `WaitStrategy::SpinThenPark` with the default spin budget.
-    Hybrid,
-}
-
-impl Wait {
-    /// The name on the command line and in the JSON output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Wait::Spin => "spin",
-            Wait::Park => "park",
-            Wait::Hybrid => "hybrid",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(text: &str) -> Result<Wait> {
-        match text {
-            "spin" => Ok(Wait::Spin),
-            "park" => Ok(Wait::Park),
-            "hybrid" => Ok(Wait::Hybrid),
-            other => Err(format!("unknown wait strategy {other} (spin, park, hybrid)").into()),
-        }
-    }
-
-    /// The ring's strategy.
-    pub fn strategy(self) -> WaitStrategy {
-        match self {
-            Wait::Spin => WaitStrategy::Spin,
-            Wait::Park => WaitStrategy::Park,
-            Wait::Hybrid => WaitStrategy::default(),
-        }
-    }
-}
 
 /// The name of a trust mode.
 pub fn trust_name(trust: Trust) -> &'static str {
@@ -102,7 +35,7 @@ pub struct Job {
     /// Message size in bytes.
     pub size: usize,
     /// How ferry's endpoints wait.
-    pub wait: Wait,
+    pub wait: WaitStrategy,
     /// How ferry's receivers treat their peer.
     pub trust: Trust,
     /// Data area of each ring (ferry) or lane (floors), in bytes.
@@ -126,7 +59,7 @@ impl Job {
             self.mode.name(),
             self.transport.name(),
             self.size,
-            self.wait.name(),
+            self.wait,
             trust_name(self.trust),
             self.ring,
             self.batch,
@@ -158,7 +91,7 @@ impl Job {
         let mode = Mode::parse(&get("mode")?)?;
         let transport = Transport::parse(&get("transport")?)?;
         let size = number(get("size")?)?;
-        let wait = Wait::parse(&get("wait")?)?;
+        let wait = get("wait")?.parse::<WaitStrategy>()?;
         let trust = parse_trust(&get("trust")?)?;
         let ring = number(get("ring")?)?;
         let batch = number(get("batch")?)?;
@@ -201,7 +134,7 @@ mod tests {
             mode: Mode::Throughput,
             transport: Transport::FerryRaw,
             size: 4096,
-            wait: Wait::Hybrid,
+            wait: WaitStrategy::default(),
             trust: Trust::Untrusted,
             ring: 1 << 20,
             batch: 64,

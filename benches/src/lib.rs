@@ -9,15 +9,18 @@
 //! baselines measured in the same run: the shared-memory floor (spinning and
 //! futex), Unix sockets and pipes ([`transports`]).
 //!
-//! The copy rule is the same for every transport: the sender writes the
-//! whole payload into the transport, the receiver reads every byte (a
-//! checksum, verified by the sender) — see [`payload`].
+//! The copy rule is the same for every transport: the sender copies the
+//! whole payload into the transport (`memcpy` from a private buffer), the
+//! receiver copies it whole into a private buffer and checks a few stamped
+//! words there (verified by the sender) — see [`payload`].
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod cpu;
 pub mod driver;
 pub mod endpoint;
 pub mod job;
+pub mod mode;
 pub mod payload;
 pub mod peer;
 pub mod report;

@@ -4,7 +4,8 @@
 //! measuring process says `QUIT`, and reports its counters.
 
 use crate::endpoint::{self, Counters};
-use crate::job::{Job, Mode};
+use crate::job::Job;
+use crate::mode::Mode;
 use crate::session::PEER_ENV;
 use crate::transports::{self, PeerEnd};
 use crate::{Result, cpu, with_end};

@@ -1,8 +1,8 @@
 //! Results: medians over runs, the tables, the JSON file and the SVG plot.
 
+use crate::catalog::Transport;
 use crate::driver::new_histogram;
 use crate::endpoint::Counters;
-use crate::transports::Transport;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::fmt::Write as _;

@@ -49,6 +49,10 @@ fn latency_json_and_plot() {
         "64",
         "--transport",
         "ferry,ferry-raw,floor-spin,uds",
+        "--max-pressure",
+        "100",
+        "--attempts",
+        "2",
         "--json",
         json.to_str().unwrap(),
         "--plot",
@@ -57,6 +61,12 @@ fn latency_json_and_plot() {
     assert!(stdout.contains("p99.9"), "{stdout}");
     let results = results(&json);
     assert_eq!(results.len(), 4);
+    let text = std::fs::read_to_string(&json).unwrap();
+    let document: Value = serde_json::from_str(&text).unwrap();
+    let pressures = document["meta"]["cpu_pressure"]
+        .as_array()
+        .expect("cpu_pressure");
+    assert_eq!(pressures.len(), 4, "one CPU pressure per measurement kept");
     for result in &results {
         for field in ["transport", "wait", "trust"] {
             assert!(result[field].is_string(), "{field} in {result}");

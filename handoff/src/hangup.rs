@@ -27,8 +27,11 @@
 //! descriptor, and the socket duplicates if no thread held the registry at
 //! the fork) without ever calling `epoll_ctl` on the parent's set, and starts
 //! a fresh epoll set and thread of its own. A [`HangupWatch`] inherited from
-//! the parent does nothing when dropped in the child, and its callback never
-//! runs there.
+//! the parent never runs its callback in the child, and dropping it there
+//! only closes the child's copy of its duplicate (so that the child holds no
+//! copy of the socket it let go of). [`HangupWatch::is_inherited`] tells a
+//! process that keeps using a socket after a fork that it must watch it
+//! again itself.
 //!
 //! Finding the watcher takes no lock. One window remains, as with any lock:
 //! a `fork` while another thread of the parent is *starting* the watcher
@@ -230,6 +233,22 @@ impl Watcher {
     }
 }
 
+/// What a watch waits for: a hang-up, reported once.
+#[cfg(not(miri))]
+const WATCH_FLAGS: epoll::EventFlags = epoll::EventFlags::RDHUP
+    .union(epoll::EventFlags::HUP)
+    .union(epoll::EventFlags::ONESHOT);
+
+/// Under miri, whose epoll only has edge-triggered watches (it refuses
+/// level-triggered and `EPOLLONESHOT` ones): edge-triggered. A hang-up is a
+/// state that happens once, so it is reported once either way, and the
+/// watcher deletes the registration and its entry on the first event;
+/// should a second event come, `fire` finds no entry and does nothing.
+#[cfg(miri)]
+const WATCH_FLAGS: epoll::EventFlags = epoll::EventFlags::RDHUP
+    .union(epoll::EventFlags::HUP)
+    .union(epoll::EventFlags::ET);
+
 /// A registration made by [`watch_hangup`]; dropping it cancels the watch.
 ///
 /// Once the drop returns, the callback is not running and never will —
@@ -243,6 +262,40 @@ impl Watcher {
 pub struct HangupWatch {
     watcher: &'static Watcher,
     token: u64,
+    /// `FORKS` when the watch was made: another value means this process is
+    /// a fork of the one that made it.
+    generation: u64,
+}
+
+/// How many times this process's line of ancestors forked since the program
+/// started: incremented in every child by a `pthread_atfork` handler. A
+/// relaxed load is enough to tell an inherited watch (the count is copied
+/// into the child before any of its threads runs).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs the fork counter once per process image.
+fn count_forks() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic (async-
+        // signal-safe, as a fork child handler must be); the function lives
+        // for the whole program.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+    });
+}
+
+impl HangupWatch {
+    /// Whether this watch was made by another process, of which this one is
+    /// a fork: it does nothing here (its callback runs only in the process
+    /// that made it), so a process that keeps using the socket watches it
+    /// again. A relaxed atomic load: cheap enough for every operation.
+    pub fn is_inherited(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.generation
+    }
 }
 
 impl std::fmt::Debug for Watcher {
@@ -258,7 +311,23 @@ impl Drop for HangupWatch {
         let watcher = self.watcher;
         if watcher.pid != std::process::id() {
             // Inherited across fork: the parent's watcher is not ours to
-            // touch (see the module documentation).
+            // touch (see the module documentation), but our copy of the
+            // duplicate is: closing it keeps this process from holding the
+            // socket it let go of (the peer would never see a hang-up).
+            // Never wait for the lock: a parent thread may have held it at
+            // the fork.
+            let entry = match watcher.registry.try_lock() {
+                Ok(mut registry) => registry.entries.remove(&self.token),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    poisoned.into_inner().entries.remove(&self.token)
+                }
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(entry) = entry {
+                drop(entry.fd);
+                // The parent's callback: neither run nor dropped here.
+                std::mem::forget(entry.callback);
+            }
             return;
         }
         let mut registry = watcher.lock();
@@ -292,10 +361,12 @@ pub fn watch_hangup(
     socket: BorrowedFd<'_>,
     on_hangup: impl FnOnce() + Send + 'static,
 ) -> io::Result<HangupWatch> {
+    count_forks();
+    let generation = FORKS.load(Ordering::Relaxed);
     let watcher = watcher()?;
     let fd = socket.try_clone_to_owned()?;
     let token = watcher.next_token.fetch_add(1, Ordering::Relaxed);
-    let flags = epoll::EventFlags::RDHUP | epoll::EventFlags::HUP | epoll::EventFlags::ONESHOT;
+    let flags = WATCH_FLAGS;
     {
         // Registered under the lock: an event that fires at once is handled
         // by the watcher thread only after the entry is in place.
@@ -314,7 +385,11 @@ pub fn watch_hangup(
             },
         );
     }
-    Ok(HangupWatch { watcher, token })
+    Ok(HangupWatch {
+        watcher,
+        token,
+        generation,
+    })
 }
 
 #[cfg(test)]
@@ -325,14 +400,11 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// A channel's socketpair (under miri, the stream pair miri has: a
+    /// hang-up looks the same on it).
     fn socketpair() -> (OwnedFd, OwnedFd) {
-        rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap()
+        let (a, b) = crate::Channel::pair().unwrap();
+        (OwnedFd::from(a), OwnedFd::from(b))
     }
 
     #[test]

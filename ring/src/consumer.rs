@@ -58,6 +58,8 @@ pub struct Consumer {
     /// arm for an event loop.
     announcer: Announcer,
     stats: Stats,
+    /// Set by `detach`: dropping touches nothing shared.
+    detached: bool,
 }
 
 /// Where the frame at the read position is, once validated.
@@ -87,6 +89,7 @@ impl Consumer {
             last_woken: 0,
             announcer,
             stats: Stats::default(),
+            detached: false,
         })
     }
 
@@ -359,10 +362,25 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Lets go of this end in this process only: unlike dropping it, the
+    /// ring is not marked closed and nothing deferred is published, so
+    /// another process that holds the same end (a `fork` duplicated it)
+    /// keeps using it, and the producer notices nothing. This copy's private
+    /// positions are stale once the other process has moved on: publishing
+    /// them would corrupt the ring, which is why dropping is not enough.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
 impl Drop for Consumer {
     /// Releases what was deferred and marks the ring closed, waking a
     /// producer that waits for room so it sees the close.
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.flush();
         let header = self.ring.header();
         header.consumer.closed.store(1, Ordering::Release);

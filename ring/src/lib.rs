@@ -86,4 +86,4 @@ pub use producer::{Grant, Producer};
 pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};
 pub use stats::Stats;
-pub use wait::{DEFAULT_SPIN, WaitStrategy};
+pub use wait::{DEFAULT_SPIN, ParseWaitStrategyError, WaitStrategy};

@@ -50,6 +50,8 @@ pub struct Producer {
     /// What we announce in our own parked word when we wait for room.
     announcer: Announcer,
     stats: Stats,
+    /// Set by `detach`: dropping touches nothing shared.
+    detached: bool,
 }
 
 impl Producer {
@@ -71,6 +73,7 @@ impl Producer {
             last_woken: 0,
             announcer,
             stats: Stats::default(),
+            detached: false,
         })
     }
 
@@ -271,10 +274,25 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Lets go of this end in this process only: unlike dropping it, the
+    /// ring is not marked closed and nothing deferred is published, so
+    /// another process that holds the same end (a `fork` duplicated it)
+    /// keeps using it, and the consumer notices nothing. This copy's private
+    /// positions are stale once the other process has moved on: publishing
+    /// them would corrupt the ring, which is why dropping is not enough.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
 impl Drop for Producer {
     /// Publishes what was deferred and marks the ring closed, waking a
     /// sleeping consumer so it sees the close.
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.flush();
         let header = self.ring.header();
         header.producer.closed.store(1, Ordering::Release);

@@ -274,3 +274,153 @@ pub(crate) fn notify_peer(
         }
     }
 }
+
+/// Why a text is not a [`WaitStrategy`] (see its [`FromStr`](std::str::FromStr)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseWaitStrategyError {
+    text: String,
+}
+
+impl std::fmt::Display for ParseWaitStrategyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown wait strategy {:?} (spin, park, spin-then-park or spin-then-park:DURATION, e.g. 5us)",
+            self.text
+        )
+    }
+}
+
+impl std::error::Error for ParseWaitStrategyError {}
+
+/// The units a spin budget is written in, largest first: name, nanoseconds.
+const SPIN_UNITS: [(&str, u128); 4] = [
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("ns", 1),
+];
+
+/// The text form, for command lines and environment variables: `spin`,
+/// `park`, `spin-then-park:DURATION` (an integer and a unit, `ns`, `us`,
+/// `ms` or `s`; [`Display`](std::fmt::Display) picks the largest unit that
+/// keeps the value exact). `spin-then-park` alone is the default budget,
+/// [`DEFAULT_SPIN`]. What `Display` writes, `FromStr` reads back to the
+/// same value.
+///
+/// ```
+/// use ferry_ring::WaitStrategy;
+/// use std::time::Duration;
+///
+/// let strategy: WaitStrategy = "spin-then-park:20us".parse()?;
+/// assert_eq!(strategy, WaitStrategy::SpinThenPark { spin: Duration::from_micros(20) });
+/// assert_eq!(strategy.to_string(), "spin-then-park:20us");
+/// assert_eq!("park".parse::<WaitStrategy>()?, WaitStrategy::Park);
+/// assert_eq!("spin-then-park".parse::<WaitStrategy>()?, WaitStrategy::default());
+/// assert!("sleep".parse::<WaitStrategy>().is_err());
+/// # Ok::<(), ferry_ring::ParseWaitStrategyError>(())
+/// ```
+impl std::str::FromStr for WaitStrategy {
+    type Err = ParseWaitStrategyError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || ParseWaitStrategyError { text: text.into() };
+        match text {
+            "spin" => return Ok(WaitStrategy::Spin),
+            "park" => return Ok(WaitStrategy::Park),
+            "spin-then-park" => return Ok(WaitStrategy::default()),
+            _ => {}
+        }
+        let budget = text.strip_prefix("spin-then-park:").ok_or_else(error)?;
+        let digits = budget
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(error)?;
+        let (number, unit) = budget.split_at(digits);
+        let &(_, unit_nanos) = SPIN_UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .ok_or_else(error)?;
+        let nanos = number
+            .parse::<u128>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_nanos))
+            .ok_or_else(error)?;
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| error())?;
+        let spin = Duration::new(secs, (nanos % 1_000_000_000) as u32);
+        Ok(WaitStrategy::SpinThenPark { spin })
+    }
+}
+
+impl std::fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitStrategy::Spin => f.write_str("spin"),
+            WaitStrategy::Park => f.write_str("park"),
+            WaitStrategy::SpinThenPark { spin } => {
+                let nanos = spin.as_nanos();
+                let (name, unit_nanos) = SPIN_UNITS
+                    .into_iter()
+                    .find(|&(_, unit)| nanos % unit == 0)
+                    .unwrap_or(("ns", 1));
+                write!(f, "spin-then-park:{}{name}", nanos / unit_nanos)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn every_strategy_reads_back_what_it_writes() {
+        let spins = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(1_500),
+            DEFAULT_SPIN,
+            Duration::from_millis(3),
+            Duration::from_secs(2),
+            Duration::new(7, 1),
+            Duration::MAX,
+        ];
+        let strategies = [WaitStrategy::Spin, WaitStrategy::Park]
+            .into_iter()
+            .chain(spins.map(|spin| WaitStrategy::SpinThenPark { spin }));
+        for strategy in strategies {
+            let text = strategy.to_string();
+            assert_eq!(text.parse::<WaitStrategy>(), Ok(strategy), "{text}");
+        }
+        assert_eq!(WaitStrategy::default().to_string(), "spin-then-park:5us");
+        assert_eq!(
+            WaitStrategy::SpinThenPark {
+                spin: Duration::from_nanos(1_500)
+            }
+            .to_string(),
+            "spin-then-park:1500ns"
+        );
+    }
+
+    #[test]
+    fn other_texts_are_refused() {
+        for text in [
+            "",
+            "Spin",
+            " spin",
+            "hybrid",
+            "spin-then-park:",
+            "spin-then-park:5",
+            "spin-then-park:us",
+            "spin-then-park:-5us",
+            "spin-then-park:5 us",
+            "spin-then-park:5min",
+            "spin-then-park:99999999999999999999999999999999999999999s",
+        ] {
+            let error = text.parse::<WaitStrategy>().unwrap_err();
+            assert!(
+                error.to_string().contains("unknown wait strategy"),
+                "{text}"
+            );
+        }
+    }
+}

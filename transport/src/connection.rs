@@ -159,10 +159,33 @@ pub struct Connection {
     /// wait in an event loop (our readiness descriptor); we signal the peer
     /// through it.
     pub(crate) notify: Notifier,
-    _hangup: HangupWatch,
+    /// Who learns of the peer's death for this process (see
+    /// `watched_here`).
+    hangup: HangupWatch,
     /// Held for as long as this end lives: the requester's slot in the
     /// limits of the `Acceptor` that created it.
     pub(crate) admission: Option<ferry_handoff::Admission>,
+}
+
+/// Watches the control socket: when the peer hangs up (closes or dies),
+/// every wait on the rings ends and the readiness descriptor turns readable.
+fn watch_peer(
+    control: &Channel,
+    tx: &Producer,
+    rx: &Consumer,
+    notify: &Notifier,
+) -> std::io::Result<HangupWatch> {
+    let rx_gone = rx.disconnect_handle();
+    let tx_gone = tx.disconnect_handle();
+    let notify = notify.try_clone()?;
+    watch_hangup(control.as_fd(), move || {
+        rx_gone.disconnect();
+        tx_gone.disconnect();
+        // No I/O on the socket the peer shares: a peer that filled it or
+        // cleared O_NONBLOCK cannot block this thread (which watches every
+        // connection of the process).
+        notify.set_readable_forever();
+    })
 }
 
 /// Ring offsets of a region holding two rings of `capacity`, and its size.
@@ -173,11 +196,49 @@ fn layout(capacity: usize) -> (usize, usize, usize) {
 
 impl Connection {
     /// Both ends of a connection, in this process: for tests, for threads,
-    /// and for handing one end to a child across `fork`.
+    /// and for handing one end to a child across `fork`. After the fork each
+    /// process keeps its end and lets go of the other with
+    /// [`leave`](Self::leave) (dropping it would close the connection for
+    /// both); each then notices the other's death at once.
     pub fn pair(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
-        let (mine, endpoint) = Connection::create(config.clone())?;
-        let theirs = Connection::open(endpoint, config)?;
-        Ok((mine, theirs))
+        #[cfg(miri)]
+        return Connection::pair_in_memory(config);
+        #[cfg(not(miri))]
+        {
+            let (mine, endpoint) = Connection::create(config.clone())?;
+            let theirs = Connection::open(endpoint, config)?;
+            Ok((mine, theirs))
+        }
+    }
+
+    /// [`pair`](Self::pair) under miri, which has no memfd (nor `mmap` of
+    /// a file, nor `SCM_RIGHTS`): both ends share one heap region and are
+    /// assembled here, as `create` and `open` would, with the same ring
+    /// layout, and with the real rest (control socketpair, notification
+    /// descriptors, hang-up watch). What `create` and `open` add on top
+    /// (a sealed memfd, an endpoint, checking the descriptors a peer handed
+    /// over) needs the kernel; the multi-process suites exercise it.
+    #[cfg(miri)]
+    fn pair_in_memory(config: ConnectionConfig) -> Result<(Connection, Connection), OpenError> {
+        let (first, second, region_len) = layout(config.ring_capacity);
+        let region = Arc::new(Region::heap(region_len));
+        // The first end sends on the first ring, as a creator does.
+        init(&region, first, config.ring_capacity)?;
+        init(&region, second, config.ring_capacity)?;
+        let (control, peer_control) =
+            Channel::pair().map_err(|e| OpenError::Control(Cause::new(e)))?;
+        let (notify, peer_notify) = Notifier::pair()?;
+        let first_end = Connection::assemble(
+            Arc::clone(&region),
+            second,
+            first,
+            control,
+            notify,
+            config.clone(),
+        )?;
+        let second_end =
+            Connection::assemble(region, first, second, peer_control, peer_notify, config)?;
+        Ok((first_end, second_end))
     }
 
     /// Creates a connection: keeps one end and returns the [`Endpoint`] to
@@ -286,19 +347,7 @@ impl Connection {
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
-        let hangup = {
-            let rx_gone = rx.disconnect_handle();
-            let tx_gone = tx.disconnect_handle();
-            let notify = notify.try_clone()?;
-            watch_hangup(control.as_fd(), move || {
-                rx_gone.disconnect();
-                tx_gone.disconnect();
-                // No I/O on the socket the peer shares: a peer that
-                // filled it or cleared O_NONBLOCK cannot block this thread
-                // (which watches every connection of the process).
-                notify.set_readable_forever();
-            })?
-        };
+        let hangup = watch_peer(&control, &tx, &rx, &notify)?;
         Ok(Connection {
             outbox: Outbox::new(tx, config.max_message_size),
             inbox: Inbox::new(rx, &config),
@@ -310,9 +359,23 @@ impl Connection {
             set_aside: SetAside::default(),
             message_fds: Vec::new(),
             notify,
-            _hangup: hangup,
+            hangup,
             admission: None,
         })
+    }
+
+    /// Lets go of this end in this process only, without closing the
+    /// connection: for the end a `fork` duplicated into a process that does
+    /// not use it (see [`pair`](Self::pair)). Only this process's
+    /// descriptors and mapping are released; nothing is written to the
+    /// shared rings, so the process that uses this end goes on, and its peer
+    /// notices nothing until that process closes it or dies. Reply handlers
+    /// still pending here are dropped without running: they belong to the
+    /// process that uses the end.
+    pub fn leave(self) {
+        let Connection { outbox, inbox, .. } = self;
+        outbox.tx.detach();
+        inbox.rx.detach();
     }
 
     /// The configuration this end was built with.
@@ -420,15 +483,31 @@ impl Connection {
 
     /// Whether a send may start: the connection is open and the descriptors
     /// are within the limit.
-    pub(crate) fn check_sendable(&self, fds: usize) -> Result<(), SendError> {
+    pub(crate) fn check_sendable(&mut self, fds: usize) -> Result<(), SendError> {
         if let Some(error) = self.lifecycle.send_error() {
             return Err(error);
         }
+        self.watched_here();
         let max = self.config.max_fds_per_message;
         if fds > max {
             return Err(SendError::TooManyFds { count: fds, max });
         }
         Ok(())
+    }
+
+    /// Makes sure this process learns of the peer's death: after a `fork`,
+    /// the watch this end inherited works only in the process that made it,
+    /// so the process that goes on using the end watches it again. Called
+    /// by every operation that may wait (a relaxed load when nothing
+    /// forked). If the new watch cannot be made (descriptor table full), the
+    /// next operation tries again; waits stay bounded meanwhile.
+    pub(crate) fn watched_here(&mut self) {
+        if self.hangup.is_inherited() {
+            let watched = watch_peer(&self.control, &self.outbox.tx, &self.inbox.rx, &self.notify);
+            if let Ok(watch) = watched {
+                self.hangup = watch;
+            }
+        }
     }
 
     /// Takes the next frame off the ring. `wait`: `None` to try once,
@@ -440,6 +519,7 @@ impl Connection {
         if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
+        self.watched_here();
         match self.inbox.next(wait, &self.control) {
             Ok(incoming) => Ok(incoming),
             Err(InboxError::Violation(violation)) => Err(self.fail(violation)),

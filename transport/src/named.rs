@@ -607,6 +607,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn a_schema_mismatch_is_refused_before_anything_is_created() {
         let name = unique("schema");
         let listener = listen(&name, ConnectionConfig::default().schema(1)).unwrap();
@@ -620,6 +621,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn a_malformed_hello_is_dropped_and_others_still_connect() {
         let name = unique("garbage");
         let Name::Abstract(raw) = &name else {
@@ -641,6 +643,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn a_full_handshake_set_answers_busy() {
         let name = unique("busy");
         let Name::Abstract(raw) = &name else {
@@ -665,6 +668,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn one_user_gets_at_most_its_share_of_the_handshakes() {
         let name = unique("per-user");
         let Name::Abstract(raw) = &name else {
@@ -691,6 +695,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn a_refused_process_hears_not_allowed() {
         let name = unique("rule");
         let listener = listen(&name, ConnectionConfig::default())
@@ -707,6 +712,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "listening sockets: miri has none")]
     fn nobody_listening_is_unreachable() {
         match connect(&unique("nobody"), ConnectionConfig::default(), T) {
             Err(ConnectError::Unreachable { .. }) => {}

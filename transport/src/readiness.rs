@@ -22,6 +22,7 @@ impl Connection {
         if let Some(error) = self.lifecycle.recv_error() {
             return Err(error);
         }
+        self.watched_here();
         if self.has_deferred() {
             return Ok(true);
         }

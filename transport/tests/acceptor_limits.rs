@@ -103,7 +103,8 @@ fn child_service() {
         });
     }
     // A live connection holds six descriptors here (control socket and its
-    // hang-up watch, two eventfds and a copy for the watch, the region),
+    // hang-up watch, the notification socket and a copy for the watch, the
+    // region),
     // the requester's end four more until it is sent, and the first
     // connection starts the process's hang-up watcher: ten per connection
     // is a bound with room. Without the limit, each of the hoarder's

@@ -22,6 +22,8 @@ ferry_transport::protocol! {
         fn ask => Ask { n: u32 } -> Answer { n: u32 };
         fn note => Note { n: u32, pad: Vec<u8> };
         fn boom => Boom {};
+        @allowed_while_waiting
+        fn poke => Poke {};
     }
 }
 
@@ -50,6 +52,7 @@ impl ProbeHandler for Counter {
     fn boom(&self, _: &mut Context, _: &ArchivedBoom) {
         panic!("boom");
     }
+    fn poke(&self, _: &mut Context, _: &ArchivedPoke) {}
 }
 
 /// A handler that panics does not keep its frame's room: after the panic
@@ -117,6 +120,24 @@ fn rig() -> Rig {
 }
 
 impl Rig {
+    /// Publishes a `Poke` (allowed while waiting) for destination 1.
+    fn poke(&mut self) {
+        let envelope = Envelope {
+            destination: 1,
+            request_id: 0,
+            receiver: Probe::ID,
+            schema: Probe::SCHEMA,
+            message: <Poke as Message>::ID,
+            flags: Flags(Flags::ALLOWED_WHILE_WAITING),
+            fd_count: 0,
+        };
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&Poke {}).expect("archive");
+        let mut frame = vec![0u8; ENVELOPE_SIZE + archive.len()];
+        envelope.write_to(&mut frame);
+        frame[ENVELOPE_SIZE..].copy_from_slice(&archive);
+        self.peer.send(&frame, WAIT).expect("publish");
+    }
+
     /// Publishes a reply to request `id` naming `message` of `Probe`.
     fn reply(&mut self, id: u64, message: u32, body: &impl Archive) {
         let envelope = Envelope {
@@ -214,4 +235,34 @@ fn a_late_reply_to_an_abandoned_call_is_dropped_quietly() {
             ..
         })
     ));
+}
+
+/// A reply parked for an outer synchronous call while a nested call (made
+/// by a handler of an allowed-while-waiting message) fails is delivered to
+/// the outer call, even when the handler then fails too. Before, the outer
+/// call returned the handler's error and the reply stayed parked forever.
+#[test]
+fn a_reply_parked_during_a_failing_nested_call_reaches_its_caller() {
+    let mut rig = rig();
+    let probe = Remote::<Probe>::new(1);
+    // A handler whose nested call times out, and which then fails.
+    rig.victim.register(
+        1,
+        ferry_transport::BoundReceiver::new::<Probe>(move |context, _| {
+            let nested = context.send_sync(probe, &Ask { n: 2 }, Duration::from_millis(20));
+            assert_eq!(nested.err(), Some(CallError::TimedOut));
+            Err(DispatchError::Reply(SendError::Full))
+        }),
+    );
+    // In the ring before the outer call starts: the poke, then the reply to
+    // the outer call (request 1), which the nested call (request 2) reads
+    // and parks.
+    rig.poke();
+    rig.reply(1, <Ask as Message>::ID, &Answer { n: 1 });
+    let reply = rig
+        .victim
+        .send_sync(probe, &Ask { n: 1 }, Duration::from_secs(5))
+        .expect("the outer call gets its reply");
+    assert_eq!(reply.n.to_native(), 1);
+    assert!(rig.victim.is_open());
 }

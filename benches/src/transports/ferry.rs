@@ -3,17 +3,19 @@
 //!
 //! Typed: the sender's message owns a `Vec<u8>` holding the pattern; rkyv
 //! serializes it straight into the ring (one copy); the receiver's handler
-//! checksums the archived bytes in place (trusted) or in its private copy
-//! (untrusted). `ferry` sends one message each way (`send`, and the reply
+//! copies the archived bytes, in place (trusted) or in the transport's
+//! private copy (untrusted), into its own buffer and checks them there. `ferry` sends one message each way (`send`, and the reply
 //! from the peer's handler with `send`, received by `dispatch`); `ferry-sync`
 //! makes a synchronous call (`send_sync`, whose handler returns the reply).
 //!
 //! Raw: `reserve_frame` hands out the frame in the ring, the sender copies
-//! the pattern into it and commits; `recv_frame` hands the frame in place.
+//! the pattern into it and commits; `recv_frame` hands the frame in place,
+//! and the receiver copies it out.
 
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
-use crate::job::{Job, Mode};
-use crate::payload::{ACK_LEN, Msg, Pattern, QUIT, SYNC, scan, write_ack};
+use crate::job::Job;
+use crate::mode::Mode;
+use crate::payload::{ACK_LEN, Msg, Pattern, QUIT, SYNC, Sink, stamp, write_ack};
 use crate::{BoxError, Result};
 use ferry_transport::Context;
 use ferry_transport::{
@@ -56,7 +58,7 @@ const CLIENT: Remote<BenchClient> = Remote::new(1);
 pub fn config(job: &Job) -> ConnectionConfig {
     ConnectionConfig::default()
         .ring_capacity(job.ring)
-        .wait(job.wait.strategy())
+        .wait(job.wait)
         .trust(job.trust)
         .schema(SCHEMA)
         .peer_name("ferry-bench peer")
@@ -93,7 +95,7 @@ struct Inbox {
     full: AtomicBool,
     tag: AtomicU64,
     word1: AtomicU64,
-    sum: AtomicU64,
+    check: AtomicU64,
     len: AtomicU64,
 }
 
@@ -101,7 +103,7 @@ impl Inbox {
     fn put(&self, msg: Msg) {
         self.tag.store(msg.tag, Ordering::Relaxed);
         self.word1.store(msg.word1, Ordering::Relaxed);
-        self.sum.store(msg.sum, Ordering::Relaxed);
+        self.check.store(msg.check, Ordering::Relaxed);
         self.len.store(msg.len as u64, Ordering::Relaxed);
         self.full.store(true, Ordering::Relaxed);
     }
@@ -113,7 +115,7 @@ impl Inbox {
         Some(Msg {
             tag: self.tag.load(Ordering::Relaxed),
             word1: self.word1.load(Ordering::Relaxed),
-            sum: self.sum.load(Ordering::Relaxed),
+            check: self.check.load(Ordering::Relaxed),
             len: self.len.load(Ordering::Relaxed) as usize,
         })
     }
@@ -121,18 +123,22 @@ impl Inbox {
 
 struct ClientHandler {
     inbox: Arc<Inbox>,
+    sink: RefCell<Sink>,
 }
 
 impl BenchClientHandler for ClientHandler {
     fn echo(&self, _: &mut Context, message: &ArchivedEcho) {
-        self.inbox.put(scan(message.bytes.as_slice()));
+        let received = self.sink.borrow_mut().receive(message.bytes.as_slice());
+        // A reply that does not fit reads as empty: the measuring loop
+        // reports its length.
+        self.inbox.put(received.unwrap_or_default());
     }
 
     fn ack(&self, _: &mut Context, message: &ArchivedAck) {
         self.inbox.put(Msg {
             tag: message.count.to_native(),
             word1: message.sum.to_native(),
-            sum: 0,
+            check: 0,
             len: ACK_LEN,
         });
     }
@@ -145,6 +151,7 @@ pub struct TypedClient {
     call: Call,
     sync: bool,
     inbox: Arc<Inbox>,
+    sink: Sink,
 }
 
 impl TypedClient {
@@ -156,6 +163,7 @@ impl TypedClient {
             CLIENT.destination(),
             BenchClient::handler(ClientHandler {
                 inbox: Arc::clone(&inbox),
+                sink: RefCell::new(Sink::new(job.size)),
             }),
         );
         let pattern = Pattern::new(job.size);
@@ -167,8 +175,9 @@ impl TypedClient {
             call: Call {
                 bytes: pattern.bytes().to_vec(),
             },
-            sync: job.transport == crate::transports::Transport::FerrySync,
+            sync: job.transport == crate::catalog::Transport::FerrySync,
             inbox,
+            sink: Sink::new(job.size),
         };
         Ok((client, fds))
     }
@@ -176,7 +185,7 @@ impl TypedClient {
 
 impl Endpoint for TypedClient {
     fn send(&mut self, tag: u64) -> Result<()> {
-        Pattern::retag(&mut self.data.bytes, tag);
+        stamp(&mut self.data.bytes, tag);
         self.connection.send(SERVER, &self.data)?;
         Ok(())
     }
@@ -201,9 +210,9 @@ impl Endpoint for TypedClient {
             self.send(tag)?;
             return self.recv();
         }
-        Pattern::retag(&mut self.call.bytes, tag);
+        stamp(&mut self.call.bytes, tag);
         let reply = self.connection.send_sync(SERVER, &self.call, OP_TIMEOUT)?;
-        Ok(scan(reply.bytes.as_slice()))
+        self.sink.receive(reply.bytes.as_slice())
     }
 
     fn counters(&self) -> Counters {
@@ -217,6 +226,7 @@ struct ServerHandler {
     mode: Mode,
     pattern: Pattern,
     echo: RefCell<Echo>,
+    sink: RefCell<Sink>,
     count: Cell<u64>,
     total: Cell<u64>,
     done: Arc<AtomicBool>,
@@ -234,11 +244,14 @@ impl ServerHandler {
 
 impl BenchServerHandler for ServerHandler {
     fn data(&self, connection: &mut Context, message: &ArchivedData) {
-        let msg = scan(message.bytes.as_slice());
+        let msg = match self.sink.borrow_mut().receive(message.bytes.as_slice()) {
+            Ok(msg) => msg,
+            Err(error) => return self.fail(error),
+        };
         let sent = match (self.mode, msg.tag) {
             (Mode::Latency, _) => {
                 let mut echo = self.echo.borrow_mut();
-                Pattern::retag(&mut echo.bytes, msg.sum);
+                stamp(&mut echo.bytes, msg.check);
                 connection.send(CLIENT, &*echo)
             }
             (Mode::Throughput, SYNC | QUIT) => {
@@ -250,7 +263,7 @@ impl BenchServerHandler for ServerHandler {
             }
             (Mode::Throughput, _) => {
                 self.count.set(self.count.get() + 1);
-                self.total.set(self.total.get().wrapping_add(msg.sum));
+                self.total.set(self.total.get().wrapping_add(msg.check));
                 Ok(())
             }
         };
@@ -263,7 +276,13 @@ impl BenchServerHandler for ServerHandler {
     }
 
     fn call(&self, _: &mut Context, message: &ArchivedCall) -> CallReply {
-        let msg = scan(message.bytes.as_slice());
+        let msg = match self.sink.borrow_mut().receive(message.bytes.as_slice()) {
+            Ok(msg) => msg,
+            Err(error) => {
+                self.fail(error);
+                Msg::default()
+            }
+        };
         if msg.tag == QUIT {
             self.done.store(true, Ordering::Relaxed);
         }
@@ -271,7 +290,7 @@ impl BenchServerHandler for ServerHandler {
         // a fresh vector each time (allocated and filled here, then
         // serialized into the ring).
         let mut bytes = self.pattern.bytes().to_vec();
-        Pattern::retag(&mut bytes, msg.sum);
+        stamp(&mut bytes, msg.check);
         CallReply { bytes }
     }
 }
@@ -297,6 +316,7 @@ impl TypedServer {
                 echo: RefCell::new(Echo {
                     bytes: pattern.bytes().to_vec(),
                 }),
+                sink: RefCell::new(Sink::new(job.size)),
                 pattern,
                 count: Cell::new(0),
                 total: Cell::new(0),
@@ -334,6 +354,7 @@ impl TypedServer {
 pub struct RawEnd {
     connection: Connection,
     pattern: Pattern,
+    sink: Sink,
     rx_len: usize,
 }
 
@@ -361,6 +382,7 @@ impl RawEnd {
         Ok(RawEnd {
             connection,
             pattern: Pattern::new(job.size),
+            sink: Sink::new(rx_len),
             rx_len,
         })
     }
@@ -387,7 +409,7 @@ impl Endpoint for RawEnd {
     #[inline]
     fn recv(&mut self) -> Result<Msg> {
         let frame = self.connection.recv_frame(Some(OP_TIMEOUT))?;
-        let msg = scan(frame.bytes());
+        let msg = self.sink.receive(frame.bytes())?;
         drop(frame);
         if msg.len != self.rx_len {
             return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());

@@ -5,10 +5,12 @@
 //! producer's cache line), a count of messages read (on the consumer's), two
 //! "sleeping" flags (each on its own line, for `floor-futex`), and a payload
 //! area of fixed-size slots (the message size rounded up to 16 bytes, the
-//! alignment ferry gives its payloads). The producer copies the message into
-//! the next slot and publishes the count (a Release store); the consumer
-//! waits for the count (an Acquire load), reads every byte, and publishes
-//! its own count. Each side keeps a private copy of the other's count and
+//! alignment ferry gives its payloads, or to a cache line from 2 KiB on, so
+//! that no slot sits at a page offset where `memcpy` is slow: see
+//! [`crate::payload`]). The producer copies the message into the next slot
+//! (`memcpy`) and publishes the count (a Release store); the consumer waits
+//! for the count (an Acquire load), copies the message out into its private
+//! buffer (`memcpy`), and publishes its own count. Each side keeps a private copy of the other's count and
 //! loads the real one only when the copy says it must wait. No frame
 //! headers, no validation, no wrap-around padding: a lower bound for any
 //! SPSC shared-memory transport with the same copy rule.
@@ -21,10 +23,10 @@
 //! The memory is a ferry [`Region`] (a sealed memfd), mapped a second time
 //! with memmap2 because `Region` does not expose its bytes.
 
+use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, scan, write_ack};
-use crate::transports::Transport;
+use crate::payload::{ACK_LEN, Msg, Pattern, Sink, write_ack};
 use crate::{BoxError, Result};
 use ferry_ring::Region;
 use std::os::fd::OwnedFd;
@@ -48,7 +50,8 @@ fn lane_len(capacity: usize) -> usize {
 /// Slot size of a job: both lanes use it, so replies and acknowledgements
 /// fit too.
 fn stride(job: &Job) -> usize {
-    job.size.max(ACK_LEN).next_multiple_of(16)
+    let len = job.size.max(ACK_LEN);
+    len.next_multiple_of(if len >= 2048 { 64 } else { 16 })
 }
 
 /// The second mapping of the region, shared by the two lanes.
@@ -180,6 +183,7 @@ pub struct FloorEnd {
     tx: Lane,
     rx: Lane,
     pattern: Pattern,
+    sink: Sink,
     rx_len: usize,
     futex: bool,
     counters: Counters,
@@ -219,6 +223,7 @@ impl FloorEnd {
             tx: Lane::new(&mapping, tx, job)?,
             rx: Lane::new(&mapping, rx, job)?,
             pattern: Pattern::new(job.size),
+            sink: Sink::new(rx_len),
             rx_len,
             futex: job.transport == Transport::FloorFutex,
             counters: Counters::default(),
@@ -311,7 +316,7 @@ impl Endpoint for FloorEnd {
         // is past it) and does not write it again until our count passes it,
         // which happens only after this slice is dropped.
         let slot = unsafe { std::slice::from_raw_parts(lane.slot_ptr(), self.rx_len) };
-        let msg = scan(slot);
+        let msg = self.sink.receive(slot)?;
         lane.advance();
         lane.word(READ).store(lane.next, Ordering::Release);
         if self.futex {

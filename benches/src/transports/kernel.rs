@@ -1,14 +1,14 @@
 //! The kernel baselines: a Unix stream socketpair (`uds`) and two pipes
 //! (`pipe`), blocking reads and writes. The sender's buffer holds the
 //! pattern; `write` copies it into the kernel (the one copy into the
-//! transport); the receiver `read`s it out into its own buffer and reads
-//! every byte.
+//! transport); the receiver `read`s it out into its private buffer (the copy
+//! out) and checks the stamped words there.
 
 use crate::Result;
+use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, scan, write_ack};
-use crate::transports::Transport;
+use crate::payload::{ACK_LEN, Msg, PageAligned, Pattern, Sink, stamp, write_ack};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -18,8 +18,8 @@ use std::os::fd::OwnedFd;
 pub struct StreamEnd {
     reader: File,
     writer: File,
-    message: Vec<u8>,
-    incoming: Vec<u8>,
+    message: PageAligned,
+    sink: Sink,
     rx_len: usize,
     counters: Counters,
 }
@@ -61,8 +61,12 @@ impl StreamEnd {
         StreamEnd {
             reader: File::from(reader),
             writer: File::from(writer),
-            message: Pattern::new(job.size).bytes().to_vec(),
-            incoming: vec![0; rx_len.max(ACK_LEN)],
+            message: {
+                let mut message = PageAligned::new(job.size);
+                message.copy_from_slice(Pattern::new(job.size).bytes());
+                message
+            },
+            sink: Sink::new(rx_len),
             rx_len,
             counters: Counters::default(),
         }
@@ -71,7 +75,7 @@ impl StreamEnd {
 
 impl Endpoint for StreamEnd {
     fn send(&mut self, tag: u64) -> Result<()> {
-        Pattern::retag(&mut self.message, tag);
+        stamp(&mut self.message, tag);
         self.writer.write_all(&self.message)?;
         self.counters.sent += 1;
         Ok(())
@@ -86,10 +90,9 @@ impl Endpoint for StreamEnd {
     }
 
     fn recv(&mut self) -> Result<Msg> {
-        let buffer = &mut self.incoming[..self.rx_len];
-        self.reader.read_exact(buffer)?;
+        self.reader.read_exact(self.sink.space(self.rx_len)?)?;
         self.counters.received += 1;
-        Ok(scan(buffer))
+        Ok(self.sink.inspect(self.rx_len))
     }
 
     fn counters(&self) -> Counters {

@@ -3,7 +3,8 @@
 //!
 //! - **iceoryx2** publish-subscribe over `[u8]` slices, one service per
 //!   direction: the sender loans a sample in shared memory and copies the
-//!   pattern into it, the receiver reads the sample in place. Both sides
+//!   pattern into it, the receiver copies the sample out into its private
+//!   buffer. Both sides
 //!   busy-poll (`receive` in a loop): iceoryx2's publish-subscribe has no
 //!   blocking receive of its own (its event services would add a second
 //!   mechanism), so it is compared with `floor-spin` and ferry in Spin mode.
@@ -16,7 +17,7 @@
 use crate::Result;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, scan, write_ack};
+use crate::payload::{ACK_LEN, Msg, PageAligned, Pattern, Sink, inspect, stamp, write_ack};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
@@ -35,6 +36,7 @@ pub struct IceoryxEnd {
     _services: [PortFactory<ipc::Service, [u8], ()>; 2],
     _node: Node<ipc::Service>,
     pattern: Pattern,
+    sink: Sink,
     rx_len: usize,
     counters: Counters,
 }
@@ -89,6 +91,7 @@ impl IceoryxEnd {
             _services: [to_peer, to_parent],
             _node: node,
             pattern: Pattern::new(job.size),
+            sink: Sink::new(rx_len),
             rx_len,
             counters: Counters::default(),
         })
@@ -102,7 +105,7 @@ impl Endpoint for IceoryxEnd {
             .loan_slice_uninit(self.pattern.len())
             .map_err(|e| error("iceoryx2 loan", e))?;
         let mut sample = sample.write_from_slice(self.pattern.bytes());
-        Pattern::retag(sample.payload_mut(), tag);
+        stamp(sample.payload_mut(), tag);
         sample.send().map_err(|e| error("iceoryx2 send", e))?;
         self.counters.sent += 1;
         Ok(())
@@ -132,7 +135,7 @@ impl Endpoint for IceoryxEnd {
                 .receive()
                 .map_err(|e| error("iceoryx2 receive", e))?;
             if let Some(sample) = received {
-                let msg = scan(sample.payload());
+                let msg = self.sink.receive(sample.payload())?;
                 if msg.len != self.rx_len {
                     return Err(format!("sample of {} B, expected {}", msg.len, self.rx_len).into());
                 }
@@ -191,7 +194,7 @@ impl IpcPending {
 pub struct IpcEnd {
     sender: IpcBytesSender,
     receiver: IpcBytesReceiver,
-    message: Vec<u8>,
+    message: PageAligned,
     rx_len: usize,
     counters: Counters,
 }
@@ -201,7 +204,11 @@ impl IpcEnd {
         IpcEnd {
             sender,
             receiver,
-            message: Pattern::new(job.size).bytes().to_vec(),
+            message: {
+                let mut message = PageAligned::new(job.size);
+                message.copy_from_slice(Pattern::new(job.size).bytes());
+                message
+            },
             rx_len,
             counters: Counters::default(),
         }
@@ -223,7 +230,7 @@ impl IpcEnd {
 
 impl Endpoint for IpcEnd {
     fn send(&mut self, tag: u64) -> Result<()> {
-        Pattern::retag(&mut self.message, tag);
+        stamp(&mut self.message, tag);
         self.sender.send(&self.message)?;
         self.counters.sent += 1;
         Ok(())
@@ -242,7 +249,9 @@ impl Endpoint for IpcEnd {
             .receiver
             .recv()
             .map_err(|e| error("ipc-channel recv", e))?;
-        let msg = scan(&bytes);
+        // `recv` returns a fresh vector: the copy out into a private buffer
+        // is already made.
+        let msg = inspect(&bytes);
         if msg.len != self.rx_len {
             return Err(format!("message of {} B, expected {}", msg.len, self.rx_len).into());
         }

@@ -2,10 +2,10 @@
 //! sealed memfd, no envelope, no control socket. What the transport adds on
 //! top is the difference between this and `ferry-raw`.
 
+use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, scan, write_ack};
-use crate::transports::Transport;
+use crate::payload::{ACK_LEN, Msg, Pattern, Sink, write_ack};
 use crate::{BoxError, Result};
 use ferry_ring::{Consumer, Producer, RING_ALIGN, Region, ring_size};
 use std::os::fd::OwnedFd;
@@ -16,6 +16,7 @@ pub struct RingEnd {
     tx: Producer,
     rx: Consumer,
     pattern: Pattern,
+    sink: Sink,
     /// Frames per publish (1: every frame is published at once).
     batch: usize,
     /// Bytes per publish at most: a batch of large frames must not hold
@@ -56,7 +57,7 @@ impl RingEnd {
     }
 
     fn attach(job: &Job, region: Arc<Region>, tx: usize, rx: usize) -> Result<RingEnd> {
-        let strategy = job.wait.strategy();
+        let strategy = job.wait;
         let tx = Producer::attach(Arc::clone(&region), tx)?.with_wait_strategy(strategy);
         let rx = Consumer::attach(region, rx)?.with_wait_strategy(strategy);
         if job.size > tx.max_payload() {
@@ -69,6 +70,7 @@ impl RingEnd {
             tx,
             rx,
             pattern: Pattern::new(job.size),
+            sink: Sink::new(job.size),
             batch: if job.transport == Transport::FerryRingBatch {
                 job.batch.max(1)
             } else {
@@ -118,7 +120,7 @@ impl Endpoint for RingEnd {
     #[inline]
     fn recv(&mut self) -> Result<Msg> {
         let frame = self.rx.peek(Some(OP_TIMEOUT))?;
-        let msg = scan(frame.payload());
+        let msg = self.sink.receive(frame.payload())?;
         if self.batch == 1 {
             frame.release();
         } else {

@@ -404,7 +404,7 @@ impl Traffic {
         vec![
             ("SEED", self.seed.to_string()),
             ("FRAMES", self.frames.to_string()),
-            ("STRATEGY", strategy_name(self.strategy)),
+            ("STRATEGY", self.strategy.to_string()),
             ("BATCH", self.batch.to_string()),
             ("STALL_EVERY", self.stall_every.to_string()),
             ("COPY_OUT", self.copy_out.to_string()),
@@ -417,36 +417,14 @@ impl Traffic {
         Traffic {
             seed: param("SEED"),
             frames: param("FRAMES"),
-            strategy: parse_strategy(&param::<String>("STRATEGY")),
+            strategy: param::<String>("STRATEGY")
+                .parse()
+                .expect("a wait strategy"),
             batch: param("BATCH"),
             stall_every: param("STALL_EVERY"),
             copy_out: param("COPY_OUT"),
             defer_last: param("DEFER_LAST"),
             limit: Duration::from_millis(param("LIMIT_MS")),
-        }
-    }
-}
-
-pub fn strategy_name(strategy: WaitStrategy) -> String {
-    match strategy {
-        WaitStrategy::Spin => "spin".into(),
-        WaitStrategy::Park => "park".into(),
-        WaitStrategy::SpinThenPark { spin } => format!("spin-then-park:{}", spin.as_nanos()),
-    }
-}
-
-pub fn parse_strategy(name: &str) -> WaitStrategy {
-    match name {
-        "spin" => WaitStrategy::Spin,
-        "park" => WaitStrategy::Park,
-        other => {
-            let nanos = other
-                .strip_prefix("spin-then-park:")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("unknown wait strategy {other}"));
-            WaitStrategy::SpinThenPark {
-                spin: std::time::Duration::from_nanos(nanos),
-            }
         }
     }
 }

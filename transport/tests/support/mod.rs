@@ -32,7 +32,7 @@ pub mod raw_peer;
 
 use ferry_handoff::Channel;
 use ferry_testkit::process::{ChildGuard, ReExec};
-use ferry_transport::{Connection, ConnectionConfig, Endpoint, Trust, WaitStrategy};
+use ferry_transport::{Connection, ConnectionConfig, Endpoint, Trust};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -252,35 +252,11 @@ pub fn child_connect() -> (Connection, Channel) {
 // ---------------------------------------------------------------------------
 // Configurations as parameters.
 
-pub fn wait_name(wait: WaitStrategy) -> String {
-    match wait {
-        WaitStrategy::Spin => "spin".into(),
-        WaitStrategy::Park => "park".into(),
-        WaitStrategy::SpinThenPark { spin } => format!("spin-then-park:{}", spin.as_nanos()),
-    }
-}
-
-pub fn parse_wait(name: &str) -> WaitStrategy {
-    match name {
-        "spin" => WaitStrategy::Spin,
-        "park" => WaitStrategy::Park,
-        other => {
-            let nanos = other
-                .strip_prefix("spin-then-park:")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad wait strategy {other}"));
-            WaitStrategy::SpinThenPark {
-                spin: std::time::Duration::from_nanos(nanos),
-            }
-        }
-    }
-}
-
 /// The parameters that recreate `config` in a child.
 pub fn config_params(config: &ConnectionConfig) -> Vec<(&'static str, String)> {
     vec![
         ("RING", config.ring_capacity.to_string()),
-        ("WAIT", wait_name(config.wait)),
+        ("WAIT", config.wait.to_string()),
         (
             "TRUST",
             match config.trust {
@@ -297,7 +273,7 @@ pub fn config_params(config: &ConnectionConfig) -> Vec<(&'static str, String)> {
 pub fn config_from_params() -> ConnectionConfig {
     let mut config = ConnectionConfig::default()
         .ring_capacity(param("RING"))
-        .wait(parse_wait(&param::<String>("WAIT")))
+        .wait(param::<String>("WAIT").parse().expect("a wait strategy"))
         .schema(param("SCHEMA"))
         .peer_name("parent");
     config.trust = match param::<String>("TRUST").as_str() {

@@ -13,7 +13,7 @@
 //! inetd hands a service its socket; `std` does the `dup2`: no `unsafe`,
 //! no file name), spawns it through `Broker::spawn`, creates a
 //! [`Connection`] and sends the child's end of it ([`Endpoint`]: the memfd,
-//! the control socket and two eventfds) over that channel. The child takes
+//! the control socket and the notification socket) over that channel. The child takes
 //! its standard input, checks it is a `SOCK_SEQPACKET` socket, receives the
 //! endpoint and opens it. The UI process closes its end of the handover
 //! channel and its copies of the endpoint's descriptors right after sending,

@@ -74,13 +74,13 @@ struct PeerRecord {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let gpu = Arc::new(Gpu::default());
-    let (acceptor, accepted) = Acceptor::new(gpu_service(args.wait.strategy()));
+    let (acceptor, accepted) = Acceptor::new(gpu_service(args.wait));
     let client = BrokerClient::builder()
         .handler(acceptor)
         .from_env()
         .map_err(|e| format!("no broker: {e}"))?;
     let me = client.identity().to_string();
-    let mut ui = open_ui_connection(child_side_of_ui(args.wait.strategy(), UI_AUX_SCHEMA))?;
+    let mut ui = open_ui_connection(child_side_of_ui(args.wait, UI_AUX_SCHEMA))?;
     println!("[{me}] pid {}: ready to draw", std::process::id());
     let serving = gpu.clone();
     let acceptor_thread = gpu

@@ -77,33 +77,6 @@ impl Role {
     }
 }
 
-/// How every connection of the demo waits for its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Wait {
-    /// Sleep on the futex at once: no CPU while idle.
-    Park,
-    /// ferry's default: poll for a few microseconds, then sleep.
-    SpinThenPark,
-}
-
-impl Wait {
-    /// The ring's wait strategy.
-    pub fn strategy(self) -> WaitStrategy {
-        match self {
-            Wait::Park => WaitStrategy::Park,
-            Wait::SpinThenPark => WaitStrategy::default(),
-        }
-    }
-
-    /// The option's value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Wait::Park => "park",
-            Wait::SpinThenPark => "spin-then-park",
-        }
-    }
-}
-
 /// ferry's multi-process browser demo: a UI process (the broker) spawns a
 /// Network, a GPU and WebContent processes, introduces them to each other,
 /// and checks that every page they load arrives intact.
@@ -128,11 +101,13 @@ pub struct Args {
     /// Frames per second each WebContent process streams at most (0: as fast as the GPU process acknowledges).
     #[arg(long, default_value_t = 1000)]
     pub fps: u32,
-    /// How connections wait for their peer. `park` by default: on a machine
-    /// with few cores, a waiter that spins holds the core its peer needs to
-    /// answer.
-    #[arg(long, value_enum, default_value_t = Wait::Park)]
-    pub wait: Wait,
+
+    /// How connections wait for their peer: `park`, `spin`, `spin-then-park`
+    /// or `spin-then-park:DURATION` (e.g. `20us`). `park` by default: on a
+    /// machine with few cores, a waiter that spins holds the core its peer
+    /// needs to answer.
+    #[arg(long, default_value_t = WaitStrategy::Park)]
+    pub wait: WaitStrategy,
     /// Give up (and fail) after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,

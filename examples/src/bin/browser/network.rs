@@ -61,7 +61,7 @@ struct PeerRecord {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let network = Arc::new(Network::default());
-    let (acceptor, accepted) = Acceptor::new(network_service(args.wait.strategy()));
+    let (acceptor, accepted) = Acceptor::new(network_service(args.wait));
     let events = network.clone();
     let client = BrokerClient::builder()
         .handler(acceptor)
@@ -73,7 +73,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .from_env()
         .map_err(|e| format!("no broker: {e}"))?;
     let me = client.identity().to_string();
-    let mut ui = open_ui_connection(child_side_of_ui(args.wait.strategy(), UI_AUX_SCHEMA))?;
+    let mut ui = open_ui_connection(child_side_of_ui(args.wait, UI_AUX_SCHEMA))?;
     // Build the site before the first request arrives.
     let (resources, size) = site().size();
     println!(

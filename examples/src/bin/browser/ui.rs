@@ -245,7 +245,7 @@ fn spawn_child(
         .args(["--cookie-reads", &args.cookie_reads.to_string()])
         .args(["--frame-commands", &args.frame_commands.to_string()])
         .args(["--fps", &args.fps.to_string()])
-        .args(["--wait", args.wait.name()])
+        .args(["--wait", &args.wait.to_string()])
         .args(["--timeout", &args.timeout.to_string()])
         .stdin(Stdio::from(OwnedFd::from(theirs)));
     // `spawn` consumes the command, and with it our copy of the child's end.
@@ -262,7 +262,7 @@ fn spawn_child(
     } else {
         UI_AUX_SCHEMA
     };
-    let (connection, endpoint) = Connection::create(ui_side(args.wait.strategy(), schema, &name))
+    let (connection, endpoint) = Connection::create(ui_side(args.wait, schema, &name))
         .map_err(|e| format!("cannot create a connection: {e}"))?;
     let fds: Vec<BorrowedFd<'_>> = endpoint.fds.iter().map(AsFd::as_fd).collect();
     handover

@@ -48,7 +48,7 @@ const BACKEND: Remote<RemoteRenderingBackend> = Remote::new(0);
 
 pub fn run(args: &Args) -> Result<(), String> {
     let client = BrokerClient::from_env().map_err(|e| format!("no broker: {e}"))?;
-    let wait = args.wait.strategy();
+    let wait = args.wait;
     let me = client.identity().to_string();
     let mut ui = open_ui_connection(child_side_of_ui(wait, UI_WEB_SCHEMA))?;
     site(); // generate the site (and its hashes) before the first load
