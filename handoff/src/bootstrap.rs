@@ -160,10 +160,15 @@ pub fn channel_from_env() -> Result<Channel, BootstrapError> {
         return Err(BootstrapError::AlreadyTaken);
     }
     let taken = check(raw).and_then(|()| {
-        // SAFETY: `check` verified that `raw` is open. It was placed there
-        // by our parent for this purpose (the variable says so), and `TAKEN`
-        // guarantees this crate wraps it at most once, so this becomes its
-        // only owner.
+        // SAFETY: `check` verified that `raw` is open and a SEQPACKET Unix
+        // socket, and `TAKEN` guarantees this crate wraps it at most once.
+        // That it has no other owner in this process rests on the variable
+        // being true: `spawn_with_channel` set it for a descriptor reserved
+        // for this call (the convention of systemd's LISTEN_FDS). A stale
+        // variable breaks it: one inherited from a multi-threaded ferry
+        // child (which cannot remove it) by a process it started with a
+        // plain `Command`, naming a number this process has since used for
+        // a socket of its own; two owners would then close it twice.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // Our own children must not inherit it.
         rustix::io::fcntl_setfd(&fd, FdFlags::CLOEXEC).map_err(io::Error::from)?;

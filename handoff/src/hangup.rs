@@ -214,8 +214,14 @@ impl Watcher {
         };
         drop(fd);
         // A panicking callback must not take the watcher thread (and every
-        // other watch of the process) down with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+        // other watch of the process) down with it. Nor may its payload:
+        // dropping it runs the payload's destructor, which may panic in
+        // turn, unwind out of here with `running` still set (a drop of this
+        // watch would then wait forever) and end the thread. It is leaked
+        // (one small allocation per panicking callback).
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+            std::mem::forget(payload);
+        }
         self.lock().running = None;
         self.finished.notify_all();
     }
@@ -489,6 +495,25 @@ mod tests {
         drop(b);
         rx.recv_timeout(Duration::from_secs(10))
             .expect("the callback dropped its own watch without deadlock");
+    }
+
+    #[test]
+    fn a_callback_panicking_with_a_payload_that_panics_on_drop_does_not_stop_the_watcher() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("payload drop panic (expected)");
+            }
+        }
+        let (a, b) = socketpair();
+        let _panics = watch_hangup(a.as_fd(), || std::panic::panic_any(PanicsOnDrop)).unwrap();
+        drop(b);
+        let (c, d) = socketpair();
+        let (tx, rx) = mpsc::channel();
+        let _watch = watch_hangup(c.as_fd(), move || tx.send(()).unwrap()).unwrap();
+        drop(d);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("later watches still fire");
     }
 
     #[test]

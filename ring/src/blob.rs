@@ -47,8 +47,14 @@ impl BlobWriter {
             return Err(RegionError::BadSize(len as u64));
         }
         let file = File::from(memfd::create(c"ferry-blob", len as u64)?);
-        // SAFETY: the memfd is new and private to this process until sealed;
-        // nothing else can truncate or write it while this mapping lives.
+        // SAFETY: the memfd is new, its descriptor is owned by this writer
+        // and never handed out before `seal` unmaps this view, so no code
+        // of ours can truncate it under the mapping. (Only code that opens
+        // `/proc/self/fd/N` behind our back, or a process allowed to ptrace
+        // us, could; memmap2's general caveat, which no mapping escapes.) A
+        // child forked meanwhile gets neither the mapping (MADV_DONTFORK,
+        // below) nor a usable writer: touching an inherited `BlobWriter`
+        // there faults, and `fork` is `unsafe` for such reasons.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
             .map_err(RegionError::Map)?;
         // The kernel refuses F_SEAL_WRITE while any writable shared mapping
@@ -172,10 +178,14 @@ impl SealedBlob {
     /// pages, without a copy.
     fn map_read_only(fd: OwnedFd, len: usize) -> Result<SealedBlob, RegionError> {
         let file = File::from(fd);
-        // SAFETY: the memfd is sealed against writes, shrinking and growing,
-        // so the file's bytes can never change or disappear under us; the
-        // mapping is read-only and private, and this process never makes it
-        // writable, so no copy-on-write page can replace what we read either.
+        // SAFETY: the memfd is sealed against writes, shrinking and growing
+        // (`seal_with_len` added the seals, `open_with_limit` checked them,
+        // and F_SEAL_SEAL keeps anyone from removing them), so the file's
+        // bytes can never change or disappear under us: F_SEAL_WRITE is only
+        // granted once no writable shared mapping exists, and none can be
+        // made after. The mapping is read-only and private, and this crate
+        // never makes it writable (safe code cannot `mprotect`), so no
+        // copy-on-write page can replace what we read either.
         let map = unsafe {
             memmap2::MmapOptions::new()
                 .len(len)

@@ -1,5 +1,6 @@
 //! The reading end of a ring.
 
+use crate::claim::Side;
 use crate::disconnect::{DisconnectFlag, DisconnectHandle};
 use crate::error::{AttachError, Corruption, RecvError};
 use crate::frame::{FRAME_ALIGN, FRAME_HEADER_SIZE, FrameSpan, decode_header, max_payload};
@@ -72,12 +73,12 @@ impl Consumer {
     /// Attaches the consumer end of the ring at `offset` in `region`,
     /// validating the ring header first.
     pub fn attach(region: Arc<Region>, offset: usize) -> Result<Consumer, AttachError> {
-        let (ring, positions) = RingRef::attach(region, offset)?;
+        let (ring, positions) = RingRef::attach(region, offset, Side::Consumer)?;
         let announcer = Announcer::new(&ring.header().consumer_parked.parked);
         Ok(Consumer {
             read: positions.head,
             pins: 0,
-            pin_token: PinToken::new(Arc::clone(ring.region())),
+            pin_token: PinToken::new(Arc::clone(ring.attachment())),
             published: positions.head,
             cached_tail: positions.head,
             space_seq: ring.header().consumer.space_seq.load(Ordering::Relaxed),
@@ -173,7 +174,9 @@ impl Consumer {
         out.clear();
         out.reserve(len);
         // SAFETY: `reserve` made room for `len` bytes; `copy_to` writes them
-        // all before we set the length.
+        // all before we set the length. `out`'s buffer is its own live
+        // allocation, so it cannot overlap the ring (a mapping, or another
+        // live allocation for a heap region), as `copy_to` requires.
         unsafe {
             frame.copy_to(out.as_mut_ptr());
             out.set_len(len);
@@ -464,7 +467,14 @@ impl<'a> Frame<'a> {
         // SAFETY: the frame header was validated: `len` bytes from
         // `payload` lie inside the data area and within what the producer
         // published (Acquire load of the tail), and the region is alive while
-        // the consumer is borrowed. See above for the trust caveat.
+        // the consumer is borrowed. The room is not released while this
+        // `Frame` (and so the returned borrow) lives: releasing takes the
+        // frame by value, and the consumer, the only one of this ring in
+        // this process (its attach claim refuses a second), is mutably
+        // borrowed. A caller that `mem::replace`s or drops the consumer must
+        // first end this borrow. Only a producer that breaks the protocol
+        // (another process, or a second mapping of the memfd) could write
+        // these bytes meanwhile: the trust caveat above.
         unsafe { std::slice::from_raw_parts(self.payload, self.at.len) }
     }
 
@@ -504,8 +514,14 @@ impl<'a> Frame<'a> {
         self.finish();
         // SAFETY: `payload..payload + len` is this frame's validated payload
         // inside the region `token` keeps mapped; with `token` cloned, the
-        // consumer's `flush` publishes no head until the clone is dropped,
-        // so the room is not given back to the producer meanwhile.
+        // consumer's `flush` (the only place a head is stored, `drop`
+        // included) publishes no head until the clone is dropped, so the
+        // room is not given back to the producer meanwhile. Dropping,
+        // replacing or moving the consumer changes nothing: the token also
+        // keeps the consumer side of the ring claimed, so no second consumer
+        // can attach through this region and release the room. Leaking the
+        // `PinnedFrame` (`mem::forget`) leaks the clone: the head then stays
+        // where it is for good (the producer stalls), which is safe.
         unsafe { PinnedFrame::new(payload, len, token) }
     }
 

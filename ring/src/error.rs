@@ -125,13 +125,22 @@ pub enum AttachError {
     /// The positions in the header are inconsistent.
     #[error("ring positions are inconsistent: {0}")]
     Corrupt(#[from] Corruption),
-    /// Two rings of one region share bytes (or start at the same offset).
+    /// Two rings of one region share bytes (or start at the same offset):
+    /// found by [`crate::check_layout`], or at attach when an endpoint of
+    /// the other ring is attached through the same region.
     #[error("the rings at offsets {first} and {second} overlap")]
     Overlap {
         /// Offset of one ring.
         first: usize,
         /// Offset of the other.
         second: usize,
+    },
+    /// This side of the ring at `offset` already has an endpoint attached
+    /// through this region (a ring has one producer and one consumer).
+    #[error("the ring at offset {offset} already has this end attached")]
+    AlreadyAttached {
+        /// Offset of the ring in the region.
+        offset: usize,
     },
     /// A ring's data area is larger than the opener accepts.
     #[error("ring capacity {capacity} exceeds the limit of {max} bytes")]

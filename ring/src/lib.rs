@@ -54,7 +54,9 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attachment;
 mod blob;
+mod claim;
 mod consumer;
 mod disconnect;
 mod error;

@@ -3,29 +3,40 @@
 //! consumer goes on to later frames (a handler that receives more messages
 //! while it still reads its own).
 
-use crate::region::Region;
+use crate::attachment::Attachment;
 use std::sync::Arc;
 
-/// What a consumer shares with the frames it keeps in place: the region
-/// (so its mapping outlives every such frame, even if the consumer is
-/// dropped or moved away) and, by its reference count, how many frames are
-/// kept: while any exists, the consumer publishes no head, so the producer
-/// cannot reuse their room.
+/// What a consumer shares with the frames it keeps in place: its attachment
+/// (so the region stays mapped, and the consumer side of the ring stays
+/// claimed, until every such frame is gone, even if the consumer is dropped
+/// or moved away: no second consumer can attach and release their room)
+/// and, by its reference count, how many frames are kept: while any exists,
+/// the consumer publishes no head, so the producer cannot reuse their room.
 #[derive(Debug)]
 pub(crate) struct PinToken {
-    _region: Arc<Region>,
+    _attachment: Arc<Attachment>,
 }
 
 impl PinToken {
-    pub(crate) fn new(region: Arc<Region>) -> Arc<PinToken> {
-        Arc::new(PinToken { _region: region })
+    pub(crate) fn new(attachment: Arc<Attachment>) -> Arc<PinToken> {
+        Arc::new(PinToken {
+            _attachment: attachment,
+        })
     }
 
     /// Whether a frame holding a clone of `token` still exists. When this
     /// returns `false`, every such frame has been dropped, and their reads
-    /// of the ring happened before whatever the caller does next (the
-    /// fence pairs with the Release decrement of each clone's drop), so
+    /// of the ring happened before whatever the caller does next, so
     /// publishing the head past them is safe.
+    ///
+    /// Why the count can be trusted: clones are made only by
+    /// `Frame::keep_in_place`, under `&mut Consumer`, on the thread that
+    /// calls this (no clone can appear concurrently; the type is private to
+    /// the crate, so no `Weak` or other clone exists). Frames may be dropped
+    /// on other threads: each drop is a Release decrement, the decrements
+    /// form one release sequence, and a count of 1 read here (whatever the
+    /// ordering of `strong_count`'s load) followed by the Acquire fence
+    /// synchronises with every one of them.
     pub(crate) fn frames_kept(token: &Arc<PinToken>) -> bool {
         if Arc::strong_count(token) > 1 {
             return true;
@@ -71,9 +82,11 @@ impl PinnedFrame {
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: `new`'s contract: the bytes are inside the region this
         // value keeps mapped (through its token), and their room is not
-        // given back to the producer while the token clone lives, so a
-        // producer that keeps the protocol does not write them. The borrow
-        // cannot outlive `self`.
+        // given back to the producer while the token clone lives (the
+        // consumer publishes no head, and the token keeps the consumer side
+        // claimed, so no second consumer in this process can release it),
+        // so a producer that keeps the protocol does not write them. The
+        // borrow cannot outlive `self`.
         unsafe { std::slice::from_raw_parts(self.payload, self.len) }
     }
 
@@ -88,10 +101,11 @@ impl PinnedFrame {
     }
 }
 
-// SAFETY: the pointer refers to shared memory kept mapped by the `Arc`
-// inside, and is only read (through `&self`); the reference count that
-// pins the ring is atomic. Moving the frame to, or reading it from, another
-// thread changes nothing of that.
+// SAFETY: the pointer refers to memory kept mapped by the `Arc` inside, and
+// is only read (through `&self`); the reference count that pins the ring is
+// atomic, and dropping the frame on another thread is a Release decrement
+// that the consumer's `frames_kept` acquires. Moving the frame to, or
+// reading it from, another thread changes nothing of that.
 unsafe impl Send for PinnedFrame {}
 // SAFETY: as above; `bytes` only reads.
 unsafe impl Sync for PinnedFrame {}

@@ -4,11 +4,13 @@
 //!
 //! [`Producer::attach`](crate::Producer::attach) and
 //! [`Consumer::attach`](crate::Consumer::attach) validate one ring each: that
-//! it fits the region, and its header. Two rings laid out by a hostile
-//! creator can still share bytes (a second ring's header inside the first
-//! one's data area, or both ends of a connection on one ring), which turns
-//! every frame one side writes into garbage the other side reads as its own
-//! header or frames. Check the layout with the capacities the endpoints read
+//! it fits the region, and its header; through one region they also refuse
+//! a ring sharing bytes with a ring already attached there. What they
+//! cannot refuse is a creator's layout that puts both ends of a connection
+//! on one ring (the producer and the consumer of the same ring may attach),
+//! and they see only what is attached at the time. Two rings laid out by a
+//! hostile creator that share bytes turn every frame one side writes into
+//! garbage the other side reads as its own header or frames. Check the layout with the capacities the endpoints read
 //! when they attached ([`Producer::capacity`](crate::Producer::capacity),
 //! [`Consumer::capacity`](crate::Consumer::capacity)): those are the
 //! endpoints' private copies, so a creator that rewrites a header afterwards

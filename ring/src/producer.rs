@@ -1,5 +1,6 @@
 //! The writing end of a ring.
 
+use crate::claim::Side;
 use crate::disconnect::{DisconnectFlag, DisconnectHandle};
 use crate::error::{AttachError, Corruption, SendError};
 use crate::frame::{
@@ -57,7 +58,7 @@ impl Producer {
     /// Attaches the producer end of the ring at `offset` in `region`,
     /// validating the ring header first.
     pub fn attach(region: Arc<Region>, offset: usize) -> Result<Producer, AttachError> {
-        let (ring, positions) = RingRef::attach(region, offset)?;
+        let (ring, positions) = RingRef::attach(region, offset, Side::Producer)?;
         let announcer = Announcer::new(&ring.header().producer_parked.parked);
         Ok(Producer {
             tail: positions.tail,
@@ -408,18 +409,23 @@ impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: `payload` points at `len` bytes of the data area that lie
-        // between our private tail and what the consumer may read: under the
-        // protocol nobody else touches them until we publish. (A consumer
-        // that breaks the protocol and writes here only spoils the frame it
-        // will itself receive.) The &mut borrow of the producer makes this
-        // the only grant.
+        // between our private tail and the head the consumer published:
+        // under the protocol nobody else touches them until we publish. In
+        // this process this producer is the ring's only one (its attach
+        // claim refuses a second, and any overlapping ring) and the `&mut`
+        // borrow of the producer makes this its only grant, so no other
+        // reference to these bytes exists. A consumer process that breaks
+        // the protocol can still write here (shared memory): we only write
+        // these bytes and never read back what we wrote to decide anything,
+        // so that spoils only the frame it will itself receive.
         unsafe { std::slice::from_raw_parts(self.payload, self.len) }
     }
 }
 
 impl std::ops::DerefMut for Grant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference
+        // (the grant cannot be cloned, and `finish` takes it by value).
         unsafe { std::slice::from_raw_parts_mut(self.payload, self.len) }
     }
 }

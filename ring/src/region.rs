@@ -1,6 +1,7 @@
 //! A region of memory that holds rings: a sealed memfd mapped shared, or a
 //! heap allocation for in-process tests, loom and miri.
 
+use crate::claim::ClaimTable;
 use crate::error::RegionError;
 use crate::memfd;
 use rustix::fs::SealFlags;
@@ -32,6 +33,8 @@ pub struct Region {
     base: NonNull<u8>,
     len: usize,
     backing: Backing,
+    /// The rings endpoints are attached to through this mapping.
+    claims: ClaimTable,
 }
 
 enum Backing {
@@ -46,9 +49,15 @@ enum Backing {
 }
 
 // SAFETY: a Region is a pointer to memory it owns (a mapping or an
-// allocation) plus its length; it has no thread affinity. All access to the
-// bytes goes through atomics or through the single-producer/single-consumer
-// protocol, which the endpoints enforce with `&mut self`.
+// allocation), its length and a mutex-guarded claim table; it has no thread
+// affinity, and it frees its memory only in `drop`, which runs once, after
+// every `Arc` holder (endpoints, kept frames, disconnect handles) is gone.
+// All access to the bytes goes through atomics or through the
+// single-producer/single-consumer protocol. That protocol needs one producer
+// and one consumer per ring and no two rings sharing bytes: the claim table
+// refuses a second endpoint of a side and overlapping rings at attach (safe
+// code could otherwise alias two `Grant`s); each endpoint then enforces its
+// side with `&mut self`.
 unsafe impl Send for Region {}
 // SAFETY: as above; `&Region` only hands out the base pointer and length.
 unsafe impl Sync for Region {}
@@ -109,6 +118,7 @@ impl Region {
             base,
             len,
             backing: Backing::Shared { _map: map, file },
+            claims: ClaimTable::default(),
         })
     }
 
@@ -123,6 +133,7 @@ impl Region {
             base,
             len,
             backing: Backing::Heap { layout },
+            claims: ClaimTable::default(),
         }
     }
 
@@ -148,6 +159,11 @@ impl Region {
     /// Whether the region is a shared memfd (as opposed to heap memory).
     pub fn is_shared(&self) -> bool {
         matches!(self.backing, Backing::Shared { .. })
+    }
+
+    /// Which rings have an endpoint attached through this mapping.
+    pub(crate) fn claims(&self) -> &ClaimTable {
+        &self.claims
     }
 
     /// Start of the memory. Valid for `len()` bytes while `self` lives.

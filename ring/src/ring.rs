@@ -4,6 +4,8 @@
 //! endpoints ask it for the header, a frame header word or a payload, by
 //! indices they have already validated.
 
+use crate::attachment::Attachment;
+use crate::claim::Side;
 use crate::error::{AttachError, Corruption};
 use crate::frame::FRAME_ALIGN;
 use crate::layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN, RingHeader};
@@ -35,16 +37,31 @@ pub const fn ring_size(capacity: usize) -> usize {
 
 /// Writes a fresh, empty ring with a data area of `capacity` bytes at
 /// `offset` in `region`. Do this before the region is shared: a peer already
-/// using a ring there would see it reset.
+/// using a ring there would see it reset. Refused with
+/// [`AttachError::Overlap`] while an endpoint attached through `region`
+/// uses any of those bytes (its frames or grants may be borrowed right now).
 pub fn init(region: &Region, offset: usize, capacity: usize) -> Result<(), AttachError> {
     check_capacity(capacity as u64)?;
     let header = header_ptr(region, offset, capacity as u64)?;
+    region
+        .claims()
+        .while_unclaimed(offset, offset + ring_size(capacity), || {
+            write_empty_header(header, capacity)
+        })
+}
+
+/// Writes the header of an empty ring at `header` (checked by
+/// `header_ptr`; no endpoint of this process uses those bytes).
+fn write_empty_header(header: NonNull<RingHeader>, capacity: usize) {
     #[cfg(not(loom))]
     {
         // SAFETY: `header_ptr` checked that a whole `RingHeader` fits at this
         // aligned offset inside the live region. Every field is an atomic
         // integer, for which any bytes are a valid value, so a reference is
-        // sound even over memory a peer can also write.
+        // sound even over memory a peer can also write. No endpoint attached
+        // through this region uses these bytes (`init` holds the claim table
+        // with none overlapping), so no frame or grant of this process
+        // borrows them as plain bytes while we store.
         let header = unsafe { header.as_ref() };
         header.producer.tail.store(0, Ordering::Relaxed);
         header.producer.data_seq.store(0, Ordering::Relaxed);
@@ -67,7 +84,6 @@ pub fn init(region: &Region, offset: usize, capacity: usize) -> Result<(), Attac
     unsafe {
         header.as_ptr().write(RingHeader::new(capacity as u64))
     };
-    Ok(())
 }
 
 /// Creates a ring at `offset` in `region` and returns both of its ends, for
@@ -140,8 +156,10 @@ pub(crate) struct RingRef {
     header: NonNull<RingHeader>,
     data: NonNull<u8>,
     capacity: usize,
-    /// Keeps the memory behind `header` and `data` alive.
-    region: Arc<Region>,
+    /// Keeps the memory behind `header` and `data` alive, and this side of
+    /// the ring claimed (no second endpoint of this side, no overlapping
+    /// ring, through this region).
+    attachment: Arc<Attachment>,
 }
 
 /// Positions found in a ring's header when an endpoint attached.
@@ -152,10 +170,11 @@ pub(crate) struct Positions {
 
 impl RingRef {
     /// Validates the ring at `offset` (magic, version, capacity against the
-    /// region, positions) and returns a view of it.
+    /// region, positions), claims `side` of it, and returns a view of it.
     pub(crate) fn attach(
         region: Arc<Region>,
         offset: usize,
+        side: Side,
     ) -> Result<(RingRef, Positions), AttachError> {
         let probe = header_ptr(&region, offset, 0)?;
         // SAFETY: `header_ptr` checked that a header fits at this aligned
@@ -189,6 +208,9 @@ impl RingRef {
                 last_seen: head,
             }));
         }
+        // The capacity claimed is the one this endpoint keeps using (its
+        // private copy): a peer rewriting the header later changes nothing.
+        let attachment = Attachment::claim(region, offset, ring_size(capacity as usize), side)?;
         // SAFETY: the whole ring (header and `capacity` data bytes) fits in
         // the region, checked just above by `header_ptr`.
         let data = unsafe { probe.cast::<u8>().add(HEADER_SIZE) };
@@ -196,7 +218,7 @@ impl RingRef {
             header: probe,
             data,
             capacity: capacity as usize,
-            region,
+            attachment,
         };
         Ok((ring, Positions { head, tail }))
     }
@@ -215,7 +237,13 @@ impl RingRef {
 
     #[inline]
     pub(crate) fn region(&self) -> &Arc<Region> {
-        &self.region
+        self.attachment.region()
+    }
+
+    /// This endpoint's claim on the ring.
+    #[inline]
+    pub(crate) fn attachment(&self) -> &Arc<Attachment> {
+        &self.attachment
     }
 
     /// Index in the data area of a position.
@@ -281,6 +309,11 @@ impl RingRef {
     }
 }
 
-// SAFETY: RingRef is a view into a region it keeps alive; the region is Send
-// and Sync, and the endpoint that owns a RingRef is the only user of its side.
+// SAFETY: RingRef is a view into a region it keeps alive (through its
+// attachment); the region is Send and Sync. The endpoint that owns a RingRef
+// is the only user of its side of the ring in this process: the attachment's
+// claim refuses a second endpoint of that side, and any ring overlapping this
+// one, through the same region. Moving it to another thread moves that sole
+// use with it; it is not Sync (shared access would break the `&mut`
+// discipline the endpoints rely on).
 unsafe impl Send for RingRef {}

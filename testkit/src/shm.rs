@@ -23,8 +23,12 @@ impl RawMap {
     pub fn new(fd: BorrowedFd<'_>) -> RawMap {
         let len = rustix::fs::fstat(fd).expect("fstat").st_size as usize;
         assert!(len > 0);
-        // SAFETY: a fresh mapping chosen by the kernel (null hint), of a
-        // memfd sealed against shrinking, so every mapped page stays backed.
+        // SAFETY: a fresh mapping chosen by the kernel (null hint), so it
+        // replaces nothing of ours. Every access goes through atomics
+        // (`u64_at` and friends), so a peer writing the same pages is no data
+        // race. The file must not shrink while mapped (documented above;
+        // ferry's memfds are sealed against it); if one did, an access
+        // would die of SIGBUS, not read freed memory.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),

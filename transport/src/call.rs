@@ -31,10 +31,17 @@ impl<T: Archivable> Reply<T> {
 
     /// The archived reply.
     pub fn get(&self) -> &T::Archived {
-        // SAFETY: `new` validated these exact bytes as a `T` archive, and
-        // they cannot change: they are a private copy owned by `self` or a
-        // blob sealed against writes (a synchronous reply is always made
-        // owned before it is parked for its caller).
+        // SAFETY: `new` validated these exact bytes as a `T` archive (the
+        // same `T`: it is fixed by the type), and they cannot change or move
+        // while the returned borrow lives: every synchronous reply reaches
+        // its caller through `complete_reply`, which makes it owned before
+        // parking it, so the body is a private 16-aligned copy (moving the
+        // `Reply` moves the vector, not its heap bytes) or a blob sealed
+        // against writes; `incoming` is private and nothing here mutates
+        // its body; the borrow of `self` rules out dropping or replacing
+        // the `Reply` meanwhile. Were the body ever in place, a trusted
+        // peer's pinned frame would still hold (the `PinnedFrame` keeps it),
+        // but it is not.
         unsafe { rkyv::access_unchecked::<T::Archived>(self.incoming.bytes()) }
     }
 }

@@ -28,6 +28,7 @@ use ferry_handoff::hangup::{HangupWatch, watch_hangup};
 use ferry_ring::{
     Consumer, Notifier, Producer, RING_ALIGN, Region, RingSpan, check_layout, init, ring_size,
 };
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +56,25 @@ pub(crate) type ReplyHandler =
 ///     let _old = std::mem::replace(&mut **context, other);
 /// }
 /// ```
+///
+/// Nor can a handler hand its context to another thread: that thread could
+/// dispatch a message to the very handler still running on this one, and
+/// handlers are `Send` but not `Sync` (their state may be a `Cell`), so the
+/// two calls would race on it.
+///
+/// ```compile_fail,E0277
+/// fn dispatch_elsewhere(context: &mut ferry_transport::Context<'_>) {
+///     std::thread::scope(|scope| {
+///         scope.spawn(|| context.try_dispatch());
+///     });
+/// }
+/// ```
 pub struct Context<'a> {
     pub(crate) connection: &'a mut Connection,
+    /// Keeps `Context` (and `&mut Context`) on the thread that runs the
+    /// handler: `&'a mut Connection` alone would be `Send`, because
+    /// `Connection` is.
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl std::ops::Deref for Context<'_> {
@@ -439,7 +457,10 @@ impl Connection {
 
     /// The connection as a handler sees it.
     pub(crate) fn context(&mut self) -> Context<'_> {
-        Context { connection: self }
+        Context {
+            connection: self,
+            _this_thread: PhantomData,
+        }
     }
 
     /// What a send's outcome means for the connection: a peer found gone
@@ -520,17 +541,29 @@ impl Connection {
     }
 }
 
-// SAFETY: every field is Send except the handlers' `Rc`s in the registry
-// (the handlers themselves are required to be Send). Those `Rc`s are cloned
-// only by `Connection::route`, and each clone lives on the stack of that
-// call, which holds `&mut Connection` for as long as the clone exists. The
-// handler it calls gets a `Context`, not the `&mut Connection`: no safe code
-// can move the connection (or drop it, or replace it) while a clone is
-// alive, so it cannot reach another thread then, and every count change of
-// these `Rc`s happens on the thread that owns the connection at that
-// moment, as if the `Rc`s were owned values. (Handing handlers the
-// `&mut Connection` itself made this false: a handler could
-// `mem::replace` it and send it away while `route` held a clone.)
+// SAFETY: every field is Send except the handlers' `Rc`s in the registry;
+// the handlers themselves are `Send` but not `Sync` (their state may be a
+// `Cell`). Both are sound to move with the connection as long as every
+// count change and every call of a handler happens on one thread at a
+// time, ordered by happens-before, as if they were owned values. They are
+// all reached through `&mut Connection` only:
+// - the registry's `Rc`s are touched (registered, replaced, dropped) only
+//   by `&mut self` methods, and no `&self` method clones one or hands one
+//   out;
+// - the only clone is made by `route`, lives on its stack while it holds
+//   `&mut Connection`, and is dropped before `route` returns (on unwinding
+//   too);
+// - the handler `route` calls gets a `Context`, which hands out neither the
+//   `&mut Connection` (so no `mem::replace`/`swap`, drop or move of the
+//   connection while a clone lives) nor itself to another thread (it is
+//   not `Send`; the `&Connection` its `Deref` gives is not `Send` either,
+//   `Connection` not being `Sync`). A nested dispatch, and so a re-entrant
+//   call of the same handler, therefore runs on the handler's own thread.
+// So the connection changes threads only when no clone exists, through a
+// move that itself orders everything before it. (Handing handlers the
+// `&mut Connection` made this false: a handler could `mem::replace` it and
+// send it away while `route` held a clone. A `Send` context made it false
+// again: a handler could let a scoped thread dispatch to itself.)
 unsafe impl Send for Connection {}
 
 impl std::fmt::Debug for Connection {

@@ -85,10 +85,13 @@ impl Inbox {
                 buffer.clear();
                 let len = frame.len();
                 buffer.reserve(len);
-                // SAFETY: `reserve` made room for `len` bytes, `copy_to`
-                // writes exactly `len`, then the length is set. The copy goes
-                // through raw pointers: no reference is formed over bytes the
-                // peer may still write.
+                // SAFETY: `reserve` made room for `len` bytes (the buffer was
+                // cleared), `copy_to` writes exactly `len`, then the length
+                // is set. The buffer is its own heap allocation, so it does
+                // not overlap the ring. The copy goes through raw pointers:
+                // no reference is formed over bytes the peer may still write;
+                // everything after (envelope, archive validation) reads the
+                // copy.
                 unsafe {
                     frame.copy_to(buffer.as_mut_ptr());
                     buffer.set_len(len);
