@@ -136,6 +136,7 @@ mod tests {
     /// able to set aside blobs beyond the descriptor budget (the fuzz
     /// target `dispatch` found it; fuzz/tests/regressions.rs).
     #[test]
+    #[cfg_attr(miri, ignore = "a blob is a memfd, which miri does not have")]
     fn a_blob_counts_as_a_descriptor() {
         let blob = |tag| {
             let mut writer = ferry_ring::BlobWriter::create(1).expect("blob");
