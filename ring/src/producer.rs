@@ -144,12 +144,25 @@ impl Producer {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<Grant<'_>, SendError> {
+        self.wait_for_room(len, timeout)?;
+        Ok(self.grant(len))
+    }
+
+    /// Waits, per the wait strategy and for at most `timeout`, until a
+    /// `len`-byte frame fits; the next `try_reserve(len)` then succeeds
+    /// (nothing else writes this ring). For a caller that must handle the
+    /// failure before it holds the grant's borrow.
+    pub fn wait_for_room(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
         let mut waiter = RoomWaiter {
             producer: self,
             len,
         };
         match wait::block_on(&mut waiter, timeout) {
-            Ok(()) => Ok(self.grant(len)),
+            Ok(()) => Ok(()),
             Err(Blocked::TimedOut) => Err(SendError::TimedOut),
             Err(Blocked::Failed(e)) => Err(e),
         }

@@ -189,18 +189,29 @@ impl Outbox {
         Ok(())
     }
 
-    /// Reserves room for a `len`-byte raw frame for the caller to fill.
-    pub(crate) fn reserve_frame(
+    /// Waits for room for a `len`-byte raw frame (see `reserve_frame`).
+    pub(crate) fn wait_for_frame_room(
         &mut self,
-        envelope: Envelope,
         len: usize,
         timeout: Option<Duration>,
-    ) -> Result<FrameWriter<'_>, SendError> {
+    ) -> Result<(), SendError> {
         let max = self.max_inline().min(self.max_message_size);
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, Room::Wait(timeout))?;
+        self.tx
+            .wait_for_room(ENVELOPE_SIZE + len, timeout)
+            .map_err(from_ring_send)
+    }
+
+    /// Takes the room `wait_for_frame_room` found for a `len`-byte raw frame,
+    /// for the caller to fill.
+    pub(crate) fn reserve_frame(
+        &mut self,
+        envelope: Envelope,
+        len: usize,
+    ) -> Result<FrameWriter<'_>, SendError> {
+        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, Room::Try)?;
         envelope.write_to(&mut grant);
         Ok(FrameWriter {
             grant,

@@ -71,15 +71,13 @@ impl Connection {
     ) -> Result<FrameWriter<'_>, SendError> {
         self.check_sendable(0)?;
         // The grant borrows the outbox until the caller commits it, so a
-        // failure is reported to the lifecycle in a first step that gives the
-        // room back; the second takes it (nothing else writes this ring, so
-        // the room is still there).
-        match self.outbox.reserve_frame(raw_envelope(), len, timeout) {
-            Ok(_room_is_free) => {}
-            Err(error) => return Err(self.send_failed(error)),
+        // failure is reported to the lifecycle while waiting for the room,
+        // before the grant is taken (nothing else writes this ring, so the
+        // room is still there).
+        if let Err(error) = self.outbox.wait_for_frame_room(len, timeout) {
+            return Err(self.send_failed(error));
         }
-        self.outbox
-            .reserve_frame(raw_envelope(), len, Some(Duration::ZERO))
+        self.outbox.reserve_frame(raw_envelope(), len)
     }
 
     /// Publishes every frame completed with [`FrameWriter::commit_deferred`].
