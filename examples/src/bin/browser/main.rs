@@ -45,11 +45,13 @@
 mod child;
 mod gpu;
 mod network;
-mod protocol;
 mod report;
 mod site;
 mod ui;
 mod webcontent;
+
+/// The demo's messages live in the library, so fuzz targets share them.
+use ferry_examples::browser_protocol as protocol;
 
 use clap::{Parser, ValueEnum};
 use ferry_transport::WaitStrategy;
