@@ -50,6 +50,33 @@
 //!   service's to bound: the create-connection request names the requester
 //!   (see [`RequesterLimits`](crate::RequesterLimits)).
 //!
+//! # The broker's own services
+//!
+//! The broker process can provide services itself ([`Broker::serve`]): a
+//! child asks for one like for any other, the policy is consulted the same
+//! way, and the broker's own [`ConnectionHandler`] creates the connection
+//! and answers at once. So the process that owns the broker is a peer like
+//! the others, reached through the ordinary introduction path.
+//!
+//! # Relaunch
+//!
+//! A child spawned with [`Broker::spawn_restarting`] is spawned again when
+//! it crashes, at most a given number of times (see [`restart`](crate::restart)).
+//!
+//! # Reports
+//!
+//! A child that received garbage from a peer may report it
+//! ([`ControlMessage::Report`]); the [`ReportPolicy`] decides (by default
+//! nothing happens). A report is untrusted: the accused must be alive and a
+//! child the accuser was introduced to (either way); a child that accuses
+//! one it never met, or one that never existed, is cut off itself (a false
+//! accuser is suspect). A report about a child that has already left is
+//! passed on as [`ReportOutcome::AccusedGone`] without asking the policy.
+//! A child's reports beyond [`BrokerConfig::max_reports_per_child`] are
+//! ignored ([`ReportOutcome::RateLimited`]) without asking the policy. The
+//! policy sees both identities (the broker's names, not the accuser's
+//! claims), so it can decide which services may accuse which.
+//!
 //! # Misbehaving children
 //!
 //! A child that sends a malformed message, an oversized packet, too many
@@ -74,11 +101,19 @@ use rustix::process::Signal;
 
 use crate::bootstrap::{self, SpawnError};
 use crate::channel::{Channel, RecvError, SendError};
+use crate::client::{ConnectionHandler, ConnectionRequest};
 use crate::message::{
     self, ConnectFailure, ControlMessage, InstanceId, MAX_ENCODED_LEN, MAX_INTRODUCTION_FDS, PeerId,
 };
 use crate::pidfd;
+use crate::report::{IgnoreReports, ReportOutcome, ReportPolicy, Verdict};
+use crate::restart::Restart;
 use crate::wait::{self, Deadline};
+
+/// The instance id of the broker process itself, as the peer of a child
+/// introduced to one of its own services (see [`Broker::serve`]). Children
+/// are numbered from 1.
+pub const BROKER_INSTANCE: InstanceId = InstanceId(0);
 
 /// How often children are reaped by polling when the kernel has no pidfds.
 pub const REAP_INTERVAL: Duration = Duration::from_millis(50);
@@ -146,6 +181,12 @@ pub struct BrokerConfig {
     /// requester; more are answered with [`ConnectFailure::TargetBusy`], so
     /// one requester cannot take all of a target's slots. Default 4.
     pub max_pending_per_requester_and_target: usize,
+    /// How many reports ([`ControlMessage::Report`]) one child may make in
+    /// its lifetime; later ones are ignored
+    /// ([`ReportOutcome::RateLimited`]) without asking the
+    /// [`ReportPolicy`], so a child cannot make the broker spend its turns
+    /// judging. Default 16.
+    pub max_reports_per_child: usize,
 }
 
 impl Default for BrokerConfig {
@@ -155,6 +196,7 @@ impl Default for BrokerConfig {
             max_pending_per_child: 64,
             max_pending_per_target: 16,
             max_pending_per_requester_and_target: 4,
+            max_reports_per_child: 16,
         }
     }
 }
@@ -208,6 +250,41 @@ pub enum BrokerEvent {
         requester: PeerId,
         /// For what.
         service: String,
+    },
+    /// A child reported a peer it was introduced to (a report that names a
+    /// stranger is not passed on: its sender is cut off, see
+    /// [`Misbehaved`](Self::Misbehaved)).
+    Reported {
+        /// Who reported.
+        accuser: PeerId,
+        /// Who was accused.
+        accused: PeerId,
+        /// The accuser's reason (untrusted text, at most
+        /// [`MAX_TEXT_LEN`](message::MAX_TEXT_LEN) bytes).
+        reason: String,
+        /// What the broker did.
+        outcome: ReportOutcome,
+    },
+    /// A child spawned with [`Broker::spawn_restarting`] exited
+    /// unsuccessfully and was spawned again.
+    Restarted {
+        /// The child that exited (already reported by
+        /// [`ChildExited`](Self::ChildExited)).
+        old: PeerId,
+        /// The new child, under the same service name.
+        new: PeerId,
+        /// Its process id.
+        pid: u32,
+        /// How many more relaunches it has.
+        restarts_left: u32,
+    },
+    /// A child spawned with [`Broker::spawn_restarting`] exited
+    /// unsuccessfully and was not spawned again.
+    NotRestarted {
+        /// The child that exited.
+        child: PeerId,
+        /// Why: no relaunches left, or the spawn failed.
+        reason: String,
     },
     /// An introduction failed; the requester was told why.
     IntroductionFailed {
@@ -293,6 +370,10 @@ struct ChildEntry {
     outstanding: usize,
     /// Create-connection requests in flight to it, as a target.
     serving: usize,
+    /// Reports it has made.
+    reports: usize,
+    /// How it is relaunched if it crashes (see [`Broker::spawn_restarting`]).
+    restart: Option<Restart>,
 }
 
 impl ChildEntry {
@@ -336,6 +417,11 @@ struct Pending {
 /// [`shutdown`](Self::shutdown) to give them time to exit on their own.
 pub struct Broker {
     policy: Box<dyn Policy>,
+    report_policy: Box<dyn ReportPolicy>,
+    /// Services the broker process provides itself (see [`Broker::serve`]).
+    local: BTreeMap<String, Box<dyn ConnectionHandler>>,
+    /// Cleared by [`Broker::shutdown`]: children leaving then stay gone.
+    restarts_enabled: bool,
     config: BrokerConfig,
     children: BTreeMap<InstanceId, ChildEntry>,
     pending: HashMap<u64, Pending>,
@@ -370,6 +456,9 @@ impl Broker {
         let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         Ok(Broker {
             policy: Box::new(policy),
+            report_policy: Box::new(IgnoreReports),
+            local: BTreeMap::new(),
+            restarts_enabled: true,
             config,
             children: BTreeMap::new(),
             pending: HashMap::new(),
@@ -401,6 +490,74 @@ impl Broker {
         if !message::validate_service_name(service) {
             return Err(SpawnError::InvalidServiceName(service.to_owned()));
         }
+        self.spawn_child(service, command, None)
+    }
+
+    /// Spawns a child providing `service` like [`spawn`](Self::spawn), with
+    /// the command `make_command` builds, and relaunches it (with a fresh
+    /// command from `make_command`, under the same service name, as a new
+    /// child) each time it exits unsuccessfully (a signal, a non-zero exit
+    /// code, or an exit someone else reaped), at most `max_restarts` times.
+    /// A successful exit (code 0) ends it for good, and so does
+    /// [`shutdown`](Self::shutdown). Each relaunch is reported as
+    /// [`BrokerEvent::Restarted`] after the old child's
+    /// [`BrokerEvent::ChildExited`]; a crash with no relaunch left (or a
+    /// failed relaunch) as [`BrokerEvent::NotRestarted`]. See
+    /// [`restart`](crate::restart) for what clients see.
+    pub fn spawn_restarting(
+        &mut self,
+        service: &str,
+        max_restarts: u32,
+        mut make_command: impl FnMut() -> Command + Send + 'static,
+    ) -> Result<InstanceId, SpawnError> {
+        if !message::validate_service_name(service) {
+            return Err(SpawnError::InvalidServiceName(service.to_owned()));
+        }
+        let command = make_command();
+        let restart = Restart {
+            make: Box::new(make_command),
+            left: max_restarts,
+        };
+        self.spawn_child(service, command, Some(restart))
+    }
+
+    /// Provides `service` from the broker process itself: a child that asks
+    /// for it (and that the [`Policy`] allows) is introduced to the broker,
+    /// whose `handler` creates the connection exactly as a child's handler
+    /// would (a ferry-transport `Acceptor` is one). The requester sees the
+    /// ordinary [`Connected`](ControlMessage::Connected) from the peer
+    /// `service#0` ([`BROKER_INSTANCE`]); no second socket is needed to reach
+    /// the broker's own receivers.
+    ///
+    /// The handler runs on the broker's thread, inside its turn: it must not
+    /// block (creating shared memory and sockets is fine). An endpoint with
+    /// more than [`MAX_INTRODUCTION_FDS`] descriptors or more than
+    /// [`MAX_METADATA_LEN`](message::MAX_METADATA_LEN) bytes of metadata
+    /// fails the introduction. A local service takes precedence over
+    /// children spawned under the same name.
+    pub fn serve(
+        &mut self,
+        service: &str,
+        handler: impl ConnectionHandler,
+    ) -> Result<(), SpawnError> {
+        if !message::validate_service_name(service) {
+            return Err(SpawnError::InvalidServiceName(service.to_owned()));
+        }
+        self.local.insert(service.to_owned(), Box::new(handler));
+        Ok(())
+    }
+
+    /// Replaces the [`ReportPolicy`] (by default every report is ignored).
+    pub fn set_report_policy(&mut self, policy: impl ReportPolicy + 'static) {
+        self.report_policy = Box::new(policy);
+    }
+
+    fn spawn_child(
+        &mut self,
+        service: &str,
+        command: Command,
+        restart: Option<Restart>,
+    ) -> Result<InstanceId, SpawnError> {
         let (process, mut channel) = bootstrap::spawn_with_channel(command)?;
         channel.set_max_fds(MAX_INTRODUCTION_FDS);
         // The child is ours and not yet reaped, so its pid cannot be reused:
@@ -425,6 +582,8 @@ impl Broker {
                 introduced: BTreeSet::new(),
                 outstanding: 0,
                 serving: 0,
+                reports: 0,
+                restart,
             },
         );
         self.send_to(id, &ControlMessage::Hello { you: peer }, &[]);
@@ -493,6 +652,7 @@ impl Broker {
     /// to `grace` for them to exit, reaping and reporting them, then kills
     /// and reaps the rest.
     pub fn shutdown(mut self, grace: Duration, mut on_event: impl FnMut(BrokerEvent)) {
+        self.restarts_enabled = false;
         let ids: Vec<InstanceId> = self.children.keys().copied().collect();
         self.departing.extend(ids);
         self.settle();
@@ -632,6 +792,7 @@ impl Broker {
             ControlMessage::CreateFailed { request, reason } => {
                 self.complete(from, request, Err(reason));
             }
+            ControlMessage::Report { peer, reason } => self.judge(from, peer, reason),
             other => self.cut_off(
                 from,
                 format!("sent {}, which only the broker sends", other.kind_name()),
@@ -657,6 +818,10 @@ impl Broker {
                 requester: requester_peer,
                 service,
             });
+            return;
+        }
+        if self.local.contains_key(&service) {
+            self.introduce_locally(from, request, service, metadata);
             return;
         }
         let target = self
@@ -782,6 +947,129 @@ impl Broker {
                 self.reply_failure(pending.requester, pending.request, pending.service, failure);
             }
         }
+    }
+
+    /// Introduces a child to a service of the broker's own (see
+    /// [`serve`](Self::serve)): the handler answers at once.
+    fn introduce_locally(
+        &mut self,
+        from: InstanceId,
+        request: u64,
+        service: String,
+        metadata: Vec<u8>,
+    ) {
+        let Some(requester) = self.children.get(&from).map(|c| c.peer.clone()) else {
+            return;
+        };
+        let Some(handler) = self.local.get_mut(&service) else {
+            return;
+        };
+        let ours = PeerId {
+            service: service.clone(),
+            instance: BROKER_INSTANCE,
+        };
+        let created = handler.create_connection(ConnectionRequest {
+            requester: requester.clone(),
+            metadata,
+        });
+        let endpoint = match created {
+            Ok(endpoint)
+                if endpoint.fds.len() <= MAX_INTRODUCTION_FDS
+                    && endpoint.metadata.len() <= message::MAX_METADATA_LEN =>
+            {
+                endpoint
+            }
+            Ok(endpoint) => {
+                let reason = format!(
+                    "the broker's {service} handler made an endpoint of {} descriptors and {} bytes",
+                    endpoint.fds.len(),
+                    endpoint.metadata.len()
+                );
+                let failure = ConnectFailure::TargetFailed(message::truncate_text(reason));
+                self.reply_failure(from, request, service, failure);
+                return;
+            }
+            Err(reason) => {
+                let failure = ConnectFailure::TargetFailed(message::truncate_text(reason));
+                self.reply_failure(from, request, service, failure);
+                return;
+            }
+        };
+        let borrowed: Vec<BorrowedFd<'_>> = endpoint.fds.iter().map(AsFd::as_fd).collect();
+        let reply = ControlMessage::Connected {
+            request,
+            peer: ours.clone(),
+            metadata: endpoint.metadata.clone(),
+        };
+        if self.send_to(from, &reply, &borrowed) {
+            self.events.push(BrokerEvent::IntroductionMade {
+                requester,
+                target: ours,
+            });
+        }
+        // `endpoint` drops here: the broker process keeps only its own end
+        // (the handler's).
+    }
+
+    /// A child reports a peer. The report is checked before the policy sees
+    /// it: the accused must be a child the accuser was introduced to.
+    fn judge(&mut self, from: InstanceId, accused: PeerId, reason: String) {
+        let Some(accuser) = self.children.get_mut(&from) else {
+            return;
+        };
+        accuser.reports += 1;
+        let over_limit = accuser.reports > self.config.max_reports_per_child;
+        let linked = accuser.introduced.contains(&accused.instance);
+        let accuser_peer = accuser.peer.clone();
+        let accused_entry = self.children.get(&accused.instance);
+        let accused_alive =
+            accused_entry.is_some_and(|c| c.channel.is_some() && !c.cut_off && c.peer == accused);
+        let outcome = if over_limit {
+            ReportOutcome::RateLimited
+        } else if !accused_alive {
+            // A child never spawned (or under another name) is a false
+            // accusation; one that already left is nothing to judge.
+            let known = accused.instance != BROKER_INSTANCE
+                && accused.instance.0 < self.next_instance
+                && accused_entry.is_none_or(|c| c.peer == accused);
+            if !known {
+                self.cut_off(from, format!("reported {accused}, which does not exist"));
+                return;
+            }
+            ReportOutcome::AccusedGone
+        } else if !linked {
+            self.cut_off(
+                from,
+                format!("reported {accused}, which it was never introduced to"),
+            );
+            return;
+        } else {
+            match self.report_policy.judge(&accuser_peer, &accused, &reason) {
+                Verdict::Terminate => {
+                    self.terminate(accused.instance);
+                    ReportOutcome::Terminated
+                }
+                Verdict::Ignore => ReportOutcome::Ignored,
+            }
+        };
+        self.events.push(BrokerEvent::Reported {
+            accuser: accuser_peer,
+            accused,
+            reason,
+            outcome,
+        });
+    }
+
+    /// Kills a child on the report policy's verdict and closes its channel
+    /// (reported as [`BrokerEvent::Reported`], not as misbehaviour the
+    /// broker saw itself).
+    fn terminate(&mut self, id: InstanceId) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.cut_off = true;
+        let _ = child.signal_kill();
+        self.departing.push(id);
     }
 
     fn link(&mut self, a: InstanceId, b: InstanceId) {
@@ -972,9 +1260,46 @@ impl Broker {
         self.settle();
         if let Some(child) = self.children.remove(&id) {
             self.events.push(BrokerEvent::ChildExited {
-                child: child.peer,
+                child: child.peer.clone(),
                 status,
             });
+            let crashed = !status.is_some_and(|s| s.success());
+            if let (Some(restart), true, true) = (child.restart, crashed, self.restarts_enabled) {
+                self.relaunch(child.peer, restart);
+            }
+        }
+    }
+
+    /// Spawns a crashed restartable child again, if it has relaunches left.
+    fn relaunch(&mut self, old: PeerId, mut restart: Restart) {
+        if restart.left == 0 {
+            self.events.push(BrokerEvent::NotRestarted {
+                child: old,
+                reason: "no relaunches left".into(),
+            });
+            return;
+        }
+        restart.left -= 1;
+        let restarts_left = restart.left;
+        let command = (restart.make)();
+        match self.spawn_child(&old.service, command, Some(restart)) {
+            Ok(new) => {
+                let pid = self.pid(new).unwrap_or(0);
+                let new = PeerId {
+                    service: old.service.clone(),
+                    instance: new,
+                };
+                self.events.push(BrokerEvent::Restarted {
+                    old,
+                    new,
+                    pid,
+                    restarts_left,
+                });
+            }
+            Err(e) => self.events.push(BrokerEvent::NotRestarted {
+                child: old,
+                reason: format!("relaunch failed: {e}"),
+            }),
         }
     }
 }

@@ -429,6 +429,47 @@ impl BrokerClient {
     }
 }
 
+impl BrokerClient {
+    /// Reports to the broker that `peer` (a child we were introduced to,
+    /// either way) sent us garbage. The broker's
+    /// [`ReportPolicy`](crate::ReportPolicy) decides what becomes of it;
+    /// nothing is answered. `reason` is cut to
+    /// [`MAX_TEXT_LEN`](crate::message::MAX_TEXT_LEN) bytes. Waits at most
+    /// `timeout` for room in the broker channel.
+    ///
+    /// The broker trusts a report no more than anything else a child sends:
+    /// accusing a child we were never introduced to gets *us* cut off, and
+    /// reports beyond [`BrokerConfig::max_reports_per_child`](crate::BrokerConfig::max_reports_per_child)
+    /// are ignored.
+    pub fn report(
+        &self,
+        peer: &PeerId,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<(), ConnectError> {
+        if self.shared.state().gone {
+            return Err(ConnectError::BrokerGone);
+        }
+        let report = ControlMessage::Report {
+            peer: peer.clone(),
+            reason: message::truncate_text(reason.to_owned()),
+        };
+        let mut bytes = Vec::with_capacity(128 + reason.len().min(message::MAX_TEXT_LEN));
+        report
+            .encode(0, &mut bytes)
+            .map_err(|e| ConnectError::InvalidRequest(e.to_string()))?;
+        self.shared
+            .channel
+            .send_timeout(&bytes, &[], timeout)
+            .map_err(|e| match e {
+                SendError::TimedOut | SendError::WouldBlock => ConnectError::TimedOut,
+                SendError::Disconnected => ConnectError::BrokerGone,
+                SendError::Io(e) => ConnectError::Io(e),
+                other => ConnectError::InvalidRequest(other.to_string()),
+            })
+    }
+}
+
 impl Drop for BrokerClient {
     fn drop(&mut self) {
         // Wakes the reader (it sees end-of-stream) and tells the broker.

@@ -15,6 +15,9 @@
 //! - [`Broker`] — the parent ("UI process"): spawns children, introduces
 //!   them to each other under a [`Policy`], watches them (pidfd and
 //!   hang-up), reaps them, tells the survivors.
+//!   It can also provide services of its own ([`Broker::serve`]), relaunch
+//!   crashed children ([`Broker::spawn_restarting`], [`restart`]) and judge
+//!   reports of misbehaving peers ([`ReportPolicy`], [`report`]).
 //! - [`BrokerClient`] — a child's side: `connect` to a service, serve
 //!   connections with a [`ConnectionHandler`], learn of [`ClientEvent`]s.
 //! - [`RequesterLimits`] — a service's bound on the live connections it
@@ -93,13 +96,15 @@ pub mod hangup;
 pub mod listener;
 pub mod message;
 mod pidfd;
+pub mod report;
+pub mod restart;
 mod wait;
 
 pub use admission::{Admission, LimitReached, RequesterLimits};
 pub use bootstrap::{BOOTSTRAP_ENV, BootstrapError, SpawnError};
 pub use broker::{
-    AllowAll, Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle, Decision, KillError,
-    Policy,
+    AllowAll, BROKER_INSTANCE, Broker, BrokerConfig, BrokerError, BrokerEvent, BrokerHandle,
+    Decision, KillError, Policy,
 };
 pub use channel::{
     Channel, PeerCredentials, Received, RecvError, SendError, SocketError, SocketKindError,
@@ -111,3 +116,4 @@ pub use client::{
 pub use listener::Listener;
 pub use message::{ConnectFailure, ControlMessage, DecodeError, InstanceId, PeerId};
 pub use pidfd::PidfdError;
+pub use report::{IgnoreReports, ReportOutcome, ReportPolicy, Verdict};

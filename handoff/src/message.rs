@@ -20,6 +20,7 @@
 //! | 7 | [`ConnectFailed`](ControlMessage::ConnectFailed) | u64 request, u8 code, text detail | 0 |
 //! | 8 | [`Denied`](ControlMessage::Denied) | u64 request | 0 |
 //! | 9 | [`PeerGone`](ControlMessage::PeerGone) | peer | 0 |
+//! | 10 | [`Report`](ControlMessage::Report) | peer accused, text reason | 0 |
 //!
 //! where `name` is a `u8` length and a [service name](validate_service_name),
 //! `peer` is a name and a `u64` instance id, `blob` is a `u16` length and at
@@ -56,6 +57,7 @@ pub const MAX_ENCODED_LEN: usize = 2 + 8 + PEER_MAX_LEN + 1 + 2 + MAX_METADATA_L
 // The biggest message is `Connected`; make sure the others fit too.
 const _: () = assert!(MAX_ENCODED_LEN >= 2 + 8 + 1 + MAX_SERVICE_NAME_LEN + 2 + MAX_METADATA_LEN);
 const _: () = assert!(MAX_ENCODED_LEN >= 2 + 8 + 1 + 2 + MAX_TEXT_LEN);
+const _: () = assert!(MAX_ENCODED_LEN >= 2 + PEER_MAX_LEN + 2 + MAX_TEXT_LEN);
 const _: () = assert!(MAX_INTRODUCTION_FDS <= u8::MAX as usize);
 
 /// The broker's number for one spawned child, unique for the broker's
@@ -204,6 +206,15 @@ pub enum ControlMessage {
         /// The child that is gone.
         peer: PeerId,
     },
+    /// Child → broker: a peer I was introduced to sent me garbage (the
+    /// broker's report policy decides what happens to it; see
+    /// [`ReportPolicy`](crate::ReportPolicy)).
+    Report {
+        /// The child accused.
+        peer: PeerId,
+        /// What it did, for the broker's log.
+        reason: String,
+    },
 }
 
 /// Why bytes could not be decoded as a [`ControlMessage`].
@@ -320,6 +331,7 @@ const KIND_CONNECTED: u8 = 6;
 const KIND_CONNECT_FAILED: u8 = 7;
 const KIND_DENIED: u8 = 8;
 const KIND_PEER_GONE: u8 = 9;
+const KIND_REPORT: u8 = 10;
 
 impl ControlMessage {
     /// A short name of the message kind, for diagnostics.
@@ -334,6 +346,7 @@ impl ControlMessage {
             ControlMessage::ConnectFailed { .. } => "ConnectFailed",
             ControlMessage::Denied { .. } => "Denied",
             ControlMessage::PeerGone { .. } => "PeerGone",
+            ControlMessage::Report { .. } => "Report",
         }
     }
 
@@ -426,6 +439,11 @@ impl ControlMessage {
                 w.u8(KIND_PEER_GONE);
                 w.peer(peer)?;
             }
+            ControlMessage::Report { peer, reason } => {
+                w.u8(KIND_REPORT);
+                w.peer(peer)?;
+                w.text(reason)?;
+            }
         }
         Ok(())
     }
@@ -509,6 +527,10 @@ impl ControlMessage {
             }
             KIND_DENIED => ControlMessage::Denied { request: r.u64()? },
             KIND_PEER_GONE => ControlMessage::PeerGone { peer: r.peer()? },
+            KIND_REPORT => ControlMessage::Report {
+                peer: r.peer()?,
+                reason: r.text("report reason")?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         let rest = bytes.len() - r.pos;
@@ -782,6 +804,13 @@ mod tests {
             (
                 ControlMessage::PeerGone {
                     peer: peer("gpu", 2),
+                },
+                0,
+            ),
+            (
+                ControlMessage::Report {
+                    peer: peer("web", 7),
+                    reason: "sent a frame that is no message".into(),
                 },
                 0,
             ),

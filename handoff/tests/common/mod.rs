@@ -88,7 +88,13 @@ fn run_role(role: &str) -> i32 {
         ("burst", [service]) => burst(service),
         ("connect-retry", [service, tries]) => connect_retry(service, tries.parse().unwrap_or(1)),
         ("hoarder", [service, limit]) => hoarder(service, limit.parse().unwrap_or(1)),
-        ("web-memfd", []) => web_memfd(),
+        ("web-memfd", []) => web_memfd("network"),
+        ("web-memfd-to", [service]) => web_memfd(service),
+        ("reconnect", [service]) => reconnect(service),
+        ("network-accuser", [count]) => network_accuser(count.parse().unwrap_or(1)),
+        ("false-accuser", [service, instance]) => {
+            false_accuser(service, instance.parse().unwrap_or(1))
+        }
         ("connect", [service, expect]) => connect_expect(service, expect),
         ("web-peer-gone", []) => web_peer_gone(),
         ("web-leak", [count]) => web_leak(count.parse().unwrap_or(0)),
@@ -139,7 +145,7 @@ fn serve(
 
 /// A memfd and one end of a socketpair; the target keeps the other end and
 /// a thread that checks what the requester writes into the memfd.
-fn memfd_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
+pub fn memfd_handler(req: ConnectionRequest) -> Result<Endpoint, String> {
     let memfd = rustix::fs::memfd_create("ferry-test", rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(|e| e.to_string())?;
     rustix::fs::ftruncate(&memfd, MEMFD_LEN as u64).map_err(|e| e.to_string())?;
@@ -346,16 +352,16 @@ pub fn pattern(seed: u8) -> Vec<u8> {
 
 /// The requester of the memfd test: writes through its mapping, the target
 /// reads the same bytes through its own.
-fn web_memfd() -> i32 {
+fn web_memfd(service: &str) -> i32 {
     let (client, _events) = client_with(BrokerClient::builder());
-    let intro = match client.connect("network", b"memfd please", TEST_PATIENCE) {
+    let intro = match client.connect(service, b"memfd please", TEST_PATIENCE) {
         Ok(intro) => intro,
         Err(e) => {
             eprintln!("web-memfd: connect failed: {e}");
             return 1;
         }
     };
-    if intro.peer.service != "network" || intro.fds.len() != 2 {
+    if intro.peer.service != service || intro.fds.len() != 2 {
         eprintln!("web-memfd: unexpected introduction {intro:?}");
         return 1;
     }
@@ -405,6 +411,102 @@ fn connect_expect(service: &str, expect: &str) -> i32 {
         );
         1
     }
+}
+
+/// Connects to `service`, waits to be told that peer is gone (the test
+/// kills it), then asks for `service` again until the relaunched instance
+/// answers; prints both peers.
+fn reconnect(service: &str) -> i32 {
+    let (client, events) = client_with(BrokerClient::builder());
+    let first = match client.connect(service, b"", TEST_PATIENCE) {
+        Ok(intro) => intro.peer,
+        Err(e) => {
+            eprintln!("reconnect: {e}");
+            return 1;
+        }
+    };
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    loop {
+        match events.recv_timeout(Duration::from_millis(200)) {
+            Ok(ClientEvent::PeerGone(gone)) if gone == first => break,
+            Ok(other) => {
+                eprintln!("reconnect: unexpected {other:?}");
+                return 1;
+            }
+            Err(_) if Instant::now() < deadline => {}
+            Err(_) => return 2,
+        }
+    }
+    // Until the broker has reaped the old instance and spawned the new one,
+    // the service is unknown or gone: ask again.
+    loop {
+        match client.connect(service, b"", TEST_PATIENCE) {
+            Ok(intro) if intro.peer != first && intro.peer.service == service => {
+                println!("reconnected: {first} -> {}", intro.peer);
+                return 0;
+            }
+            Ok(intro) => {
+                eprintln!("reconnect: introduced to {} again", intro.peer);
+                return 1;
+            }
+            Err(ConnectError::UnknownService | ConnectError::TargetGone)
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                eprintln!("reconnect: {e}");
+                return 1;
+            }
+        }
+    }
+}
+
+/// Serves connections; reports the first requester to the broker `count`
+/// times (as if it had sent garbage), then serves until the broker goes.
+fn network_accuser(count: usize) -> i32 {
+    let (requesters, requester) = mpsc::channel();
+    let handler = move |req: ConnectionRequest| {
+        let _ = requesters.send(req.requester.clone());
+        plain_handler(req)
+    };
+    let (client, events) = client_with(BrokerClient::builder().handler(handler));
+    let Ok(accused) = requester.recv_timeout(CHILD_PATIENCE) else {
+        return 2;
+    };
+    for n in 0..count {
+        let reason = format!("frame {n} is no message of the schema");
+        if let Err(e) = client.report(&accused, &reason, TEST_PATIENCE) {
+            eprintln!("network-accuser: {e}");
+            return 1;
+        }
+    }
+    let deadline = Instant::now() + CHILD_PATIENCE;
+    while Instant::now() < deadline {
+        match events.recv_timeout(Duration::from_millis(500)) {
+            Ok(ClientEvent::BrokerGone { .. }) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return 0;
+            }
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    3
+}
+
+/// Reports a child it was never introduced to, then waits (the broker
+/// should cut it off).
+fn false_accuser(service: &str, instance: u64) -> i32 {
+    let (client, _events) = client_with(BrokerClient::builder());
+    let stranger = ferry_handoff::PeerId {
+        service: service.to_owned(),
+        instance: InstanceId(instance),
+    };
+    if let Err(e) = client.report(&stranger, "made up", TEST_PATIENCE) {
+        eprintln!("false-accuser: {e}");
+        return 1;
+    }
+    std::thread::sleep(CHILD_PATIENCE);
+    0
 }
 
 /// Connects, then waits to be told the peer is gone.
