@@ -3,8 +3,9 @@
 //!
 //! | connection | created by | receivers on it |
 //! |---|---|---|
-//! | UI ↔ WebContent | UI process, handed over at spawn | [`AuxiliaryProcess`], [`WebPage`] (WebContent); [`WebPageProxy`] (UI) |
-//! | UI ↔ Network, UI ↔ GPU | UI process, handed over at spawn | [`AuxiliaryProcess`] (child) |
+//! | UI ↔ WebContent | UI process (its own `ui` service), through the broker | [`AuxiliaryProcess`], [`WebPage`] (WebContent); [`WebPageProxy`] (UI) |
+//! | UI ↔ Network | UI process (its own `ui` service), through the broker | [`AuxiliaryProcess`], [`NetworkProcess`] (Network) |
+//! | UI ↔ GPU | UI process (its own `ui` service), through the broker | [`AuxiliaryProcess`] (GPU) |
 //! | WebContent ↔ Network | Network process, through the broker | [`NetworkConnection`] (Network); [`WebResourceLoader`] (WebContent) |
 //! | WebContent ↔ GPU | GPU process, through the broker | [`RemoteRenderingBackend`] (GPU) |
 
@@ -74,6 +75,18 @@ ferry_transport::protocol! {
 }
 
 ferry_transport::protocol! {
+    /// What the UI process tells the Network process (WebKit's
+    /// `NetworkProcess`). Destination 0.
+    pub receiver NetworkProcess handled_by NetworkProcessHandler {
+        /// Only the WebContent process with broker instance id `instance`
+        /// may load `url` (the tab the UI process signed in); the others
+        /// are refused. Synchronous, so the rule is in force before any
+        /// tab loads.
+        fn restrict_resource => RestrictResource { url: String, instance: u64 } -> ResourceRestricted {};
+    }
+}
+
+ferry_transport::protocol! {
     /// A page in a WebContent process (WebKit's `WebPage`), driven by the UI
     /// process. Destination 0 (one page per process in this demo).
     pub receiver WebPage handled_by WebPageHandler {
@@ -89,6 +102,11 @@ ferry_transport::protocol! {
         fn did_start_load => DidStartLoad { page_id: u64, url: String };
         /// The document arrived and its subresources are requested.
         fn did_commit_load => DidCommitLoad { page_id: u64, subresources: u32 };
+        /// The page asked for a resource the Network process restricts
+        /// (the account inbox): `status` 200 if it was served (and
+        /// verified), 403 if refused, with the Network process's reason in
+        /// `detail`.
+        fn did_check_access => DidCheckAccess { page_id: u64, url: String, status: u16, detail: String };
         /// A navigation finished: the page's title, how many subresources
         /// and bytes it took, how long, and what failed to verify.
         fn did_finish_load => DidFinishLoad {
@@ -108,8 +126,10 @@ pub const UI_WEB_SCHEMA: u64 = schema_of(&[
     WebPage::SCHEMA,
     WebPageProxy::SCHEMA,
 ]);
-/// The schema of a UI ↔ Network or UI ↔ GPU connection.
+/// The schema of a UI ↔ GPU connection.
 pub const UI_AUX_SCHEMA: u64 = schema_of(&[AuxiliaryProcess::SCHEMA]);
+/// The schema of a UI ↔ Network connection.
+pub const UI_NETWORK_SCHEMA: u64 = schema_of(&[AuxiliaryProcess::SCHEMA, NetworkProcess::SCHEMA]);
 /// The schema of a WebContent ↔ Network connection.
 pub const NETWORK_SCHEMA: u64 = schema_of(&[NetworkConnection::SCHEMA, WebResourceLoader::SCHEMA]);
 /// The schema of a WebContent ↔ GPU connection.

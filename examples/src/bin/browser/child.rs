@@ -4,57 +4,32 @@
 //!
 //! # How a child gets its connection to the UI process
 //!
-//! The UI process is the broker, and a broker introduces its *children* to
-//! each other: `ferry_handoff` has no way for the broker process itself to
-//! offer a service or to hand a child an endpoint of its own (every
-//! `ControlMessage` it sends is broker business). So the UI process makes
-//! the connection itself, WebKit-style, at spawn time: it creates a
-//! `Channel` pair, gives the child one end as its standard input (the way
-//! inetd hands a service its socket; `std` does the `dup2`: no `unsafe`,
-//! no file name), spawns it through `Broker::spawn`, creates a
-//! [`Connection`] and sends the child's end of it ([`Endpoint`]: the memfd,
-//! the control socket and the notification socket) over that channel. The child takes
-//! its standard input, checks it is a `SOCK_SEQPACKET` socket, receives the
-//! endpoint and opens it. The UI process closes its end of the handover
-//! channel and its copies of the endpoint's descriptors right after sending,
-//! so the connection's control socket lives only in the two processes and
-//! either one's death is seen by the other at once. (The child's standard
-//! input stays a hung-up socket nobody reads.)
+//! The UI process is the broker, and it provides a service of its own,
+//! `ui` ([`ferry_handoff::Broker::serve`]): a child asks the broker for
+//! `ui` like for any other service, and the broker's own handler creates the
+//! connection and answers with the child's end. So the UI process is a peer
+//! like the others, reached through the ordinary introduction path, and the
+//! UI process learns who connected from the broker (the requester's
+//! identity), not from the child. A relaunched child connects again the
+//! same way.
 
-use ferry_handoff::Channel;
-use ferry_transport::{
-    Accepted, Connection, ConnectionConfig, DispatchError, ENDPOINT_FDS, Endpoint, SendError,
-};
-use std::os::fd::AsFd;
+use ferry_handoff::BrokerClient;
+use ferry_transport::{Accepted, Connection, ConnectionConfig, DispatchError, SendError, connect};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long a child waits for the UI process's endpoint.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a child waits for the broker to introduce it to the UI process.
+const UI_INTRODUCTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the connection to the UI process that arrives on standard input.
-pub fn open_ui_connection(config: ConnectionConfig) -> Result<Connection, String> {
-    let stdin = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("cannot take standard input: {e}"))?;
-    let mut handover = Channel::from_checked(stdin).map_err(|e| {
-        format!("standard input is not the UI process's handover socket ({e}); run `browser` without --role")
-    })?;
-    handover.set_max_fds(ENDPOINT_FDS);
-    let mut metadata = vec![0u8; 4096];
-    let received = handover
-        .recv(&mut metadata, Some(HANDOVER_TIMEOUT))
-        .map_err(|e| format!("no connection from the UI process: {e}"))?;
-    metadata.truncate(received.len);
-    let endpoint = Endpoint {
-        fds: received.fds,
-        metadata,
-    };
-    Connection::open(endpoint, config)
-        .map_err(|e| format!("cannot open the UI process's connection: {e}"))
+/// Asks the broker for the UI process's own service, `ui`.
+pub fn open_ui_connection(
+    client: &BrokerClient,
+    config: ConnectionConfig,
+) -> Result<Connection, String> {
+    connect(client, "ui", config, UI_INTRODUCTION_TIMEOUT)
+        .map_err(|e| format!("no connection to the UI process: {e}"))
 }
 
 /// Dispatches the UI connection until `done` is set by a handler (the

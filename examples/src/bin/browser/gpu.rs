@@ -80,7 +80,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .from_env()
         .map_err(|e| format!("no broker: {e}"))?;
     let me = client.identity().to_string();
-    let mut ui = open_ui_connection(child_side_of_ui(args.wait, UI_AUX_SCHEMA))?;
+    let mut ui = open_ui_connection(&client, child_side_of_ui(args.wait, UI_AUX_SCHEMA))?;
     println!("[{me}] pid {}: ready to draw", std::process::id());
     let serving = gpu.clone();
     let acceptor_thread = gpu

@@ -2,7 +2,9 @@
 //!
 //! ```sh
 //! cargo run --release -p ferry-examples --bin browser             # 2 WebContent processes
-//! cargo run --release -p ferry-examples --bin browser -- --crash  # one of them is killed mid-load
+//! cargo run --release -p ferry-examples --bin browser -- --crash          # a WebContent process is killed mid-load
+//! cargo run --release -p ferry-examples --bin browser -- --crash network  # the Network process is killed and relaunched
+//! cargo run --release -p ferry-examples --bin browser -- --evil           # a WebContent process sends garbage
 //! ```
 //!
 //! One binary plays every part. Started without `--role` it is the **UI
@@ -23,11 +25,26 @@
 //!   jar is the Network process's, so every tab sees every tab's cookies.
 //! - Meanwhile each WebContent process streams small drawing commands to the
 //!   GPU process, which acknowledges each frame.
+//! - Every child reaches the UI process the same way: it asks the broker
+//!   for `ui`, a service the broker process provides itself
+//!   ([`ferry_handoff::Broker::serve`]).
 //! - WebContent tells the UI process when a load starts and finishes; the UI
 //!   process mirrors each page and prints it.
 //! - The broker's policy denies WebContent → WebContent connections.
-//! - `--crash`: the UI process kills one WebContent process with SIGKILL in
-//!   the middle of its loads; the others carry on.
+//! - Access control in the Network process: the account inbox
+//!   (`/account/inbox.json`) belongs to the first tab, the one the UI
+//!   process signed in; the Network process knows which WebContent process
+//!   each connection belongs to (the broker names the requester, the
+//!   requester cannot) and refuses it to the others (403).
+//! - `--crash` (or `--crash webcontent`): the UI process kills one
+//!   WebContent process with SIGKILL in the middle of its loads; the others
+//!   carry on.
+//! - `--crash network`: the UI process kills the Network process mid-load;
+//!   the broker relaunches it (its restart policy: once), every WebContent
+//!   process reconnects and reloads what was in flight.
+//! - `--evil`: one more WebContent process sends the Network process frames
+//!   that are no message; the Network process cuts it off and reports it to
+//!   the broker, whose policy has it killed.
 //!
 //! The exit status is 0 only when every check passed.
 //!
@@ -43,6 +60,7 @@
 //! wake-up per message instead, and no core while idle.
 
 mod child;
+mod evil;
 mod gpu;
 mod network;
 mod report;
@@ -66,6 +84,19 @@ pub enum Role {
     Gpu,
     /// Loads and "renders" pages.
     Webcontent,
+    /// A compromised WebContent process (`--evil`): sends garbage to the
+    /// Network process.
+    Evil,
+}
+
+/// Which process `--crash` kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Crash {
+    /// One WebContent process; the others carry on.
+    Webcontent,
+    /// The Network process; the broker relaunches it and the WebContent
+    /// processes reconnect.
+    Network,
 }
 
 impl Role {
@@ -74,7 +105,8 @@ impl Role {
         match self {
             Role::Network => "network",
             Role::Gpu => "gpu",
-            Role::Webcontent => "webcontent",
+            // A compromised renderer is still a renderer to the broker.
+            Role::Webcontent | Role::Evil => "webcontent",
         }
     }
 }
@@ -91,9 +123,15 @@ pub struct Args {
     /// Navigations per WebContent process (they cycle through the site's 5 pages).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pages: u32,
-    /// Kill one WebContent process with SIGKILL in the middle of its loads.
+    /// Kill a process with SIGKILL in the middle of the loads: a WebContent
+    /// process (`--crash` or `--crash webcontent`), or the Network process
+    /// (`--crash network`), which the broker relaunches.
+    #[arg(long, num_args = 0..=1, default_missing_value = "webcontent")]
+    pub crash: Option<Crash>,
+    /// Add a WebContent process that sends the Network process malformed
+    /// frames; the Network process reports it and the broker kills it.
     #[arg(long)]
-    pub crash: bool,
+    pub evil: bool,
     /// Synchronous `document.cookie` reads per page.
     #[arg(long, default_value_t = 16)]
     pub cookie_reads: u32,
@@ -130,6 +168,7 @@ fn main() -> ExitCode {
         Role::Network => network::run(&args),
         Role::Gpu => gpu::run(&args),
         Role::Webcontent => webcontent::run(&args),
+        Role::Evil => evil::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

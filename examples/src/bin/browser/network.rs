@@ -12,15 +12,26 @@
 //!
 //! When a WebContent process goes away (its connection hangs up), the
 //! thread drops that process's queued requests and reports them.
+//!
+//! Access control: each connection knows which WebContent process it belongs
+//! to (the broker names the requester in the introduction; the requester
+//! cannot choose it). The UI process restricts a resource to one tab
+//! (`RestrictResource`); the others get a 403 with the reason.
+//!
+//! A WebContent process that sends something that is no message of the
+//! schema (a protocol violation) is cut off (its connection closed) and
+//! reported to the broker, whose policy decides what becomes of it.
 
 use crate::Args;
 use crate::child::{Service, lock, open_ui_connection, peer_gone, serve_ui};
 use crate::protocol::*;
 use crate::report::{self, bytes, count, duration, plural};
 use crate::site::{Resource, site};
-use ferry_handoff::{BrokerClient, ClientEvent};
+use ferry_handoff::{BrokerClient, ClientEvent, PeerId};
 use ferry_transport::Context;
-use ferry_transport::{Accepted, Acceptor, Connection, Remote, SendError, TransportStats};
+use ferry_transport::{
+    Accepted, Acceptor, Connection, DispatchError, Remote, SendError, TransportStats,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +39,8 @@ use std::time::{Duration, Instant};
 
 /// How long a response waits for room in a WebContent process's ring.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a report to the broker waits for room in its channel.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the Network process shares between its threads.
 #[derive(Default)]
@@ -41,6 +54,11 @@ struct Network {
     peers: Mutex<Vec<PeerRecord>>,
     /// Peers the broker told us are gone.
     gone: Mutex<Vec<String>>,
+    /// Resources only one WebContent process may load: URL → its broker
+    /// instance id (from the UI process).
+    restricted: Mutex<BTreeMap<String, u64>>,
+    /// Loads of a restricted resource: (who, served or refused).
+    access: Mutex<Vec<(String, bool)>>,
     failures: Mutex<Vec<String>>,
 }
 
@@ -63,17 +81,19 @@ pub fn run(args: &Args) -> Result<(), String> {
     let network = Arc::new(Network::default());
     let (acceptor, accepted) = Acceptor::new(network_service(args.wait));
     let events = network.clone();
-    let client = BrokerClient::builder()
-        .handler(acceptor)
-        .on_event(move |event| {
-            if let ClientEvent::PeerGone(peer) = event {
-                lock(&events.gone).push(peer.to_string());
-            }
-        })
-        .from_env()
-        .map_err(|e| format!("no broker: {e}"))?;
+    let client = Arc::new(
+        BrokerClient::builder()
+            .handler(acceptor)
+            .on_event(move |event| {
+                if let ClientEvent::PeerGone(peer) = event {
+                    lock(&events.gone).push(peer.to_string());
+                }
+            })
+            .from_env()
+            .map_err(|e| format!("no broker: {e}"))?,
+    );
     let me = client.identity().to_string();
-    let mut ui = open_ui_connection(child_side_of_ui(args.wait, UI_AUX_SCHEMA))?;
+    let mut ui = open_ui_connection(&client, child_side_of_ui(args.wait, UI_NETWORK_SCHEMA))?;
     // Build the site before the first request arrives.
     let (resources, size) = site().size();
     println!(
@@ -83,11 +103,20 @@ pub fn run(args: &Args) -> Result<(), String> {
     );
 
     let serving = network.clone();
+    let broker = client.clone();
     let acceptor_thread = network
         .service
         .clone()
-        .accept_loop(accepted, move |accepted| serve(accepted, serving.clone()));
+        .accept_loop(accepted, move |accepted| {
+            serve(accepted, serving.clone(), &broker)
+        });
     let done = Arc::new(AtomicBool::new(false));
+    ui.register(
+        0,
+        NetworkProcess::handler(Rules {
+            network: network.clone(),
+        }),
+    );
     ui.register(
         0,
         AuxiliaryProcess::handler(Reporter {
@@ -108,6 +137,8 @@ struct Load {
     request_id: u64,
     url: String,
     resource: Option<&'static Resource>,
+    /// Why the requester may not have it (a 403 with this text as body).
+    refusal: Option<Arc<str>>,
     started: bool,
     offset: usize,
 }
@@ -131,18 +162,45 @@ struct Queue {
 
 /// The `NetworkConnection` receiver of one WebContent connection.
 struct Handler {
+    /// Whom the connection belongs to, as the broker named it.
+    peer: PeerId,
     queue: Arc<Mutex<Queue>>,
     network: Arc<Network>,
 }
 
+impl Handler {
+    /// Why `self.peer` may not load `url`, if it may not: the UI process
+    /// restricted it to another WebContent process.
+    fn refusal(&self, url: &str) -> Option<Arc<str>> {
+        let owner = *lock(&self.network.restricted).get(url)?;
+        let allowed = self.peer.service == "webcontent" && self.peer.instance.0 == owner;
+        lock(&self.network.access).push((self.peer.to_string(), allowed));
+        if allowed {
+            return None;
+        }
+        let reason = format!(
+            "403 Forbidden: {url} belongs to the tab signed in as webcontent#{owner}; this connection is {}'s (named by the broker)",
+            self.peer
+        );
+        println!(
+            "[network] REFUSED {url} to {}: only webcontent#{owner} may load it",
+            self.peer
+        );
+        Some(reason.into())
+    }
+}
+
 impl NetworkConnectionHandler for Handler {
     fn load_resource(&self, _: &mut Context, message: &ArchivedLoadResource) {
+        let url = message.url.as_str();
+        let refusal = self.refusal(url);
         let mut queue = lock(&self.queue);
         queue.requests += 1;
         queue.loads.push_back(Load {
             request_id: message.request_id.to_native(),
-            url: message.url.as_str().to_owned(),
-            resource: site().get(message.url.as_str()),
+            url: url.to_owned(),
+            resource: site().get(url),
+            refusal,
             started: false,
             offset: 0,
         });
@@ -167,8 +225,9 @@ impl NetworkConnectionHandler for Handler {
     }
 }
 
-/// Serves one WebContent connection until it closes or the process stops.
-fn serve(accepted: Accepted, network: Arc<Network>) {
+/// Serves one WebContent connection until it closes, the peer sends garbage
+/// (then it is cut off and reported to the broker) or the process stops.
+fn serve(accepted: Accepted, network: Arc<Network>, broker: &BrokerClient) {
     let Accepted {
         peer,
         mut connection,
@@ -177,6 +236,7 @@ fn serve(accepted: Accepted, network: Arc<Network>) {
     connection.register(
         0,
         NetworkConnection::handler(Handler {
+            peer: peer.clone(),
             queue: queue.clone(),
             network: network.clone(),
         }),
@@ -203,6 +263,18 @@ fn serve(accepted: Accepted, network: Arc<Network>) {
         match connection.dispatch(Some(wait)) {
             Ok(_) => {}
             Err(e) if peer_gone(&e) => break "connection closed".to_owned(),
+            Err(DispatchError::ProtocolViolation { violation, .. }) => {
+                // Garbage from an untrusted peer: stop reading it (the
+                // connection closes when this thread returns) and let the
+                // broker's policy decide about the process.
+                let what = format!("sent a frame that is no message of the schema ({violation})");
+                let reported = match broker.report(&peer, &what, REPORT_TIMEOUT) {
+                    Ok(()) => "reported it to the broker".to_owned(),
+                    Err(e) => format!("could not report it to the broker: {e}"),
+                };
+                println!("[network] CUT OFF {peer}: it {what}; {reported}");
+                break format!("cut off: it {what}; {reported}");
+            }
             Err(e) => {
                 lock(&network.failures).push(format!("{peer}: {e}"));
                 break format!("failed: {e}");
@@ -281,9 +353,18 @@ fn step(
     record: &mut PeerRecord,
 ) -> Result<bool, SendError> {
     let loader = Remote::<WebResourceLoader>::new(load.request_id);
-    let body: &[u8] = load.resource.map_or(&[], |r| &r.body);
+    let refusal = load.refusal.clone();
+    let body: &[u8] = match &refusal {
+        Some(reason) => reason.as_bytes(),
+        None => load.resource.map_or(&[], |r| &r.body),
+    };
     if !load.started {
         let response = match load.resource {
+            _ if refusal.is_some() => ResponseStarted {
+                status: 403,
+                mime_type: "text/plain; charset=utf-8".to_owned(),
+                content_length: body.len() as u64,
+            },
             Some(resource) => ResponseStarted {
                 status: 200,
                 mime_type: resource.mime.to_owned(),
@@ -324,6 +405,22 @@ fn step(
         connection.send_with_fds(loader, &finished, &[], Some(SEND_TIMEOUT))?;
         record.completed += 1;
         Ok(true)
+    }
+}
+
+/// The `NetworkProcess` receiver: rules from the UI process.
+struct Rules {
+    network: Arc<Network>,
+}
+
+impl NetworkProcessHandler for Rules {
+    fn restrict_resource(
+        &self,
+        _: &mut Context,
+        m: &ArchivedRestrictResource,
+    ) -> ResourceRestricted {
+        lock(&self.network.restricted).insert(m.url.as_str().to_owned(), m.instance.to_native());
+        ResourceRestricted {}
     }
 }
 
@@ -382,6 +479,17 @@ impl AuxiliaryProcessHandler for Reporter {
                 count(*lock(&self.network.cookie_writes))
             ),
         ];
+        let access = lock(&self.network.access);
+        let served = access.iter().filter(|(_, allowed)| *allowed).count();
+        lines.push(format!(
+            "access control: {} restricted to one tab; {served} served, {} refused",
+            plural(
+                lock(&self.network.restricted).len() as u64,
+                "resource",
+                "resources"
+            ),
+            access.len() - served
+        ));
         let gone = lock(&self.network.gone);
         for peer in peers.iter() {
             let mut line = format!(

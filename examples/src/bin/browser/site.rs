@@ -22,6 +22,10 @@ pub const PAGES: [&str; 5] = [
     "/about.html",
 ];
 
+/// The signed-in tab's account inbox: the Network process serves it to one
+/// WebContent process only (the UI process says which).
+pub const INBOX: &str = "/account/inbox.json";
+
 /// The seed of every generated resource.
 const SEED: u64 = 0x6665_7272_795f_6761;
 
@@ -91,6 +95,7 @@ impl Site {
             add(path, bitmap(64, 64, SEED ^ (i as u64 + 1)));
         }
         add("/data/archive.json", archive(SEED, 256 * 1024));
+        add(INBOX, archive(SEED ^ 0x1b0c, 4 * 1024));
         Site { resources }
     }
 

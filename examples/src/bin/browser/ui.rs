@@ -1,23 +1,31 @@
 //! The UI process: the broker. It spawns the children, decides who may talk
-//! to whom, drives each WebContent process's navigations, mirrors its
-//! pages, kills one with `--crash`, and at the end collects every process's
-//! summary and checks the whole run.
+//! to whom, provides its own service `ui` (every child connects to it
+//! through the broker), drives each WebContent process's navigations,
+//! mirrors its pages, kills a process with `--crash`, relaunches the
+//! Network process (the broker's restart policy), kills a WebContent
+//! process the Network process reports (`--evil`), and at the end collects
+//! every process's summary and checks the whole run.
 //!
 //! Threads: the broker runs on its own ([`Broker::run`]), each WebContent
 //! connection has a proxy thread (WebKit's `WebPageProxy`), and the main
 //! thread receives what they report over one channel, so it never blocks on
-//! a child.
+//! a child (except for the Network process's short synchronous
+//! `RestrictResource`, answered by its UI-connection thread).
 
 use crate::protocol::*;
 use crate::report::{self, bytes, count, duration};
-use crate::site::{self, site};
-use crate::{Args, Role};
-use ferry_handoff::{Broker, BrokerEvent, Channel, Decision, InstanceId, PeerId};
+use crate::site::{self, INBOX, site};
+use crate::{Args, Crash, Role};
+use ferry_handoff::{
+    Broker, BrokerEvent, ConnectFailure, ConnectionRequest, Decision, Endpoint, InstanceId, PeerId,
+    ReportOutcome, Verdict,
+};
 use ferry_transport::Context;
-use ferry_transport::{Connection, DispatchError, Remote, TransportStats};
+use ferry_transport::{
+    Connection, DispatchError, Remote, TransportStats, WaitStrategy, decode_request,
+};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
@@ -28,17 +36,71 @@ use std::time::{Duration, Instant};
 
 const AUX: Remote<AuxiliaryProcess> = Remote::new(0);
 const WEB_PAGE: Remote<WebPage> = Remote::new(0);
+const NETWORK_PROCESS: Remote<NetworkProcess> = Remote::new(0);
+/// How many times the broker relaunches a crashed Network process.
+const NETWORK_RELAUNCHES: u32 = 1;
 /// How long a message to a child waits for room.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a child has to answer `Shutdown` with its summary.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The broker's policy: WebContent processes may reach the Network and GPU
-/// processes, and nothing else may be introduced to anything.
+/// The broker's policy: every child may reach the UI process's own `ui`
+/// service, WebContent processes may reach the Network and GPU processes,
+/// and nothing else may be introduced to anything.
 fn policy(requester: &PeerId, service: &str) -> Decision {
     match (requester.service.as_str(), service) {
+        ("network" | "gpu" | "webcontent", "ui") => Decision::Allow,
         ("webcontent", "network" | "gpu") => Decision::Allow,
         _ => Decision::Deny,
+    }
+}
+
+/// The broker's report policy (WebKit's: a WebContent process that sends
+/// the Network process an invalid message is terminated). Only the Network
+/// process may accuse, and only a WebContent process; the broker has already
+/// checked that the two were introduced (a child accusing a stranger is cut
+/// off itself) and rate-limits each child's reports.
+fn judge(accuser: &PeerId, accused: &PeerId, _reason: &str) -> Verdict {
+    if accuser.service == "network" && accused.service == "webcontent" {
+        Verdict::Terminate
+    } else {
+        Verdict::Ignore
+    }
+}
+
+/// The UI process's own service, `ui`: the broker's handler for children
+/// that ask for it. It creates the connection with the schema of the
+/// requester's role (named by the broker), and hands the UI process's end
+/// to the main thread.
+fn ui_service(
+    wait: WaitStrategy,
+    events: Sender<Event>,
+) -> impl FnMut(ConnectionRequest) -> Result<Endpoint, String> + Send + 'static {
+    move |request: ConnectionRequest| {
+        let schema = match request.requester.service.as_str() {
+            "webcontent" => UI_WEB_SCHEMA,
+            "network" => UI_NETWORK_SCHEMA,
+            "gpu" => UI_AUX_SCHEMA,
+            other => return Err(format!("the UI process has no connection for {other}")),
+        };
+        let theirs = decode_request(&request.metadata)
+            .ok_or_else(|| String::from("malformed connection request metadata"))?;
+        if theirs != schema {
+            return Err(format!(
+                "schema mismatch: {} has {theirs:#x}, the UI process {schema:#x}",
+                request.requester
+            ));
+        }
+        let name = request.requester.to_string();
+        let (connection, endpoint) =
+            Connection::create(ui_side(wait, schema, &name)).map_err(|e| e.to_string())?;
+        events
+            .send(Event::UiConnection {
+                peer: request.requester,
+                connection,
+            })
+            .map_err(|_| String::from("the UI process is shutting down"))?;
+        Ok(endpoint)
     }
 }
 
@@ -52,6 +114,17 @@ struct Child {
 /// What the main thread hears about.
 enum Event {
     Broker(BrokerEvent),
+    /// A child connected to the UI process's `ui` service.
+    UiConnection {
+        peer: PeerId,
+        connection: Connection,
+    },
+    AccessChecked {
+        web: usize,
+        url: String,
+        status: u16,
+        detail: String,
+    },
     Started {
         web: usize,
         page_id: u64,
@@ -130,7 +203,7 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn run_ui(args: &Args) -> Result<bool, String> {
-    if args.crash && args.web < 2 {
+    if args.crash == Some(Crash::Webcontent) && args.web < 2 {
         return Err(
             "--crash kills one WebContent process and checks that the others finish: \
                     it needs --web 2 or more"
@@ -150,27 +223,52 @@ fn run_ui(args: &Args) -> Result<bool, String> {
         bytes(largest_len as u64)
     );
 
+    let (events, inbox) = mpsc::channel();
     let mut broker = Broker::new(policy).map_err(|e| format!("cannot create the broker: {e}"))?;
-    let (network, network_connection) = spawn_child(&mut broker, &exe, Role::Network, 0, args)?;
-    let (gpu, gpu_connection) = spawn_child(&mut broker, &exe, Role::Gpu, 0, args)?;
+    broker.set_report_policy(judge);
+    broker
+        .serve("ui", ui_service(args.wait, events.clone()))
+        .map_err(|e| format!("cannot provide the ui service: {e}"))?;
+    let network = {
+        let (exe, args) = (exe.clone(), args.clone());
+        let instance = broker
+            .spawn_restarting("network", NETWORK_RELAUNCHES, move || {
+                child_command(&exe, Role::Network, 0, &args)
+            })
+            .map_err(|e| format!("cannot spawn the network process: {e}"))?;
+        child(&broker, instance)
+    };
+    let gpu = spawn_child(&mut broker, &exe, Role::Gpu, 0, args)?;
     let mut webs = Vec::new();
-    let mut web_connections = Vec::new();
     for index in 0..args.web {
-        let (child, connection) = spawn_child(&mut broker, &exe, Role::Webcontent, index, args)?;
-        webs.push(child);
-        web_connections.push(connection);
+        webs.push(spawn_child(
+            &mut broker,
+            &exe,
+            Role::Webcontent,
+            index,
+            args,
+        )?);
     }
+    let evil = if args.evil {
+        Some(spawn_child(&mut broker, &exe, Role::Evil, args.web, args)?)
+    } else {
+        None
+    };
     println!(
-        "[ui] spawned {} with the handoff bootstrap socket",
+        "[ui] spawned {} with the handoff bootstrap socket; each child reaches the UI process \
+         through the broker (its own service \"ui\")",
         [&network, &gpu]
             .into_iter()
             .chain(&webs)
             .map(|c| format!("{} (pid {})", c.name, c.pid))
+            .chain(
+                evil.iter()
+                    .map(|c| format!("{} (pid {}, evil)", c.name, c.pid))
+            )
             .collect::<Vec<_>>()
             .join(", ")
     );
 
-    let (events, inbox) = mpsc::channel();
     let handle = broker.handle();
     let broker_thread = {
         let events = events.clone();
@@ -187,24 +285,32 @@ fn run_ui(args: &Args) -> Result<bool, String> {
             })
             .map_err(|e| format!("cannot start the broker thread: {e}"))?
     };
-    for (web, connection) in web_connections.into_iter().enumerate() {
-        let navigations = navigations(web, args.pages);
-        let events = events.clone();
-        std::thread::Builder::new()
-            .name(format!("proxy {}", webs[web].name))
-            .spawn(move || web_proxy(web, connection, navigations, events, deadline))
-            .map_err(|e| format!("cannot start a page proxy thread: {e}"))?;
-    }
-    drop(events);
 
-    let mut ui = Ui::new(args, network, gpu, webs, handle.clone());
-    ui.watch_webs(&inbox, deadline);
+    let mut ui = Ui::new(args, network, gpu, webs, evil, handle.clone(), events);
+    ui.deadline = deadline;
+    ui.watch(&inbox, deadline);
 
     // Every WebContent process is done: collect the services' summaries.
-    let network_summary = shut_down(network_connection, &ui.network.name);
-    let gpu_summary = shut_down(gpu_connection, &ui.gpu.name);
+    let network_summary = match ui.services.remove(&ui.network.instance) {
+        Some(connection) => shut_down(connection, &ui.network.name),
+        None => (
+            Err(format!(
+                "{} never connected to the UI process",
+                ui.network.name
+            )),
+            TransportStats::default(),
+        ),
+    };
+    let gpu_summary = match ui.services.remove(&ui.gpu.instance) {
+        Some(connection) => shut_down(connection, &ui.gpu.name),
+        None => (
+            Err(format!("{} never connected to the UI process", ui.gpu.name)),
+            TransportStats::default(),
+        ),
+    };
     ui.stats.push(network_summary.1);
     ui.stats.push(gpu_summary.1);
+    ui.services.clear();
     handle.stop();
     match broker_thread.join() {
         Ok(Ok(())) => {}
@@ -225,20 +331,19 @@ fn navigations(web: usize, pages: u32) -> Vec<String> {
         .collect()
 }
 
-/// Spawns a child through the broker and hands it its connection to us
-/// (see `child.rs` for why it travels on standard input).
-fn spawn_child(
-    broker: &mut Broker,
-    exe: &Path,
-    role: Role,
-    index: u32,
-    args: &Args,
-) -> Result<(Child, Connection), String> {
-    let (handover, theirs) =
-        Channel::pair().map_err(|e| format!("cannot create a socketpair: {e}"))?;
+/// The command line of a child: this executable in `role`, with the run's
+/// settings. Its standard input is `/dev/null`: everything it needs comes
+/// through the broker.
+fn child_command(exe: &Path, role: Role, index: u32, args: &Args) -> Command {
+    let role_name = match role {
+        Role::Network => "network",
+        Role::Gpu => "gpu",
+        Role::Webcontent => "webcontent",
+        Role::Evil => "evil",
+    };
     let mut command = Command::new(exe);
     command
-        .args(["--role", role.service()])
+        .args(["--role", role_name])
         .args(["--index", &index.to_string()])
         .args(["--web", &args.web.to_string()])
         .args(["--pages", &args.pages.to_string()])
@@ -247,36 +352,34 @@ fn spawn_child(
         .args(["--fps", &args.fps.to_string()])
         .args(["--wait", &args.wait.to_string()])
         .args(["--timeout", &args.timeout.to_string()])
-        .stdin(Stdio::from(OwnedFd::from(theirs)));
-    // `spawn` consumes the command, and with it our copy of the child's end.
+        .stdin(Stdio::null());
+    command
+}
+
+/// Spawns a child through the broker.
+fn spawn_child(
+    broker: &mut Broker,
+    exe: &Path,
+    role: Role,
+    index: u32,
+    args: &Args,
+) -> Result<Child, String> {
     let instance = broker
-        .spawn(role.service(), command)
+        .spawn(role.service(), child_command(exe, role, index, args))
         .map_err(|e| format!("cannot spawn the {} process: {e}", role.service()))?;
-    let name = broker
-        .peer(instance)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let pid = broker.pid(instance).unwrap_or(0);
-    let schema = if role == Role::Webcontent {
-        UI_WEB_SCHEMA
-    } else {
-        UI_AUX_SCHEMA
-    };
-    let (connection, endpoint) = Connection::create(ui_side(args.wait, schema, &name))
-        .map_err(|e| format!("cannot create a connection: {e}"))?;
-    let fds: Vec<BorrowedFd<'_>> = endpoint.fds.iter().map(AsFd::as_fd).collect();
-    handover
-        .send_timeout(&endpoint.metadata, &fds, SEND_TIMEOUT)
-        .map_err(|e| format!("cannot hand {name} its connection: {e}"))?;
-    // `endpoint` and `handover` drop here: the child holds the only copies.
-    Ok((
-        Child {
-            instance,
-            name,
-            pid,
-        },
-        connection,
-    ))
+    Ok(child(broker, instance))
+}
+
+/// What the UI process keeps of a child the broker spawned.
+fn child(broker: &Broker, instance: InstanceId) -> Child {
+    Child {
+        instance,
+        name: broker
+            .peer(instance)
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        pid: broker.pid(instance).unwrap_or(0),
+    }
 }
 
 /// Asks a child for its summary; it exits after answering.
@@ -311,6 +414,15 @@ impl WebPageProxyHandler for PageProxy {
         let _ = self.events.send(Event::Committed {
             web: self.web,
             page_id: m.page_id.to_native(),
+        });
+    }
+
+    fn did_check_access(&self, _: &mut Context, m: &ArchivedDidCheckAccess) {
+        let _ = self.events.send(Event::AccessChecked {
+            web: self.web,
+            url: m.url.as_str().to_owned(),
+            status: m.status.to_native(),
+            detail: m.detail.as_str().to_owned(),
         });
     }
 
@@ -407,12 +519,39 @@ fn drive(
 /// The main thread's view of the run.
 struct Ui<'a> {
     args: &'a Args,
+    /// The Network process: the current instance (after a relaunch, the
+    /// new one).
     network: Child,
+    /// Network instances that crashed and were relaunched.
+    crashed_networks: Vec<Child>,
+    /// How many of the relaunches the broker reported.
+    relaunches: usize,
     gpu: Child,
     webs: Vec<Child>,
+    /// The `--evil` WebContent process.
+    evil: Option<Child>,
     handle: ferry_handoff::BrokerHandle,
-    /// Which WebContent process `--crash` kills, at the commit of which of
-    /// its navigations, and the page it was loading.
+    /// When the run gives up.
+    deadline: Instant,
+    /// Where the page proxies report (cloned for each).
+    events: Sender<Event>,
+    /// The UI process's connections to the Network and GPU processes, by
+    /// instance.
+    services: BTreeMap<InstanceId, Connection>,
+    /// WebContent connections waiting for the Network process's access
+    /// rule to be in force before their first navigation.
+    parked: Vec<(usize, Connection)>,
+    /// Whether the current Network instance has the access rule.
+    restricted: bool,
+    /// What each WebContent process's page got for the inbox: status and
+    /// detail.
+    access: Vec<Option<(u16, String)>>,
+    /// Reports the broker passed on: accuser, accused, outcome.
+    reports: Vec<(PeerId, PeerId, ReportOutcome)>,
+    /// WebContent processes introduced to a relaunched Network process.
+    reconnected: BTreeSet<InstanceId>,
+    /// Which WebContent process's navigation triggers `--crash`, at the
+    /// commit of which of its navigations, and the page it was loading.
     victim: Option<usize>,
     kill_at: u64,
     killed_during: Option<String>,
@@ -434,7 +573,9 @@ impl<'a> Ui<'a> {
         network: Child,
         gpu: Child,
         webs: Vec<Child>,
+        evil: Option<Child>,
         handle: ferry_handoff::BrokerHandle,
+        events: Sender<Event>,
     ) -> Self {
         let pages: Vec<Vec<(String, PageState)>> = (0..webs.len())
             .map(|web| {
@@ -455,8 +596,19 @@ impl<'a> Ui<'a> {
             args,
             kill_at,
             network,
+            crashed_networks: Vec::new(),
+            relaunches: 0,
             gpu,
-            victim: args.crash.then(|| webs.len() - 1),
+            evil,
+            events,
+            deadline: Instant::now() + Duration::from_secs(args.timeout),
+            services: BTreeMap::new(),
+            parked: Vec::new(),
+            restricted: false,
+            access: vec![None; webs.len()],
+            reports: Vec::new(),
+            reconnected: BTreeSet::new(),
+            victim: args.crash.map(|_| webs.len() - 1),
             killed_during: None,
             web_summaries: vec![None; webs.len()],
             webs,
@@ -472,16 +624,20 @@ impl<'a> Ui<'a> {
         }
     }
 
-    /// Handles events until every WebContent process has reported and
-    /// exited, or the deadline passes.
-    fn watch_webs(&mut self, inbox: &Receiver<Event>, deadline: Instant) {
+    /// Handles events until every WebContent process (the evil one too) has
+    /// reported and exited and the current Network process is connected,
+    /// or the deadline passes.
+    fn watch(&mut self, inbox: &Receiver<Event>, deadline: Instant) {
         loop {
             let reported = self.web_summaries.iter().all(Option::is_some);
             let exited = self
                 .webs
                 .iter()
+                .chain(&self.evil)
                 .all(|w| self.exits.contains_key(&w.instance));
-            if reported && exited {
+            let services = self.services.contains_key(&self.network.instance)
+                && self.services.contains_key(&self.gpu.instance);
+            if reported && exited && services {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -489,6 +645,7 @@ impl<'a> Ui<'a> {
                 let waiting: Vec<&str> = self
                     .webs
                     .iter()
+                    .chain(&self.evil)
                     .filter(|w| !self.exits.contains_key(&w.instance))
                     .map(|w| w.name.as_str())
                     .collect();
@@ -507,9 +664,90 @@ impl<'a> Ui<'a> {
         }
     }
 
+    /// A child connected to the UI process's own service. A WebContent
+    /// process's first navigation waits until the Network process has the
+    /// access rule.
+    fn on_ui_connection(&mut self, peer: PeerId, connection: Connection) {
+        match self.webs.iter().position(|w| w.instance == peer.instance) {
+            Some(web) => self.parked.push((web, connection)),
+            None => {
+                self.services.insert(peer.instance, connection);
+            }
+        }
+        self.restrict_inbox();
+        if self.restricted {
+            for (web, connection) in std::mem::take(&mut self.parked) {
+                self.start_proxy(web, connection);
+            }
+        }
+    }
+
+    /// Tells the current Network process that only the first WebContent
+    /// process (the signed-in tab) may load the inbox; again after a
+    /// relaunch.
+    fn restrict_inbox(&mut self) {
+        if self.restricted {
+            return;
+        }
+        let (Some(connection), Some(owner)) = (
+            self.services.get_mut(&self.network.instance),
+            self.webs.first(),
+        ) else {
+            return;
+        };
+        let rule = RestrictResource {
+            url: site::url(INBOX),
+            instance: owner.instance.0,
+        };
+        match connection.send_sync(NETWORK_PROCESS, &rule, SEND_TIMEOUT) {
+            Ok(_) => {
+                self.restricted = true;
+                println!(
+                    "[ui] told {}: only {} (the signed-in tab) may load {}",
+                    self.network.name, owner.name, rule.url
+                );
+            }
+            Err(e) => self.failures.push(format!(
+                "{} did not take the access rule: {e}",
+                self.network.name
+            )),
+        }
+    }
+
+    /// Starts the page proxy of a WebContent process: its navigations begin.
+    fn start_proxy(&mut self, web: usize, connection: Connection) {
+        let navigations = navigations(web, self.args.pages);
+        let events = self.events.clone();
+        let deadline = self.deadline;
+        let started = std::thread::Builder::new()
+            .name(format!("proxy {}", self.webs[web].name))
+            .spawn(move || web_proxy(web, connection, navigations, events, deadline));
+        if let Err(e) = started {
+            self.failures
+                .push(format!("cannot start a page proxy thread: {e}"));
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Broker(event) => self.on_broker_event(event),
+            Event::UiConnection { peer, connection } => self.on_ui_connection(peer, connection),
+            Event::AccessChecked {
+                web,
+                url,
+                status,
+                detail,
+            } => {
+                let name = &self.webs[web].name;
+                match status {
+                    200 => println!("[ui] {name:<14} {url}: served (200): {detail}"),
+                    403 => println!(
+                        "[ui] {name:<14} {url}: REFUSED by the Network process (403): {detail}"
+                    ),
+                    other => println!("[ui] {name:<14} {url}: status {other}: {detail}"),
+                }
+                self.access[web] = Some((status, detail));
+            }
             Event::Started { web, page_id, url } => {
                 self.set_page(web, page_id, PageState::Loading);
                 println!(
@@ -527,11 +765,19 @@ impl<'a> Ui<'a> {
                     && self.killed_during.is_none()
                 {
                     let url = self.pages[web][page_id as usize - 1].0.clone();
-                    println!(
-                        "[ui] --crash: killing {} (pid {}) with SIGKILL while its subresources of {url} load",
-                        self.webs[web].name, self.webs[web].pid
-                    );
-                    self.handle.kill(self.webs[web].instance);
+                    if self.args.crash == Some(Crash::Network) {
+                        println!(
+                            "[ui] --crash network: killing {} (pid {}) with SIGKILL while {}'s subresources of {url} load",
+                            self.network.name, self.network.pid, self.webs[web].name
+                        );
+                        self.handle.kill(self.network.instance);
+                    } else {
+                        println!(
+                            "[ui] --crash: killing {} (pid {}) with SIGKILL while its subresources of {url} load",
+                            self.webs[web].name, self.webs[web].pid
+                        );
+                        self.handle.kill(self.webs[web].instance);
+                    }
                     self.killed_during = Some(url);
                 }
             }
@@ -599,7 +845,65 @@ impl<'a> Ui<'a> {
             BrokerEvent::IntroductionRequested { .. } => {}
             BrokerEvent::IntroductionMade { requester, target } => {
                 self.introductions += 1;
-                println!("[ui] broker: introduced {requester} to {target}; they now talk directly");
+                if target.service == "ui" {
+                    println!(
+                        "[ui] broker: introduced {requester} to {target}, the UI process's own service"
+                    );
+                } else {
+                    println!(
+                        "[ui] broker: introduced {requester} to {target}; they now talk directly"
+                    );
+                }
+                if !self.crashed_networks.is_empty() && target.instance == self.network.instance {
+                    self.reconnected.insert(requester.instance);
+                }
+            }
+            BrokerEvent::Restarted {
+                old,
+                new,
+                pid,
+                restarts_left,
+            } => {
+                println!(
+                    "[ui] RELAUNCH: the broker relaunched {old} as {new} (pid {pid}; {}); \
+                     the WebContent processes reconnect to it",
+                    report::plural(u64::from(restarts_left), "relaunch left", "relaunches left")
+                );
+                if old.instance == self.network.instance {
+                    let relaunched = Child {
+                        instance: new.instance,
+                        name: new.to_string(),
+                        pid,
+                    };
+                    self.crashed_networks
+                        .push(std::mem::replace(&mut self.network, relaunched));
+                    self.services.remove(&old.instance);
+                    self.restricted = false;
+                    self.relaunches += 1;
+                    self.restrict_inbox();
+                }
+            }
+            BrokerEvent::NotRestarted { child, reason } => {
+                self.failures
+                    .push(format!("{child} crashed and was not relaunched: {reason}"));
+                println!("[ui] broker: {child} crashed and was not relaunched: {reason}");
+            }
+            BrokerEvent::Reported {
+                accuser,
+                accused,
+                reason,
+                outcome,
+            } => {
+                let verdict = match outcome {
+                    ReportOutcome::Terminated => {
+                        "the policy terminates a WebContent process the Network process accuses: killed it with SIGKILL"
+                    }
+                    ReportOutcome::Ignored => "the policy ignores it",
+                    ReportOutcome::AccusedGone => "it had already left",
+                    ReportOutcome::RateLimited => "ignored: too many reports from it",
+                };
+                println!("[ui] broker: PUNISH: {accuser} reported {accused} ({reason}); {verdict}");
+                self.reports.push((accuser, accused, outcome));
             }
             BrokerEvent::IntroductionDenied { requester, service } => {
                 self.denials += 1;
@@ -610,10 +914,26 @@ impl<'a> Ui<'a> {
                 service,
                 failure,
             } => {
-                self.failures.push(format!(
-                    "introducing {requester} to {service} failed: {failure}"
-                ));
-                println!("[ui] broker: introducing {requester} to {service} FAILED: {failure}");
+                // While a killed Network process is reaped and relaunched,
+                // asking for it fails; the WebContent process asks again.
+                let relaunching = service == "network"
+                    && self.args.crash == Some(Crash::Network)
+                    && self.killed_during.is_some()
+                    && matches!(
+                        failure,
+                        ConnectFailure::TargetGone | ConnectFailure::UnknownService
+                    );
+                if relaunching {
+                    println!(
+                        "[ui] broker: introducing {requester} to {service} failed: {failure} \
+                         (it is being relaunched; {requester} asks again)"
+                    );
+                } else {
+                    self.failures.push(format!(
+                        "introducing {requester} to {service} failed: {failure}"
+                    ));
+                    println!("[ui] broker: introducing {requester} to {service} FAILED: {failure}");
+                }
             }
             BrokerEvent::Misbehaved { child, reason } => {
                 self.failures.push(format!("{child} misbehaved: {reason}"));
@@ -643,6 +963,18 @@ impl<'a> Ui<'a> {
                             format!(" while loading {}", loading.join(", "))
                         }
                     );
+                } else if child.instance == self.network.instance && signal.is_some() {
+                    println!(
+                        "[ui] CRASH: {name} died ({}) while the WebContent processes load; \
+                         the broker relaunches it",
+                        describe(status)
+                    );
+                } else if self
+                    .evil
+                    .as_ref()
+                    .is_some_and(|e| e.instance == child.instance)
+                {
+                    println!("[ui] {name} (evil) is gone: {}", describe(status));
                 } else if !status.is_some_and(|s| s.success()) {
                     println!("[ui] {name} exited: {}", describe(status));
                 }
@@ -669,7 +1001,7 @@ impl<'a> Ui<'a> {
 
         // WebContent processes.
         for (web, child) in self.webs.iter().enumerate() {
-            let victim = self.victim == Some(web);
+            let victim = self.victim == Some(web) && self.args.crash == Some(Crash::Webcontent);
             let status = self.exits.get(&child.instance).copied().flatten();
             match (&self.web_summaries[web], victim) {
                 (Some(Ok(summary)), false) => {
@@ -723,6 +1055,37 @@ impl<'a> Ui<'a> {
             .iter()
             .flatten()
             .any(|(url, state)| *url == gallery && matches!(state, PageState::Loaded { .. }));
+        let network_crash = self.args.crash == Some(Crash::Network);
+        for crashed in &self.crashed_networks {
+            let status = self.exits.get(&crashed.instance).copied().flatten();
+            if !network_crash {
+                failures.push(format!("{} crashed: {}", crashed.name, describe(status)));
+            } else if status.and_then(|s| s.signal()) != Some(9) {
+                failures.push(format!(
+                    "{} was killed with SIGKILL but exited: {}",
+                    crashed.name,
+                    describe(status)
+                ));
+            }
+        }
+        if network_crash {
+            if self.killed_during.is_none() {
+                failures.push(format!(
+                    "{} was to be killed mid-load but the loads finished first (try more --pages)",
+                    self.crashed_networks.first().unwrap_or(&self.network).name
+                ));
+            } else if self.relaunches == 0 {
+                failures.push("the Network process was killed but never relaunched".into());
+            }
+            for web in &self.webs {
+                if self.relaunches > 0 && !self.reconnected.contains(&web.instance) {
+                    failures.push(format!(
+                        "{} never reconnected to the relaunched {}",
+                        web.name, self.network.name
+                    ));
+                }
+            }
+        }
         for (child, summary) in [(&self.network, &network), (&self.gpu, &gpu)] {
             match summary {
                 Ok(summary) => failures.extend(
@@ -739,16 +1102,73 @@ impl<'a> Ui<'a> {
             }
         }
         if let Ok(summary) = &network {
-            if gallery_loaded && summary.out_of_line_sent == 0 {
+            // A relaunched Network process may have come after the image.
+            if gallery_loaded && self.crashed_networks.is_empty() && summary.out_of_line_sent == 0 {
                 failures.push("the image was loaded but no body went out of line".into());
             }
-            if let Some(victim) = self.victim.map(|v| &self.webs[v]) {
+            if let (Some(victim), Some(Crash::Webcontent)) =
+                (self.victim.map(|v| &self.webs[v]), self.args.crash)
+            {
                 if !summary.peers_closed.contains(&victim.name) {
                     failures.push(format!(
                         "the Network process never saw {} go away",
                         victim.name
                     ));
                 }
+            }
+        }
+
+        // Access control: the inbox is the first tab's only.
+        for (web, child) in self.webs.iter().enumerate() {
+            let crashed =
+                matches!(self.exits.get(&child.instance), Some(Some(s)) if s.signal().is_some());
+            match (&self.access[web], web == 0) {
+                (Some((200, _)), true) | (Some((403, _)), false) => {}
+                (Some((status, detail)), owner) => failures.push(format!(
+                    "{} got status {status} for {INBOX} ({detail}), expected {}",
+                    child.name,
+                    if owner { 200 } else { 403 }
+                )),
+                (None, _) if crashed => {}
+                (None, _) => {
+                    failures.push(format!("{} never reported loading {INBOX}", child.name))
+                }
+            }
+        }
+
+        // Punishment: the evil process, and only it, reported and killed.
+        let punished = |accused: &Child| {
+            self.reports.iter().any(|(accuser, who, outcome)| {
+                accuser.service == "network"
+                    && who.instance == accused.instance
+                    && *outcome == ReportOutcome::Terminated
+            })
+        };
+        if let Some(evil) = &self.evil {
+            let status = self.exits.get(&evil.instance).copied().flatten();
+            if !punished(evil) {
+                failures.push(format!(
+                    "{} sent garbage but the Network process's report did not get it killed",
+                    evil.name
+                ));
+            }
+            if status.and_then(|s| s.signal()) != Some(9) {
+                failures.push(format!(
+                    "{} should have been killed with SIGKILL: {}",
+                    evil.name,
+                    describe(status)
+                ));
+            }
+        }
+        for (accuser, accused, outcome) in &self.reports {
+            if self
+                .evil
+                .as_ref()
+                .is_none_or(|e| e.instance != accused.instance)
+            {
+                failures.push(format!(
+                    "{accuser} reported {accused}, which is honest ({outcome:?})"
+                ));
             }
         }
 
@@ -760,11 +1180,17 @@ impl<'a> Ui<'a> {
                 self.denials
             ));
         }
-        if self.introductions != 2 * web_count {
+        // Every child to `ui` (the relaunched Network process too), each
+        // WebContent process to Network and GPU and again to each relaunched
+        // Network process, the evil one to Network.
+        let expected = (2 + web_count + self.relaunches)
+            + 2 * web_count
+            + self.reconnected.len()
+            + usize::from(self.evil.is_some());
+        if self.introductions != expected {
             failures.push(format!(
-                "{} introductions made, expected {}",
+                "{} introductions made, expected {expected}",
                 self.introductions,
-                2 * web_count
             ));
         }
 
@@ -793,10 +1219,19 @@ impl<'a> Ui<'a> {
             &[
                 format!(
                     "{} children spawned; introductions: {} made, {} denied by policy; {} crashed",
-                    2 + web_count,
+                    2 + web_count + usize::from(self.evil.is_some()) + self.relaunches,
                     self.introductions,
                     self.denials,
-                    crashed.len()
+                    crashed.len() + self.crashed_networks.len()
+                ),
+                format!(
+                    "network relaunches: {}; reports judged: {} ({} terminated)",
+                    self.relaunches,
+                    self.reports.len(),
+                    self.reports
+                        .iter()
+                        .filter(|r| r.2 == ReportOutcome::Terminated)
+                        .count()
                 ),
                 format!("to its children: {}", report::traffic(&total)),
                 format!(
@@ -807,20 +1242,32 @@ impl<'a> Ui<'a> {
                 ),
             ],
         );
-        let summaries = [(&self.network, Some(&network)), (&self.gpu, Some(&gpu))]
-            .into_iter()
+        let summaries = self
+            .crashed_networks
+            .iter()
+            .map(|child| (child, None))
+            .chain([(&self.network, Some(&network)), (&self.gpu, Some(&gpu))])
             .chain(
                 self.webs
                     .iter()
                     .zip(&self.web_summaries)
                     .map(|(child, summary)| (child, summary.as_ref())),
-            );
+            )
+            .chain(self.evil.iter().map(|child| (child, None)));
         for (child, summary) in summaries {
             match summary {
                 Some(Ok(summary)) => print(&summary.process, summary.pid, &summary.lines),
                 other => {
                     let status = self.exits.get(&child.instance).copied().flatten();
+                    let evil = self
+                        .evil
+                        .as_ref()
+                        .is_some_and(|e| e.instance == child.instance);
                     let line = match (status.and_then(|s| s.signal()), &self.killed_during, other) {
+                        (Some(_), _, _) if evil => format!(
+                            "evil: sent garbage, reported by the Network process, {}",
+                            describe(status)
+                        ),
                         (Some(_), Some(url), _) => {
                             format!("crashed: {} during {url}", describe(status))
                         }
@@ -856,10 +1303,35 @@ impl<'a> Ui<'a> {
                 (1, false) => "the surviving WebContent process".to_owned(),
                 (n, false) => format!("the {n} surviving WebContent processes"),
             };
-            let crash = crashed
+            let mut crash = crashed
                 .iter()
                 .map(|c| format!("; {} crashed as planned (killed mid-load)", c.name))
                 .collect::<String>();
+            for old in &self.crashed_networks {
+                crash.push_str(&format!(
+                    "; {} crashed as planned and was relaunched as {}, {} reconnected",
+                    old.name,
+                    self.network.name,
+                    report::plural(
+                        self.reconnected.len() as u64,
+                        "WebContent process",
+                        "WebContent processes"
+                    )
+                ));
+            }
+            if let Some(evil) = &self.evil {
+                crash.push_str(&format!(
+                    "; {} (evil) reported by the Network process and killed",
+                    evil.name
+                ));
+            }
+            if let Some(owner) = self.webs.first() {
+                crash.push_str(&format!(
+                    "; {INBOX} served to {} only, refused to {}",
+                    owner.name,
+                    report::plural(web_count as u64 - 1, "other tab", "other tabs")
+                ));
+            }
             println!(
                 "PASS: {} loaded and verified by {by}{crash}; cookies shared; WebContent → WebContent denied; \
                  every GPU frame acknowledged ({})",

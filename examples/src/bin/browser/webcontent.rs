@@ -10,17 +10,28 @@
 //! `ResponseStarted`, `DataReceived`… and `LoadFinished` come back to it.
 //! A page is loaded in three steps: the document; then its inline script's
 //! `document.cookie` reads (synchronous calls: the page waits for each);
-//! then every subresource at once, and the cookies its scripts set.
+//! then every subresource at once, and the cookies its scripts set. The
+//! first page's script also reads the account inbox, which the Network
+//! process serves to the signed-in tab only; the UI process hears what came
+//! back.
+//!
+//! If the Network process crashes, the broker tells us (`PeerGone`) and
+//! relaunches it: we ask the broker for `network` again, set our visitor
+//! cookie in the new (empty) jar, and request again every load that was in
+//! flight.
 
 use crate::Args;
-use crate::child::{lock, open_ui_connection, serve_ui};
+use crate::child::{lock, open_ui_connection, peer_gone, serve_ui};
 use crate::gpu::{CHECKSUM_SEED, fold_fill_color, fold_fill_rect, fold_glyphs};
 use crate::protocol::*;
 use crate::report::{self, Latency, bytes, count, duration, plural, rate};
-use crate::site::{self, BodyHash, Resource, site};
-use ferry_handoff::{BrokerClient, ConnectError};
+use crate::site::{self, BodyHash, INBOX, Resource, site};
+use ferry_handoff::{BrokerClient, ClientEvent, ConnectError, PeerId};
 use ferry_transport::Context;
-use ferry_transport::{Connection, IntroductionError, Remote, TransportStats, connect};
+use ferry_transport::{
+    CallError, Connection, IntroductionError, Message, Remote, SendError, TransportStats,
+    WaitStrategy, connect,
+};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +50,8 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for the other WebContent processes' cookies to appear.
 const COOKIE_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for a relaunched Network process.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many frames may wait for the GPU process's acknowledgment.
 const FRAMES_IN_FLIGHT: usize = 2;
 
@@ -47,10 +60,19 @@ const PROXY: Remote<WebPageProxy> = Remote::new(0);
 const BACKEND: Remote<RemoteRenderingBackend> = Remote::new(0);
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let client = BrokerClient::from_env().map_err(|e| format!("no broker: {e}"))?;
+    let (gone_tx, gone) = mpsc::channel();
+    let client = BrokerClient::builder()
+        .on_event(move |event| {
+            if let ClientEvent::PeerGone(peer) = event {
+                let _ = gone_tx.send(peer);
+            }
+        })
+        .from_env()
+        .map_err(|e| format!("no broker: {e}"))?;
+    let client = Arc::new(client);
     let wait = args.wait;
     let me = client.identity().to_string();
-    let mut ui = open_ui_connection(child_side_of_ui(wait, UI_WEB_SCHEMA))?;
+    let mut ui = open_ui_connection(&client, child_side_of_ui(wait, UI_WEB_SCHEMA))?;
     site(); // generate the site (and its hashes) before the first load
 
     let introducing = Instant::now();
@@ -96,6 +118,9 @@ pub fn run(args: &Args) -> Result<(), String> {
 
     let mut page = Page {
         me: me.clone(),
+        client,
+        wait,
+        reconnects: Vec::new(),
         web: args.web,
         cookie_reads: args.cookie_reads,
         network,
@@ -130,6 +155,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start the GPU stream: {e}"))?
     };
     let page = Arc::new(Mutex::new(page));
+    watch_network(page.clone(), gone)?;
     let done = Arc::new(AtomicBool::new(false));
     ui.register(0, WebPage::handler(PageHandler { page: page.clone() }));
     ui.register(
@@ -143,9 +169,31 @@ pub fn run(args: &Args) -> Result<(), String> {
     serve_ui(&mut ui, &done, Duration::from_secs(args.timeout))
 }
 
+/// Reconnects as soon as the broker says the Network process is gone, so
+/// that a tab between loads reconnects too (one in the middle of a load
+/// notices on its own and gets there first).
+fn watch_network(page: Arc<Mutex<Page>>, gone: Receiver<PeerId>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("network watch".into())
+        .spawn(move || {
+            while let Ok(peer) = gone.recv() {
+                let mut page = lock(&page);
+                if peer.to_string() == page.network.config().peer_name {
+                    page.reconnect_network();
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the network watch: {e}"))
+}
+
 /// The page and everything this process measures.
 struct Page {
     me: String,
+    client: Arc<BrokerClient>,
+    wait: WaitStrategy,
+    /// One line per reconnection to a relaunched Network process.
+    reconnects: Vec<String>,
     web: u32,
     cookie_reads: u32,
     network: Connection,
@@ -167,6 +215,8 @@ struct Page {
 
 /// Loads in flight.
 struct Batch {
+    /// Where each load's loader reports (kept to reload after a crash).
+    done: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
     pending: Vec<(u64, String)>,
     outcomes: Vec<Outcome>,
@@ -193,15 +243,10 @@ impl Page {
     fn set_visitor_cookie(&mut self) {
         let cookie = self.visitor.clone();
         let url = site::url("/");
-        let set = self.network.send_with_fds(
-            NETWORK,
-            &SetCookie {
-                url: url.clone(),
-                cookie: cookie.clone(),
-            },
-            &[],
-            Some(SEND_TIMEOUT),
-        );
+        let set = self.send_to_network(&SetCookie {
+            url: url.clone(),
+            cookie: cookie.clone(),
+        });
         if let Err(e) = set {
             self.failures.push(format!("SetCookie failed: {e}"));
             return;
@@ -216,13 +261,84 @@ impl Page {
         }
     }
 
+    /// Sends a message to the Network process; if it is gone (crashed),
+    /// reconnects to its relaunched instance and sends it there.
+    fn send_to_network<M: Message<Receiver = NetworkConnection>>(
+        &mut self,
+        message: &M,
+    ) -> Result<(), SendError> {
+        match self
+            .network
+            .send_with_fds(NETWORK, message, &[], Some(SEND_TIMEOUT))
+        {
+            Err(SendError::Disconnected) if self.reconnect_network() => {
+                self.network
+                    .send_with_fds(NETWORK, message, &[], Some(SEND_TIMEOUT))
+            }
+            other => other,
+        }
+    }
+
+    /// The Network process is gone: asks the broker for `network` until the
+    /// relaunched instance answers, and sets our visitor cookie in its jar.
+    /// `false` (and a failure recorded) if it does not come back.
+    fn reconnect_network(&mut self) -> bool {
+        let old = self.network.config().peer_name.clone();
+        let started = Instant::now();
+        let deadline = started + RECONNECT_TIMEOUT;
+        loop {
+            let failure = match connect(
+                &self.client,
+                "network",
+                network_client(self.wait),
+                INTRODUCTION_TIMEOUT,
+            ) {
+                Ok(network) if network.config().peer_name != old => {
+                    self.network = network;
+                    break;
+                }
+                Ok(_) => "introduced to the crashed instance again".to_owned(),
+                // Until the broker has reaped the old instance and spawned
+                // the new one.
+                Err(IntroductionError::Broker(
+                    ConnectError::UnknownService | ConnectError::TargetGone,
+                )) => "not relaunched yet".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                self.failures.push(format!(
+                    "{old} is gone and no Network process came back: {failure}"
+                ));
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let line = format!(
+            "{old} is gone; reconnected to the relaunched {} through the broker in {}",
+            self.network.config().peer_name,
+            duration(started.elapsed().as_nanos() as u64)
+        );
+        println!("[{}] {line}", self.me);
+        self.reconnects.push(line);
+        self.set_visitor_cookie();
+        true
+    }
+
     /// `document.cookie`: a synchronous call to the Network process.
     fn read_cookies(&mut self, url: &str) -> Option<String> {
         let started = Instant::now();
         let request = GetCookies {
             url: url.to_owned(),
         };
-        match self.network.send_sync(NETWORK, &request, SYNC_TIMEOUT) {
+        let mut reply = self.network.send_sync(NETWORK, &request, SYNC_TIMEOUT);
+        if matches!(
+            reply,
+            Err(CallError::Disconnected | CallError::Send(SendError::Disconnected))
+        ) && self.reconnect_network()
+        {
+            reply = self.network.send_sync(NETWORK, &request, SYNC_TIMEOUT);
+        }
+        match reply {
             Ok(reply) => {
                 self.cookie_calls.record(started.elapsed());
                 Some(reply.header.as_str().to_owned())
@@ -260,6 +376,9 @@ impl Page {
             .unwrap_or_default();
         let title = site::title(&html).unwrap_or("(untitled)").to_owned();
         let mut outcomes: Vec<Outcome> = document.into_iter().collect();
+        if page_id == 1 {
+            self.check_inbox(ui, page_id, deadline);
+        }
 
         // 2. The inline script reads document.cookie (synchronously); the
         //    jar always has this process's visitor cookie.
@@ -289,10 +408,7 @@ impl Page {
                     url: url.to_owned(),
                     cookie,
                 };
-                if let Err(e) = self
-                    .network
-                    .send_with_fds(NETWORK, &set, &[], Some(SEND_TIMEOUT))
-                {
+                if let Err(e) = self.send_to_network(&set) {
                     problems.push(format!("SetCookie failed: {e}"));
                 }
             }
@@ -348,6 +464,7 @@ impl Page {
     fn start(&mut self, urls: &[String]) -> Batch {
         let (done, outcomes_rx) = mpsc::channel();
         let mut batch = Batch {
+            done: done.clone(),
             outcomes_rx,
             pending: Vec::new(),
             outcomes: Vec::new(),
@@ -355,27 +472,12 @@ impl Page {
         for url in urls {
             let request_id = self.next_request;
             self.next_request += 1;
-            let loader = Loader {
-                request_id,
-                expected: site().get(url),
-                started: Instant::now(),
-                done: done.clone(),
-                state: RefCell::new(Arrived {
-                    url: url.clone(),
-                    ..Arrived::default()
-                }),
-            };
-            self.network
-                .register(request_id, WebResourceLoader::handler(loader));
-            let request = LoadResource {
-                request_id,
-                url: url.clone(),
-            };
-            match self
-                .network
-                .send_with_fds(NETWORK, &request, &[], Some(SEND_TIMEOUT))
-            {
-                Ok(()) => batch.pending.push((request_id, url.clone())),
+            match self.request(request_id, url, &done) {
+                // A crashed Network process: `collect` reconnects and
+                // reloads it.
+                Ok(()) | Err(SendError::Disconnected) => {
+                    batch.pending.push((request_id, url.clone()))
+                }
                 Err(e) => {
                     self.network.unregister::<WebResourceLoader>(request_id);
                     batch.outcomes.push(Outcome::failed(
@@ -389,10 +491,86 @@ impl Page {
         batch
     }
 
+    /// Registers a `WebResourceLoader` at `request_id` and sends the
+    /// `LoadResource` for `url`.
+    fn request(
+        &mut self,
+        request_id: u64,
+        url: &str,
+        done: &Sender<Outcome>,
+    ) -> Result<(), SendError> {
+        let loader = Loader {
+            request_id,
+            expected: site().get(url),
+            started: Instant::now(),
+            done: done.clone(),
+            state: RefCell::new(Arrived {
+                url: url.to_owned(),
+                ..Arrived::default()
+            }),
+        };
+        self.network
+            .register(request_id, WebResourceLoader::handler(loader));
+        let request = LoadResource {
+            request_id,
+            url: url.to_owned(),
+        };
+        self.network
+            .send_with_fds(NETWORK, &request, &[], Some(SEND_TIMEOUT))
+    }
+
+    /// The Network process crashed with `pending` loads in flight: once
+    /// reconnected, requests them again (each from the start, with a fresh
+    /// loader at the same request id). `false` if it did not come back.
+    fn reload(&mut self, pending: &[(u64, String)], done: &Sender<Outcome>) -> bool {
+        if !self.reconnect_network() {
+            return false;
+        }
+        println!(
+            "[{}] reloading what was in flight ({}): {}",
+            self.me,
+            plural(pending.len() as u64, "request", "requests"),
+            pending
+                .iter()
+                .map(|(id, url)| format!("#{id} {}", url.strip_prefix(site::ORIGIN).unwrap_or(url)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        pending
+            .iter()
+            .all(|(request_id, url)| self.request(*request_id, url, done).is_ok())
+    }
+
+    /// The page's script reads the account inbox, which the Network process
+    /// serves to the signed-in tab only; tells the UI process what came
+    /// back (200 and verified, or 403 and the Network process's reason).
+    fn check_inbox(&mut self, ui: &mut Context, page_id: u64, deadline: Instant) {
+        let url = site::url(INBOX);
+        let Some(outcome) = self.fetch(std::slice::from_ref(&url), deadline).pop() else {
+            return;
+        };
+        let (status, detail) = match outcome.status {
+            200 if outcome.problems.is_empty() => (
+                200,
+                format!("{} verified against the site", bytes(outcome.bytes)),
+            ),
+            403 => (403, outcome.text.unwrap_or_default()),
+            status => (status, outcome.problems.join("; ")),
+        };
+        let checked = DidCheckAccess {
+            page_id,
+            url,
+            status,
+            detail,
+        };
+        let _ = ui.send_with_fds(PROXY, &checked, &[], Some(SEND_TIMEOUT));
+    }
+
     /// Waits for a batch's loads; outcomes in request order.
     fn finish(&mut self, batch: &mut Batch, deadline: Instant) -> Vec<Outcome> {
         self.collect(
             &batch.outcomes_rx,
+            &batch.done,
             &mut batch.pending,
             &mut batch.outcomes,
             deadline,
@@ -406,6 +584,7 @@ impl Page {
     fn collect(
         &mut self,
         outcomes_rx: &Receiver<Outcome>,
+        done: &Sender<Outcome>,
         pending: &mut Vec<(u64, String)>,
         outcomes: &mut Vec<Outcome>,
         deadline: Instant,
@@ -427,6 +606,7 @@ impl Page {
                     .dispatch(Some(left.min(Duration::from_secs(1))))
                 {
                     Ok(_) => None,
+                    Err(e) if peer_gone(&e) && self.reload(pending, done) => continue,
                     Err(e) => Some(format!("the Network connection failed: {e}")),
                 }
             };
@@ -817,7 +997,7 @@ impl AuxiliaryProcessHandler for Reporter {
         let network = page.network.stats();
         let mut failures = std::mem::take(&mut page.failures);
         failures.extend(gpu.failures.iter().cloned());
-        let lines = vec![
+        let mut lines = vec![
             format!(
                 "{}: {} verified against the site ({}), {} missing as expected (404)",
                 plural(page.pages, "page", "pages"),
@@ -850,8 +1030,9 @@ impl AuxiliaryProcessHandler for Reporter {
                 rate(gpu.commands, gpu.streaming).trim_end_matches("/s")
             ),
             format!("to network: {}", report::traffic(&network)),
-            format!("to gpu:     {}", report::traffic(&gpu.stats)),
         ];
+        lines.extend(page.reconnects.iter().cloned());
+        lines.extend([format!("to gpu:     {}", report::traffic(&gpu.stats))]);
         ProcessSummary {
             process: page.me.clone(),
             pid: std::process::id(),
