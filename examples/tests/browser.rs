@@ -1,6 +1,6 @@
-//! Runs the browser demo as a user would — normal mode, `--crash`, and a run
-//! that cannot succeed — and checks its exit status and the key lines of
-//! its output. A run that hangs is killed with its whole process group (the
+//! Runs the browser demo as a user would — normal mode, `--crash`
+//! (`webcontent` and `network`), `--evil`, and a run that cannot succeed —
+//! and checks its exit status and the key lines of its output. A run that hangs is killed with its whole process group (the
 //! UI process and every child it spawned).
 
 use std::io::Read;
@@ -108,6 +108,18 @@ fn every_page_loads_and_verifies() {
         run.stdout,
         run.stderr
     );
+    // Every child reaches the UI process through the broker.
+    for child in ["network#1", "gpu#2", "webcontent#3", "webcontent#4"] {
+        run.expect(&format!(
+            "[ui] broker: introduced {child} to ui#0, the UI process's own service"
+        ));
+    }
+    // Access control in the Network process, by the broker's identity.
+    run.expect("[network] REFUSED ferry://gazette/account/inbox.json to webcontent#4: only webcontent#3 may load it");
+    run.expect("[ui] webcontent#4   ferry://gazette/account/inbox.json: REFUSED by the Network process (403): 403 Forbidden");
+    run.expect("[ui] webcontent#3   ferry://gazette/account/inbox.json: served (200)");
+    run.expect("access control: 1 resource restricted to one tab; 1 served, 1 refused");
+    run.expect("/account/inbox.json served to webcontent#3 only, refused to 1 other tab");
     run.expect("[ui] broker: introduced webcontent#3 to network#1");
     run.expect("[ui] broker: introduced webcontent#4 to gpu#2");
     run.expect("[ui] broker: policy denied webcontent#3 a connection to webcontent");
@@ -151,6 +163,70 @@ fn a_killed_webcontent_process_leaves_the_others_running() {
     run.expect("[ui] webcontent#3   page 5/5 loaded");
     run.expect_line("PASS: 5 pages loaded and verified by the surviving WebContent process");
     run.expect("webcontent#4 crashed as planned");
+}
+
+#[test]
+fn crash_webcontent_is_the_plain_crash() {
+    let run = run(&["--crash", "webcontent", "--pages", "3"]);
+    assert!(
+        run.status.success(),
+        "exit {:?}:\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.expect("[ui] --crash: killing webcontent#4");
+    run.expect_line("PASS: 3 pages loaded and verified by the surviving WebContent process");
+}
+
+#[test]
+fn a_killed_network_process_is_relaunched_and_every_page_verifies() {
+    let run = run(&["--crash", "network"]);
+    assert!(
+        run.status.success(),
+        "exit {:?}:\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.expect("[ui] --crash network: killing network#1");
+    run.expect("[ui] CRASH: network#1 died (killed by SIGKILL)");
+    run.expect("[ui] RELAUNCH: the broker relaunched network#1 as network#5");
+    // The relaunched process reaches the UI process and gets the rule again.
+    run.expect("[ui] broker: introduced network#5 to ui#0");
+    run.expect("[ui] told network#5: only webcontent#3 (the signed-in tab) may load");
+    for web in ["webcontent#3", "webcontent#4"] {
+        run.expect(&format!(
+            "[{web}] network#1 is gone; reconnected to the relaunched network#5 through the broker"
+        ));
+        run.expect(&format!("[ui] broker: introduced {web} to network#5"));
+    }
+    run.expect("] reloading what was in flight (");
+    run.expect("crashed: killed by SIGKILL during");
+    run.expect_line("PASS: 10 pages loaded and verified by 2 WebContent processes; network#1 crashed as planned and was relaunched as network#5, 2 WebContent processes reconnected");
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+}
+
+#[test]
+fn an_evil_webcontent_process_is_reported_and_killed() {
+    let run = run(&["--evil"]);
+    assert!(
+        run.status.success(),
+        "exit {:?}:\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.expect("[webcontent#5] pid ");
+    run.expect("(evil): connected to network#1; sending it 3 frames that are no message");
+    run.expect("[network] CUT OFF webcontent#5: it sent a frame that is no message of the schema");
+    run.expect("reported it to the broker");
+    run.expect("[ui] broker: PUNISH: network#1 reported webcontent#5 (");
+    run.expect("the policy terminates a WebContent process the Network process accuses: killed it with SIGKILL");
+    run.expect("[ui] webcontent#5 (evil) is gone: killed by SIGKILL");
+    run.expect("evil: sent garbage, reported by the Network process, killed by SIGKILL");
+    run.expect_line("PASS: 10 pages loaded and verified by 2 WebContent processes; webcontent#5 (evil) reported by the Network process and killed");
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
 }
 
 #[test]
