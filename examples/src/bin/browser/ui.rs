@@ -97,7 +97,7 @@ fn ui_service(
         events
             .send(Event::UiConnection {
                 peer: request.requester,
-                connection,
+                connection: Box::new(connection),
             })
             .map_err(|_| String::from("the UI process is shutting down"))?;
         Ok(endpoint)
@@ -117,7 +117,7 @@ enum Event {
     /// A child connected to the UI process's `ui` service.
     UiConnection {
         peer: PeerId,
-        connection: Connection,
+        connection: Box<Connection>,
     },
     AccessChecked {
         web: usize,
@@ -731,7 +731,7 @@ impl<'a> Ui<'a> {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Broker(event) => self.on_broker_event(event),
-            Event::UiConnection { peer, connection } => self.on_ui_connection(peer, connection),
+            Event::UiConnection { peer, connection } => self.on_ui_connection(peer, *connection),
             Event::AccessChecked {
                 web,
                 url,
