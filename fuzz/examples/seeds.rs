@@ -391,6 +391,14 @@ fn control_seeds(seeds: &mut Seeds) {
             0,
         ),
         ("denied", ControlMessage::Denied { request: 3 }, 0),
+        (
+            "report",
+            ControlMessage::Report {
+                peer: network.clone(),
+                reason: "sent a frame that is no message".into(),
+            },
+            0,
+        ),
         ("peer_gone", ControlMessage::PeerGone { peer: network }, 0),
     ];
     for (name, message, fds) in &cases {

@@ -17,7 +17,7 @@
 
 use crate::input::{Cursor, Writer};
 use ferry_handoff::message::{
-    MAX_ENCODED_LEN, MAX_INTRODUCTION_FDS, MAX_METADATA_LEN, validate_service_name,
+    MAX_ENCODED_LEN, MAX_INTRODUCTION_FDS, MAX_METADATA_LEN, MAX_TEXT_LEN, validate_service_name,
 };
 use ferry_handoff::{ConnectFailure, ControlMessage, InstanceId, PeerId};
 
@@ -107,6 +107,7 @@ fn out_of_bounds(message: &ControlMessage, fds: usize) -> bool {
             bad_peer(peer) || metadata.len() > MAX_METADATA_LEN
         }
         ControlMessage::PeerGone { peer } => bad_peer(peer),
+        ControlMessage::Report { peer, reason } => bad_peer(peer) || reason.len() > MAX_TEXT_LEN,
         ControlMessage::CreateFailed { .. }
         | ControlMessage::ConnectFailed { .. }
         | ControlMessage::Denied { .. } => false,
@@ -132,7 +133,7 @@ pub fn generate(c: &mut Cursor<'_>) -> ControlMessage {
         let len = usize::from(c.u16()) % (MAX_METADATA_LEN + 64);
         c.bytes(len).to_vec()
     }
-    match c.u8() % 9 {
+    match c.u8() % 10 {
         0 => ControlMessage::Hello { you: peer(c) },
         1 => ControlMessage::Connect {
             request: c.u64(),
@@ -169,7 +170,11 @@ pub fn generate(c: &mut Cursor<'_>) -> ControlMessage {
             },
         },
         7 => ControlMessage::Denied { request: c.u64() },
-        _ => ControlMessage::PeerGone { peer: peer(c) },
+        8 => ControlMessage::PeerGone { peer: peer(c) },
+        _ => ControlMessage::Report {
+            peer: peer(c),
+            reason: text(c),
+        },
     }
 }
 
@@ -259,6 +264,11 @@ pub fn encode_fields(message: &ControlMessage, fds: u8) -> Vec<u8> {
         ControlMessage::PeerGone { peer: p } => {
             w.u8(8);
             peer(&mut w, p);
+        }
+        ControlMessage::Report { peer: p, reason } => {
+            w.u8(9);
+            peer(&mut w, p);
+            text(&mut w, reason);
         }
     }
     w.finish()
