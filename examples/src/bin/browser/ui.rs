@@ -71,12 +71,21 @@ fn judge(accuser: &PeerId, accused: &PeerId, _reason: &str) -> Verdict {
 /// The UI process's own service, `ui`: the broker's handler for children
 /// that ask for it. It creates the connection with the schema of the
 /// requester's role (named by the broker), and hands the UI process's end
-/// to the main thread.
+/// to the main thread. One connection per child, ever: a second request
+/// (a confused or hostile child) is refused before anything is created,
+/// so no child can make the UI process hold more than one.
 fn ui_service(
     wait: WaitStrategy,
     events: Sender<Event>,
 ) -> impl FnMut(ConnectionRequest) -> Result<Endpoint, String> + Send + 'static {
+    let mut connected = BTreeSet::new();
     move |request: ConnectionRequest| {
+        if !connected.insert(request.requester.instance) {
+            return Err(format!(
+                "{} already has its connection to the UI process",
+                request.requester
+            ));
+        }
         let schema = match request.requester.service.as_str() {
             "webcontent" => UI_WEB_SCHEMA,
             "network" => UI_NETWORK_SCHEMA,
@@ -559,6 +568,8 @@ struct Ui<'a> {
     web_summaries: Vec<Option<Result<Summary, String>>>,
     exits: BTreeMap<InstanceId, Option<ExitStatus>>,
     introductions: usize,
+    /// Every introduction made: requester, target.
+    introduced: Vec<(PeerId, PeerId)>,
     denials: usize,
     stats: Vec<TransportStats>,
     failures: Vec<String>,
@@ -616,6 +627,7 @@ impl<'a> Ui<'a> {
             pages,
             exits: BTreeMap::new(),
             introductions: 0,
+            introduced: Vec::new(),
             denials: 0,
             stats: Vec::new(),
             failures: Vec::new(),
@@ -845,6 +857,7 @@ impl<'a> Ui<'a> {
             BrokerEvent::IntroductionRequested { .. } => {}
             BrokerEvent::IntroductionMade { requester, target } => {
                 self.introductions += 1;
+                self.introduced.push((requester.clone(), target.clone()));
                 if target.service == "ui" {
                     println!(
                         "[ui] broker: introduced {requester} to {target}, the UI process's own service"
@@ -1180,18 +1193,53 @@ impl<'a> Ui<'a> {
                 self.denials
             ));
         }
-        // Every child to `ui` (the relaunched Network process too), each
-        // WebContent process to Network and GPU and again to each relaunched
-        // Network process, the evil one to Network.
-        let expected = (2 + web_count + self.relaunches)
-            + 2 * web_count
-            + self.reconnected.len()
-            + usize::from(self.evil.is_some());
-        if self.introductions != expected {
-            failures.push(format!(
-                "{} introductions made, expected {expected}",
-                self.introductions,
-            ));
+        // Every child to `ui` once (the relaunched Network process too),
+        // each WebContent process to the GPU process once and to every
+        // Network instance it used (the current one at least), the evil one
+        // to the Network process once.
+        let made = |requester: &Child, service: &str| {
+            self.introduced
+                .iter()
+                .filter(|(r, t)| r.instance == requester.instance && t.service == service)
+                .count()
+        };
+        let mut expectations: Vec<(&Child, &str, usize)> = self
+            .crashed_networks
+            .iter()
+            .chain([&self.network, &self.gpu])
+            .chain(&self.webs)
+            .map(|child| (child, "ui", 1))
+            .chain(self.webs.iter().map(|web| (web, "gpu", 1)))
+            .collect();
+        for web in &self.webs {
+            let to_network = made(web, "network");
+            if to_network == 0 || to_network > 1 + self.relaunches {
+                failures.push(format!(
+                    "{} was introduced to the Network process {to_network} times",
+                    web.name
+                ));
+            }
+        }
+        for web in self.webs.iter().chain(&self.evil) {
+            expectations.retain(|(child, _, _)| {
+                // A killed process may not have got that far.
+                child.instance != web.instance
+                    || !matches!(self.exits.get(&web.instance), Some(Some(s)) if s.signal().is_some())
+            });
+        }
+        for (child, service, expected) in expectations {
+            let got = made(child, service);
+            if got != expected {
+                failures.push(format!(
+                    "{} was introduced to {service} {got} times, expected {expected}",
+                    child.name
+                ));
+            }
+        }
+        if let Some(evil) = &self.evil {
+            if made(evil, "network") != 1 {
+                failures.push(format!("{} never reached the Network process", evil.name));
+            }
         }
 
         // The summary.

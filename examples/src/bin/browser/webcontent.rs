@@ -76,13 +76,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     site(); // generate the site (and its hashes) before the first load
 
     let introducing = Instant::now();
-    let network = connect(
-        &client,
-        "network",
-        network_client(wait),
-        INTRODUCTION_TIMEOUT,
-    )
-    .map_err(|e| format!("no connection to the Network process: {e}"))?;
+    // The Network process may be being relaunched (`--crash network`).
+    let network = connect_network(&client, wait, None)
+        .map_err(|e| format!("no connection to the Network process: {e}"))?;
     let gpu = connect(&client, "gpu", gpu_client(wait), INTRODUCTION_TIMEOUT)
         .map_err(|e| format!("no connection to the GPU process: {e}"))?;
     let introduced_in = introducing.elapsed();
@@ -187,6 +183,38 @@ fn watch_network(page: Arc<Mutex<Page>>, gone: Receiver<PeerId>) -> Result<(), S
         .map_err(|e| format!("cannot start the network watch: {e}"))
 }
 
+/// Asks the broker for `network`; while it is being relaunched (the old
+/// instance, `crashed`, hung up but is not reaped yet), asks again, for at
+/// most [`RECONNECT_TIMEOUT`].
+fn connect_network(
+    client: &BrokerClient,
+    wait: WaitStrategy,
+    crashed: Option<&str>,
+) -> Result<Connection, String> {
+    let deadline = Instant::now() + RECONNECT_TIMEOUT;
+    loop {
+        let failure = match connect(
+            client,
+            "network",
+            network_client(wait),
+            INTRODUCTION_TIMEOUT,
+        ) {
+            Ok(network) if Some(network.config().peer_name.as_str()) != crashed => {
+                return Ok(network);
+            }
+            Ok(_) => "introduced to the crashed instance again".to_owned(),
+            Err(IntroductionError::Broker(
+                ConnectError::UnknownService | ConnectError::TargetGone,
+            )) => "not relaunched yet".to_owned(),
+            Err(e) => return Err(e.to_string()),
+        };
+        if Instant::now() >= deadline {
+            return Err(failure);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The page and everything this process measures.
 struct Page {
     me: String,
@@ -285,33 +313,14 @@ impl Page {
     fn reconnect_network(&mut self) -> bool {
         let old = self.network.config().peer_name.clone();
         let started = Instant::now();
-        let deadline = started + RECONNECT_TIMEOUT;
-        loop {
-            let failure = match connect(
-                &self.client,
-                "network",
-                network_client(self.wait),
-                INTRODUCTION_TIMEOUT,
-            ) {
-                Ok(network) if network.config().peer_name != old => {
-                    self.network = network;
-                    break;
-                }
-                Ok(_) => "introduced to the crashed instance again".to_owned(),
-                // Until the broker has reaped the old instance and spawned
-                // the new one.
-                Err(IntroductionError::Broker(
-                    ConnectError::UnknownService | ConnectError::TargetGone,
-                )) => "not relaunched yet".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
+        match connect_network(&self.client, self.wait, Some(&old)) {
+            Ok(network) => self.network = network,
+            Err(failure) => {
                 self.failures.push(format!(
                     "{old} is gone and no Network process came back: {failure}"
                 ));
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         let line = format!(
             "{old} is gone; reconnected to the relaunched {} through the broker in {}",
