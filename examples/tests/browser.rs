@@ -221,8 +221,8 @@ fn an_evil_webcontent_process_is_reported_and_killed() {
     run.expect("(evil): connected to network#1; sending it 3 frames that are no message");
     run.expect("[network] CUT OFF webcontent#5: it sent a frame that is no message of the schema");
     run.expect("reported it to the broker");
-    run.expect("[ui] broker: PUNISH: network#1 reported webcontent#5 (");
-    run.expect("the policy terminates a WebContent process the Network process accuses: killed it with SIGKILL");
+    run.expect("[ui] PUNISH: network#1 reported webcontent#5 to the broker (\"sent a frame that is no message of the schema");
+    run.expect("the report policy (the Network process may accuse a WebContent process) terminates it: killed with SIGKILL");
     run.expect("[ui] webcontent#5 (evil) is gone: killed by SIGKILL");
     run.expect("evil: sent garbage, reported by the Network process, killed by SIGKILL");
     run.expect_line("PASS: 10 pages loaded and verified by 2 WebContent processes; webcontent#5 (evil) reported by the Network process and killed");

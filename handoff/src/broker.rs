@@ -81,9 +81,10 @@
 //!
 //! A child that sends a malformed message, an oversized packet, too many
 //! descriptors, a message only the broker sends, an answer to an
-//! introduction it was not asked for, or that stops reading its channel
-//! until the socket buffer fills with answers to its own requests, is cut
-//! off: the broker reports [`BrokerEvent::Misbehaved`], kills it with
+//! introduction it was not asked for, reports a child it was never
+//! introduced to (or one that never existed), or that stops reading its
+//! channel until the socket buffer fills with answers to its own requests,
+//! is cut off: the broker reports [`BrokerEvent::Misbehaved`], kills it with
 //! `SIGKILL`, and closes its channel. The broker never blocks on a child: it
 //! only sends and receives with `MSG_DONTWAIT`.
 

@@ -267,7 +267,7 @@ fn serve(accepted: Accepted, network: Arc<Network>, broker: &BrokerClient) {
                 // Garbage from an untrusted peer: stop reading it (the
                 // connection closes when this thread returns) and let the
                 // broker's policy decide about the process.
-                let what = format!("sent a frame that is no message of the schema ({violation})");
+                let what = format!("sent a frame that is no message of the schema: {violation}");
                 let reported = match broker.report(&peer, &what, REPORT_TIMEOUT) {
                     Ok(()) => "reported it to the broker".to_owned(),
                     Err(e) => format!("could not report it to the broker: {e}"),

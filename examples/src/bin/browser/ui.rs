@@ -909,13 +909,16 @@ impl<'a> Ui<'a> {
             } => {
                 let verdict = match outcome {
                     ReportOutcome::Terminated => {
-                        "the policy terminates a WebContent process the Network process accuses: killed it with SIGKILL"
+                        "the report policy (the Network process may accuse a WebContent process) \
+                         terminates it: killed with SIGKILL"
                     }
-                    ReportOutcome::Ignored => "the policy ignores it",
+                    ReportOutcome::Ignored => "the report policy ignores it",
                     ReportOutcome::AccusedGone => "it had already left",
                     ReportOutcome::RateLimited => "ignored: too many reports from it",
                 };
-                println!("[ui] broker: PUNISH: {accuser} reported {accused} ({reason}); {verdict}");
+                println!(
+                    "[ui] PUNISH: {accuser} reported {accused} to the broker (\"{reason}\"); {verdict}"
+                );
                 self.reports.push((accuser, accused, outcome));
             }
             BrokerEvent::IntroductionDenied { requester, service } => {
