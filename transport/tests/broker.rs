@@ -162,3 +162,57 @@ fn schema_mismatch_through_a_broker() {
     assert_succeeded(&exits, "client");
     assert_succeeded(&exits, "service");
 }
+
+/// The broker process provides the service itself (`Broker::serve` with an
+/// `Acceptor`): the client child reaches it through the ordinary
+/// introduction path, from the peer `service#0`, and the two exchange typed
+/// messages over the connection the broker process created.
+#[test]
+fn the_broker_process_serves_through_an_acceptor() {
+    let mut broker = Broker::new(AllowAll).expect("broker");
+    let (acceptor, accepted) = Acceptor::new(service_config(Trust::Untrusted));
+    broker.serve("service", acceptor).expect("serve");
+    let client_params = [
+        ("SCHEMA", SERVICE_SCHEMA.to_string()),
+        ("EXPECT", "ok".to_string()),
+    ];
+    let client = broker
+        .spawn("client", child_command("client", &client_params))
+        .expect("spawn the client");
+    // The broker's own end is served on a thread while the broker turns.
+    let server = std::thread::spawn(move || {
+        let Accepted {
+            peer,
+            mut connection,
+        } = accepted.recv_timeout(OP_TIMEOUT).expect("a connection");
+        assert_eq!(peer.service, "client");
+        serve(&mut connection, ServiceImpl::default());
+    });
+    let mut status = None;
+    let mut made = false;
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while status.is_none() {
+        assert!(Instant::now() < deadline, "the client did not finish");
+        broker
+            .turn(Duration::from_millis(100), |event| match event {
+                BrokerEvent::ChildExited { child, status: s } if child.instance == client => {
+                    status = Some(s);
+                }
+                BrokerEvent::IntroductionMade { requester, target }
+                    if requester.instance == client =>
+                {
+                    assert_eq!(target.to_string(), "service#0");
+                    made = true;
+                }
+                _ => {}
+            })
+            .expect("broker turn");
+    }
+    server.join().expect("the broker process served the client");
+    assert!(made, "no introduction to the broker's own service");
+    let status = status.flatten().expect("the client's exit status");
+    assert!(
+        status.success(),
+        "the client failed ({status}); its stderr is above"
+    );
+}
