@@ -34,7 +34,7 @@ impl Amount {
 
     /// Whether `done` iterations started at `start` are enough.
     #[inline]
-    fn reached(self, done: u64, start: Instant, now: Instant) -> bool {
+    pub fn reached(self, done: u64, start: Instant, now: Instant) -> bool {
         match self {
             Amount::Iters(n) => done >= n,
             Amount::Time(limit) => now.duration_since(start) >= limit,

@@ -78,6 +78,18 @@ pub trait Endpoint {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`try_recv`](Self::try_recv) works: the open loop
+    /// ([`crate::open_loop`]) then keeps several requests in flight and
+    /// reads replies between sends. An endpoint that cannot look without
+    /// waiting (a synchronous call) is driven with one request in flight.
+    fn can_poll(&self) -> bool {
+        false
+    }
+    /// Receives the next message if one is there, without waiting (only
+    /// called when [`can_poll`](Self::can_poll) says so).
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        Err("this transport cannot receive without waiting".into())
+    }
     /// Sends a request tagged `tag` and receives the reply.
     fn round_trip(&mut self, tag: u64) -> Result<Msg> {
         self.send(tag)?;

@@ -15,14 +15,17 @@
 //! words there (verified by the sender) — see [`payload`].
 #![deny(missing_docs)]
 
+pub mod background;
 pub mod catalog;
 pub mod cpu;
 pub mod driver;
 pub mod endpoint;
 pub mod job;
 pub mod mode;
+pub mod open_loop;
 pub mod payload;
 pub mod peer;
+pub mod plot;
 pub mod report;
 pub mod session;
 pub mod transports;

@@ -89,7 +89,10 @@ fn counters(stats: TransportStats) -> Counters {
 
 /// Where a handler leaves what it read, for the loop that called
 /// `dispatch`. (Handlers must be `Send`; these atomics are only ever touched
-/// by one thread, so they cost plain loads and stores.)
+/// by one thread, so they cost plain loads and stores.) One message waits
+/// in the atomics; the open loop, whose `dispatch` can run the handler for
+/// several replies at once, queues the later ones in `later` (a lock only
+/// ever taken by one thread, and never in a closed loop).
 #[derive(Default)]
 struct Inbox {
     full: AtomicBool,
@@ -97,10 +100,23 @@ struct Inbox {
     word1: AtomicU64,
     check: AtomicU64,
     len: AtomicU64,
+    queued: AtomicBool,
+    later: std::sync::Mutex<std::collections::VecDeque<Msg>>,
 }
 
 impl Inbox {
     fn put(&self, msg: Msg) {
+        if self.full.load(Ordering::Relaxed) {
+            if let Ok(mut later) = self.later.lock() {
+                later.push_back(msg);
+                self.queued.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.store(msg);
+    }
+
+    fn store(&self, msg: Msg) {
         self.tag.store(msg.tag, Ordering::Relaxed);
         self.word1.store(msg.word1, Ordering::Relaxed);
         self.check.store(msg.check, Ordering::Relaxed);
@@ -112,12 +128,21 @@ impl Inbox {
         if !self.full.swap(false, Ordering::Relaxed) {
             return None;
         }
-        Some(Msg {
+        let msg = Msg {
             tag: self.tag.load(Ordering::Relaxed),
             word1: self.word1.load(Ordering::Relaxed),
             check: self.check.load(Ordering::Relaxed),
             len: self.len.load(Ordering::Relaxed) as usize,
-        })
+        };
+        if self.queued.load(Ordering::Relaxed) {
+            if let Ok(mut later) = self.later.lock() {
+                if let Some(next) = later.pop_front() {
+                    self.store(next);
+                }
+                self.queued.store(!later.is_empty(), Ordering::Relaxed);
+            }
+        }
+        Some(msg)
     }
 }
 
@@ -203,6 +228,18 @@ impl Endpoint for TypedClient {
                 return Err("timed out waiting for the peer".into());
             }
         }
+    }
+
+    fn can_poll(&self) -> bool {
+        !self.sync
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        if let Some(msg) = self.inbox.take() {
+            return Ok(Some(msg));
+        }
+        self.connection.try_dispatch()?;
+        Ok(self.inbox.take())
     }
 
     fn round_trip(&mut self, tag: u64) -> Result<Msg> {
@@ -388,6 +425,15 @@ impl RawEnd {
     }
 }
 
+impl RawEnd {
+    fn check_len(&self, msg: Msg) -> Result<Msg> {
+        if msg.len != self.rx_len {
+            return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        Ok(msg)
+    }
+}
+
 impl Endpoint for RawEnd {
     #[inline]
     fn send(&mut self, tag: u64) -> Result<()> {
@@ -411,10 +457,22 @@ impl Endpoint for RawEnd {
         let frame = self.connection.recv_frame(Some(OP_TIMEOUT))?;
         let msg = self.sink.receive(frame.bytes())?;
         drop(frame);
-        if msg.len != self.rx_len {
-            return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());
-        }
-        Ok(msg)
+        self.check_len(msg)
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let frame = match self.connection.try_recv_frame() {
+            Ok(frame) => frame,
+            Err(ferry_transport::RecvError::Empty) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let msg = self.sink.receive(frame.bytes())?;
+        drop(frame);
+        self.check_len(msg).map(Some)
     }
 
     fn counters(&self) -> Counters {

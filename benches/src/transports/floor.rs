@@ -311,6 +311,35 @@ impl Endpoint for FloorEnd {
                 |written| written != next,
             )?;
         }
+        self.take()
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let lane = &mut self.rx;
+        if lane.cached == lane.next {
+            lane.cached = lane.word(WRITTEN).load(Ordering::Acquire);
+            if lane.cached == lane.next {
+                return Ok(None);
+            }
+        }
+        self.take().map(Some)
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters
+    }
+}
+
+impl FloorEnd {
+    /// Copies out the message at the consumer's slot, which the producer
+    /// has published (`rx.cached` is past it), and hands the slot back.
+    #[inline]
+    fn take(&mut self) -> Result<Msg> {
+        let lane = &mut self.rx;
         // SAFETY: the slot lies in the mapping and holds `rx_len <= stride`
         // bytes. The producer published it (its count, loaded with Acquire,
         // is past it) and does not write it again until our count passes it,
@@ -332,9 +361,5 @@ impl Endpoint for FloorEnd {
         }
         self.counters.received += 1;
         Ok(msg)
-    }
-
-    fn counters(&self) -> Counters {
-        self.counters
     }
 }

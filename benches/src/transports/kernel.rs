@@ -95,6 +95,27 @@ impl Endpoint for StreamEnd {
         Ok(self.sink.inspect(self.rx_len))
     }
 
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    /// Reads a message once its first bytes are there (`poll` with no
+    /// wait); the rest follows, since the peer writes whole messages.
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.reader,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if rustix::event::poll(&mut fds, Some(&zero))? == 0 {
+            return Ok(None);
+        }
+        self.recv().map(Some)
+    }
+
     fn counters(&self) -> Counters {
         self.counters
     }

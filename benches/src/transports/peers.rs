@@ -130,16 +130,7 @@ impl Endpoint for IceoryxEnd {
         let mut spins = 0u32;
         let mut deadline = None;
         loop {
-            let received = self
-                .subscriber
-                .receive()
-                .map_err(|e| error("iceoryx2 receive", e))?;
-            if let Some(sample) = received {
-                let msg = self.sink.receive(sample.payload())?;
-                if msg.len != self.rx_len {
-                    return Err(format!("sample of {} B, expected {}", msg.len, self.rx_len).into());
-                }
-                self.counters.received += 1;
+            if let Some(msg) = self.try_recv()? {
                 return Ok(msg);
             }
             std::hint::spin_loop();
@@ -151,6 +142,26 @@ impl Endpoint for IceoryxEnd {
                 }
             }
         }
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let received = self
+            .subscriber
+            .receive()
+            .map_err(|e| error("iceoryx2 receive", e))?;
+        let Some(sample) = received else {
+            return Ok(None);
+        };
+        let msg = self.sink.receive(sample.payload())?;
+        if msg.len != self.rx_len {
+            return Err(format!("sample of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        self.counters.received += 1;
+        Ok(Some(msg))
     }
 
     fn counters(&self) -> Counters {
@@ -228,6 +239,19 @@ impl IpcEnd {
     }
 }
 
+impl IpcEnd {
+    /// Inspects a received message (`recv` returns a fresh vector: the copy
+    /// out into a private buffer is already made) and counts it.
+    fn check(&mut self, bytes: &[u8]) -> Result<Msg> {
+        let msg = inspect(bytes);
+        if msg.len != self.rx_len {
+            return Err(format!("message of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        self.counters.received += 1;
+        Ok(msg)
+    }
+}
+
 impl Endpoint for IpcEnd {
     fn send(&mut self, tag: u64) -> Result<()> {
         stamp(&mut self.message, tag);
@@ -249,14 +273,19 @@ impl Endpoint for IpcEnd {
             .receiver
             .recv()
             .map_err(|e| error("ipc-channel recv", e))?;
-        // `recv` returns a fresh vector: the copy out into a private buffer
-        // is already made.
-        let msg = inspect(&bytes);
-        if msg.len != self.rx_len {
-            return Err(format!("message of {} B, expected {}", msg.len, self.rx_len).into());
+        self.check(&bytes)
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        match self.receiver.try_recv() {
+            Ok(bytes) => self.check(&bytes).map(Some),
+            Err(ipc_channel::ipc::TryRecvError::Empty) => Ok(None),
+            Err(e) => Err(error("ipc-channel try_recv", e)),
         }
-        self.counters.received += 1;
-        Ok(msg)
     }
 
     fn counters(&self) -> Counters {
