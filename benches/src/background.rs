@@ -72,6 +72,7 @@ impl Background {
         job.size = size;
         job.ring = ring;
         job.meta = Vec::new();
+        job.sizes = None;
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
         let flag = Arc::clone(&stop);

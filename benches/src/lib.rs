@@ -28,6 +28,7 @@ pub mod peer;
 pub mod plot;
 pub mod report;
 pub mod session;
+pub mod sizes;
 pub mod transports;
 
 /// Any error, with a message.

@@ -16,6 +16,7 @@ use ferry_bench::mode::Mode;
 use ferry_bench::payload::MIN_SIZE;
 use ferry_bench::report::{self, Key, LatencyRow, OpenSummary, Summary, ThroughputRow};
 use ferry_bench::session::Peer;
+use ferry_bench::sizes::{Sizes, parse_size};
 use ferry_bench::{BoxError, Result, cpu, open_loop, peer, plot, with_end};
 use ferry_transport::{Trust, WaitStrategy};
 use std::io::{IsTerminal, Write};
@@ -104,6 +105,14 @@ struct Options {
     /// peer process) while the round trips are measured.
     #[arg(long, value_name = "SIZE")]
     background_stream: Option<String>,
+    /// Latency: draw each round trip's size from this distribution (one
+    /// size a line, or `SIZE COUNT` histogram lines; at least 24 bytes)
+    /// instead of --size.
+    #[arg(long, value_name = "FILE")]
+    sizes_from: Option<PathBuf>,
+    /// Seed of the draws from --sizes-from.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
     /// Draw a plot as SVG: latency percentiles over the rate with --rate,
     /// the latency CDFs otherwise.
     #[arg(long, value_name = "FILE.svg")]
@@ -133,22 +142,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn parse_size(text: &str) -> Result<usize> {
-    let text = text.trim();
-    let upper = text.to_ascii_uppercase();
-    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, shift) = match digits.chars().last() {
-        Some('K') => (&digits[..digits.len() - 1], 10),
-        Some('M') => (&digits[..digits.len() - 1], 20),
-        Some('G') => (&digits[..digits.len() - 1], 30),
-        _ => (digits, 0),
-    };
-    let value: usize = number
-        .parse()
-        .map_err(|_| BoxError::from(format!("bad size {text:?}")))?;
-    Ok(value << shift)
 }
 
 fn list<T>(text: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
@@ -208,7 +201,17 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
             .into());
         }
     }
-    let sizes = list(&options.size, parse_size)?;
+    let sizes_from = match &options.sizes_from {
+        None => None,
+        Some(_) if mode != Mode::Latency => {
+            return Err("--sizes-from draws the sizes of round trips (latency)".into());
+        }
+        Some(path) => Some(Sizes::from_file(path, options.seed)?),
+    };
+    let sizes = match &sizes_from {
+        Some(distribution) => vec![distribution.max()],
+        None => list(&options.size, parse_size)?,
+    };
     if let Some(size) = sizes.iter().find(|&&s| s < MIN_SIZE) {
         return Err(format!("size {size} is below the {MIN_SIZE}-byte minimum (the tag)").into());
     }
@@ -276,6 +279,7 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
                                 cpu: peer_cpu,
                                 name: String::new(),
                                 meta: Vec::new(),
+                                sizes: sizes_from.clone(),
                             };
                             plans.push(Plan { key, job, run });
                         }
@@ -403,6 +407,19 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
         options.warmup,
         options.runs.max(1),
     );
+    let sizes_from = plans.first().and_then(|plan| plan.job.sizes.clone());
+    if let (Some(sizes), Some(path)) = (&sizes_from, &options.sizes_from) {
+        println!(
+            "message sizes drawn from {} (seed {}): {} distinct, {}-{} B, median {} B, mean {:.0} B; the size column shows the largest",
+            path.display(),
+            sizes.seed(),
+            sizes.distinct(),
+            sizes.min(),
+            sizes.max(),
+            sizes.quantile(0.5),
+            sizes.mean()
+        );
+    }
     let mut latency_rows: Vec<LatencyRow> = Vec::new();
     let mut throughput_rows: Vec<ThroughputRow> = Vec::new();
     let mut peer = Peer::spawn()?;
@@ -498,10 +515,24 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
         println!("CPU pressure during the measurements kept: {text}");
     }
     if let Some(path) = &options.json {
-        let results = match mode {
+        let mut results = match mode {
             Mode::Latency => report::latency_json(&latency_rows),
             Mode::Throughput => report::throughput_json(&throughput_rows),
         };
+        let sizes_json = sizes_from.as_ref().map(|sizes| {
+            let mut summary = sizes.summary_json();
+            if let (Some(object), Some(path)) = (summary.as_object_mut(), &options.sizes_from) {
+                object.insert("file".into(), path.display().to_string().into());
+            }
+            summary
+        });
+        if let Some(summary) = &sizes_json {
+            for result in &mut results {
+                if let Some(object) = result.as_object_mut() {
+                    object.insert("sizes_from".into(), summary.clone());
+                }
+            }
+        }
         let document = serde_json::json!({
             "results": results,
             "meta": {
@@ -515,6 +546,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                 "runs": options.runs.max(1),
                 "rates": options.rate,
                 "background_stream_size": background,
+                "sizes_from": sizes_json,
                 "cpu_pressure": pressures,
             }
         });
@@ -638,14 +670,16 @@ fn measure_one(peer: &mut Peer, job: &mut Job, setup: &Setup) -> Result<Outcome>
 fn measure_round_trips(peer: &mut Peer, job: &mut Job, setup: &Setup) -> Result<Outcome> {
     let mut end = peer.start(job)?;
     let (size, ring) = (job.size, job.ring);
+    let sizes = job.sizes.clone();
+    let sizes = sizes.as_ref();
     let (warmup, measure) = (setup.warmup, setup.measure);
     let outcome = with_end!(&mut end, end => match (setup.mode, setup.rate) {
-        (Mode::Latency, Some(rate)) => open_loop::open_loop(end, size, ring, rate as f64, warmup, measure)
+        (Mode::Latency, Some(rate)) => open_loop::open_loop(end, size, sizes, ring, rate as f64, warmup, measure)
             .map(|run| {
                 let open = OpenSummary::of(&run);
                 Outcome::Latency(run.histogram, run.counters, Some(open), None)
             }),
-        (Mode::Latency, None) => driver::latency(end, size, warmup, measure)
+        (Mode::Latency, None) => driver::latency(end, size, sizes, warmup, measure)
             .map(|run| Outcome::Latency(run.histogram, run.counters, None, None)),
         (Mode::Throughput, _) => driver::throughput(end, size, warmup, measure)
             .map(|run| Outcome::Throughput(run.messages, run.elapsed, run.counters)),

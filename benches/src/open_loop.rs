@@ -23,9 +23,10 @@
 //! `ferry-sync`'s synchronous call) runs with one request in flight; its
 //! late requests are still measured from their intended time.
 
-use crate::driver::{Amount, new_histogram};
+use crate::driver::{Amount, check_reply, new_histogram, round_trip};
 use crate::endpoint::{Counters, Endpoint};
-use crate::payload::{Pattern, QUIT};
+use crate::payload::QUIT;
+use crate::sizes::Sizes;
 use crate::{BoxError, Result};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
@@ -98,6 +99,7 @@ pub struct OpenLoopRun {
 /// A request in flight.
 struct Pending {
     seq: u64,
+    len: usize,
     intended: Instant,
     sent: Instant,
 }
@@ -131,30 +133,20 @@ impl Recorder {
 fn complete(
     reply: crate::payload::Msg,
     pending: &mut VecDeque<Pending>,
-    pattern: &Pattern,
+    sized: bool,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let now = Instant::now();
     let request = pending
         .pop_front()
         .ok_or("a reply arrived with no request in flight")?;
-    let expected = pattern.expected(pattern.expected(request.seq));
-    if reply.check != expected || reply.len != pattern.len() {
-        return Err(format!(
-            "request {}: reply of {} B with check {:#x}, expected {} B with {expected:#x}",
-            request.seq,
-            reply.len,
-            reply.check,
-            pattern.len()
-        )
-        .into());
-    }
+    check_reply(&reply, request.seq, request.len, sized)?;
     recorder.record(&request, now);
     Ok(())
 }
 
-/// Open-loop round trips of `size`-byte messages at `rate` requests per
-/// second: `warmup` closed-loop round trips unrecorded, then `measure`
+/// Open-loop round trips of `size`-byte messages (or of sizes drawn from
+/// `sizes`) at `rate` requests per second: `warmup` closed-loop round trips unrecorded, then `measure`
 /// (a count of requests, or a duration: `rate × duration` requests), then
 /// `QUIT`. Sending gives up at twice the planned duration plus a second
 /// (a rate far beyond the transport's); requests not sent by then are
@@ -162,20 +154,19 @@ fn complete(
 pub fn open_loop<E: Endpoint>(
     end: &mut E,
     size: usize,
+    sizes: Option<&Sizes>,
     ring: usize,
     rate: f64,
     warmup: Amount,
     measure: Amount,
 ) -> Result<OpenLoopRun> {
-    let pattern = Pattern::new(size);
+    let sized = sizes.is_some();
     let mut seq = 1u64;
     let warm_start = Instant::now();
     let mut warmed = 0u64;
     while !warmup.reached(warmed, warm_start, Instant::now()) {
-        let reply = end.round_trip(seq)?;
-        if reply.check != pattern.expected(pattern.expected(seq)) {
-            return Err(format!("warm-up round trip {seq}: wrong reply").into());
-        }
+        let (reply, len) = round_trip(end, seq, size, sizes)?;
+        check_reply(&reply, seq, len, sized)?;
         seq += 1;
         warmed += 1;
     }
@@ -207,7 +198,7 @@ pub fn open_loop<E: Endpoint>(
         let now = loop {
             if pending.len() >= window {
                 let reply = end.recv()?;
-                complete(reply, &mut pending, &pattern, &mut recorder)?;
+                complete(reply, &mut pending, sized, &mut recorder)?;
                 continue;
             }
             let now = Instant::now();
@@ -216,7 +207,7 @@ pub fn open_loop<E: Endpoint>(
             }
             if !pending.is_empty() {
                 if let Some(reply) = end.try_recv()? {
-                    complete(reply, &mut pending, &pattern, &mut recorder)?;
+                    complete(reply, &mut pending, sized, &mut recorder)?;
                     continue;
                 }
             }
@@ -225,26 +216,32 @@ pub fn open_loop<E: Endpoint>(
         if now >= give_up {
             break;
         }
+        let len = sizes.map_or(size, |sizes| sizes.draw(seq));
         pending.push_back(Pending {
             seq,
+            len,
             intended,
             sent: now,
         });
         if pipelined {
-            end.send(seq)?;
+            if sized {
+                end.send_sized(seq, len)?;
+            } else {
+                end.send(seq)?;
+            }
             end.flush()?;
         } else {
-            let reply = end.round_trip(seq)?;
-            complete(reply, &mut pending, &pattern, &mut recorder)?;
+            let (reply, _) = round_trip(end, seq, size, sizes)?;
+            complete(reply, &mut pending, sized, &mut recorder)?;
         }
         seq += 1;
         sent += 1;
     }
     while !pending.is_empty() {
         let reply = end.recv()?;
-        complete(reply, &mut pending, &pattern, &mut recorder)?;
+        complete(reply, &mut pending, sized, &mut recorder)?;
     }
-    end.round_trip(QUIT)?;
+    round_trip(end, QUIT, size, sizes)?;
     let elapsed = recorder.last_reply.duration_since(start).as_secs_f64();
     Ok(OpenLoopRun {
         timeline: recorder

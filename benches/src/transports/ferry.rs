@@ -15,7 +15,9 @@
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
 use crate::mode::Mode;
-use crate::payload::{ACK_LEN, Msg, Pattern, QUIT, SYNC, Sink, stamp, write_ack};
+use crate::payload::{
+    ACK_LEN, MIN_SIZED, Msg, Pattern, QUIT, SYNC, Sink, stamp, stamp_sized, write_ack,
+};
 use crate::{BoxError, Result};
 use ferry_transport::Context;
 use ferry_transport::{
@@ -177,6 +179,7 @@ pub struct TypedClient {
     sync: bool,
     inbox: Arc<Inbox>,
     sink: Sink,
+    pattern: Pattern,
 }
 
 impl TypedClient {
@@ -203,6 +206,7 @@ impl TypedClient {
             sync: job.transport == crate::catalog::Transport::FerrySync,
             inbox,
             sink: Sink::new(job.size),
+            pattern,
         };
         Ok((client, fds))
     }
@@ -213,6 +217,22 @@ impl Endpoint for TypedClient {
         stamp(&mut self.data.bytes, tag);
         self.connection.send(SERVER, &self.data)?;
         Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        self.pattern.resize_sized(&mut self.data.bytes, len, tag);
+        self.connection.send(SERVER, &self.data)?;
+        Ok(())
+    }
+
+    fn round_trip_sized(&mut self, tag: u64, len: usize) -> Result<Msg> {
+        if !self.sync {
+            self.send_sized(tag, len)?;
+            return self.recv();
+        }
+        self.pattern.resize_sized(&mut self.call.bytes, len, tag);
+        let reply = self.connection.send_sync(SERVER, &self.call, OP_TIMEOUT)?;
+        self.sink.receive(reply.bytes.as_slice())
     }
 
     fn send_ack(&mut self, _: u64, _: u64) -> Result<()> {
@@ -261,6 +281,8 @@ impl Endpoint for TypedClient {
 /// (Handlers take `&self`, so the state they change is in cells.)
 struct ServerHandler {
     mode: Mode,
+    /// Replies have the request's (drawn) size.
+    sized: bool,
     pattern: Pattern,
     echo: RefCell<Echo>,
     sink: RefCell<Sink>,
@@ -286,6 +308,15 @@ impl BenchServerHandler for ServerHandler {
             Err(error) => return self.fail(error),
         };
         let sent = match (self.mode, msg.tag) {
+            (Mode::Latency, _) if self.sized => {
+                let mut echo = self.echo.borrow_mut();
+                self.pattern.resize_sized(
+                    &mut echo.bytes,
+                    msg.len.clamp(MIN_SIZED, self.pattern.len()),
+                    msg.check,
+                );
+                connection.send(CLIENT, &*echo)
+            }
             (Mode::Latency, _) => {
                 let mut echo = self.echo.borrow_mut();
                 stamp(&mut echo.bytes, msg.check);
@@ -326,6 +357,12 @@ impl BenchServerHandler for ServerHandler {
         // A handler returns its reply by value, so a variable-size reply is
         // a fresh vector each time (allocated and filled here, then
         // serialized into the ring).
+        if self.sized {
+            let len = msg.len.clamp(MIN_SIZED, self.pattern.len());
+            let mut bytes = self.pattern.bytes()[..len].to_vec();
+            stamp_sized(&mut bytes, msg.check);
+            return CallReply { bytes };
+        }
         let mut bytes = self.pattern.bytes().to_vec();
         stamp(&mut bytes, msg.check);
         CallReply { bytes }
@@ -350,6 +387,7 @@ impl TypedServer {
             SERVER.destination(),
             BenchServer::handler(ServerHandler {
                 mode: job.mode,
+                sized: job.sizes.is_some(),
                 echo: RefCell::new(Echo {
                     bytes: pattern.bytes().to_vec(),
                 }),
@@ -393,6 +431,7 @@ pub struct RawEnd {
     pattern: Pattern,
     sink: Sink,
     rx_len: usize,
+    sized: bool,
 }
 
 impl RawEnd {
@@ -421,13 +460,15 @@ impl RawEnd {
             pattern: Pattern::new(job.size),
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
         })
     }
 }
 
 impl RawEnd {
     fn check_len(&self, msg: Msg) -> Result<Msg> {
-        if msg.len != self.rx_len {
+        // Drawn sizes vary; the sink already refused anything longer.
+        if msg.len != self.rx_len && !self.sized {
             return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());
         }
         Ok(msg)
@@ -441,6 +482,13 @@ impl Endpoint for RawEnd {
             .connection
             .reserve_frame(self.pattern.len(), Some(OP_TIMEOUT))?;
         self.pattern.write(&mut frame, tag);
+        frame.commit();
+        Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let mut frame = self.connection.reserve_frame(len, Some(OP_TIMEOUT))?;
+        self.pattern.write_sized(&mut frame, tag);
         frame.commit();
         Ok(())
     }

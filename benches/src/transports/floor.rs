@@ -26,7 +26,7 @@
 use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, Sink, write_ack};
+use crate::payload::{self, ACK_LEN, Msg, Pattern, Sink, write_ack};
 use crate::{BoxError, Result};
 use ferry_ring::Region;
 use std::os::fd::OwnedFd;
@@ -185,6 +185,8 @@ pub struct FloorEnd {
     pattern: Pattern,
     sink: Sink,
     rx_len: usize,
+    /// Messages of drawn sizes: each announces its length.
+    sized: bool,
     futex: bool,
     counters: Counters,
 }
@@ -225,6 +227,7 @@ impl FloorEnd {
             pattern: Pattern::new(job.size),
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
             futex: job.transport == Transport::FloorFutex,
             counters: Counters::default(),
         })
@@ -288,6 +291,13 @@ impl Endpoint for FloorEnd {
         )
     }
 
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let pattern = &self.pattern;
+        produce(&mut self.tx, self.futex, &mut self.counters, len, |slot| {
+            pattern.write_sized(slot, tag)
+        })
+    }
+
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
         produce(
             &mut self.tx,
@@ -345,7 +355,13 @@ impl FloorEnd {
         // is past it) and does not write it again until our count passes it,
         // which happens only after this slice is dropped.
         let slot = unsafe { std::slice::from_raw_parts(lane.slot_ptr(), self.rx_len) };
-        let msg = self.sink.receive(slot)?;
+        let len = if self.sized {
+            // The producer wrote the length; it is bounded here before use.
+            payload::announced_len(slot, self.rx_len)?
+        } else {
+            self.rx_len
+        };
+        let msg = self.sink.receive(&slot[..len])?;
         lane.advance();
         lane.word(READ).store(lane.next, Ordering::Release);
         if self.futex {

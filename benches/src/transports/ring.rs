@@ -103,6 +103,13 @@ impl Endpoint for RingEnd {
         Ok(())
     }
 
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let mut grant = self.tx.reserve(len, Some(OP_TIMEOUT))?;
+        self.pattern.write_sized(&mut grant, tag);
+        grant.commit();
+        Ok(())
+    }
+
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
         let mut grant = self.tx.reserve(ACK_LEN, Some(OP_TIMEOUT))?;
         write_ack(&mut grant, count, sum);
