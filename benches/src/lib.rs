@@ -18,6 +18,7 @@
 pub mod background;
 pub mod catalog;
 pub mod cpu;
+pub mod custom;
 pub mod driver;
 pub mod endpoint;
 pub mod job;

@@ -267,6 +267,7 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
                                     "n/a".into()
                                 },
                                 rate,
+                                workload: None,
                             };
                             let job = Job {
                                 mode,

@@ -25,12 +25,18 @@ pub struct Key {
     /// Open loop: the intended rate, requests per second; `None` for
     /// closed-loop round trips and for streams.
     pub rate: Option<u64>,
+    /// A user's workload ([`crate::custom`]) measured over the transport:
+    /// its name labels the row.
+    pub workload: Option<String>,
 }
 
 impl Key {
     /// How the row is named in the table (`ferry-raw`, `ferry-raw/park`, ...).
     pub fn label(&self) -> String {
-        let mut label = self.transport.name().to_owned();
+        let mut label = match &self.workload {
+            Some(name) => format!("{name} ({})", self.transport.name()),
+            None => self.transport.name().to_owned(),
+        };
         if self.transport.uses_wait() && self.wait != "spin" {
             let _ = write!(label, "/{}", self.wait);
         }
@@ -528,6 +534,9 @@ fn common_json(key: &Key, runs: usize, counters: &Counters) -> serde_json::Map<S
     object.insert("wait".into(), json!(key.wait));
     object.insert("trust".into(), json!(key.trust));
     object.insert("rate".into(), json!(key.rate));
+    if let Some(name) = &key.workload {
+        object.insert("workload".into(), json!(name));
+    }
     object.insert("runs".into(), json!(runs));
     let (wakes, parks) = per_message(key, counters).unzip();
     object.insert("wakes_per_msg".into(), json!(wakes));
