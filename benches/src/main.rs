@@ -461,7 +461,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                 row.runs.push(Summary::of(&histogram));
                 row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
                 row.counters = row.counters.plus(counters);
-                row.open.extend(open);
+                row.open.extend(open.map(|open| *open));
                 row.background.extend(stream);
             }
             Ok(Outcome::Throughput(messages, elapsed, counters)) => {
@@ -644,7 +644,7 @@ enum Outcome {
     Latency(
         hdrhistogram::Histogram<u64>,
         ferry_bench::endpoint::Counters,
-        Option<OpenSummary>,
+        Option<Box<OpenSummary>>,
         Option<BackgroundRun>,
     ),
     Throughput(u64, Duration, ferry_bench::endpoint::Counters),
@@ -677,7 +677,7 @@ fn measure_round_trips(peer: &mut Peer, job: &mut Job, setup: &Setup) -> Result<
     let outcome = with_end!(&mut end, end => match (setup.mode, setup.rate) {
         (Mode::Latency, Some(rate)) => open_loop::open_loop(end, size, sizes, ring, rate as f64, warmup, measure)
             .map(|run| {
-                let open = OpenSummary::of(&run);
+                let open = Box::new(OpenSummary::of(&run));
                 Outcome::Latency(run.histogram, run.counters, Some(open), None)
             }),
         (Mode::Latency, None) => driver::latency(end, size, sizes, warmup, measure)

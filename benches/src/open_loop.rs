@@ -63,7 +63,7 @@ pub fn parse_rate(text: &str) -> Result<f64> {
         _ => (text, 1.0),
     };
     let rate = number.parse::<f64>().map_err(|_| bad())? * scale;
-    if !(rate.is_finite() && rate >= 1.0 && rate <= 1e9) {
+    if !(rate.is_finite() && (1.0..=1e9).contains(&rate)) {
         return Err(format!("rate {text:?} out of range (1 to 1G requests per second)").into());
     }
     Ok(rate)

@@ -16,6 +16,23 @@ use std::path::Path;
 const SIZE: (u32, u32) = (960, 600);
 /// Points of a CDF curve.
 const CDF_POINTS: usize = 400;
+/// Series colours: distinct on white (the "tab10" set), then repeated.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(index: usize) -> RGBColor {
+    COLORS[index % COLORS.len()]
+}
 
 fn failed(what: &str, e: impl std::fmt::Display) -> crate::BoxError {
     format!("drawing {what}: {e}").into()
@@ -105,7 +122,7 @@ pub fn latency_vs_rate(rows: &[LatencyRow], path: &Path, title: &str) -> Result<
         .draw()
         .map_err(|e| failed("the grid", e))?;
     for (index, (name, members)) in series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+        let color = color(index);
         let mut points: Vec<(f64, f64, f64)> = members
             .iter()
             .map(|r| {
@@ -183,7 +200,7 @@ pub fn cdf(rows: &[LatencyRow], path: &Path, title: &str) -> Result<()> {
         .draw()
         .map_err(|e| failed("the grid", e))?;
     for (index, row) in rows.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+        let color = color(index);
         let mut name = series_name(row, sizes);
         if let Some(rate) = row.key.rate {
             name = format!("{name} @ {}/s", crate::report::rate_label(rate as f64));
