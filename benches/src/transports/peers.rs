@@ -317,7 +317,7 @@ impl Endpoint for IpcEnd {
     fn try_recv(&mut self) -> Result<Option<Msg>> {
         match self.receiver.try_recv() {
             Ok(bytes) => self.check(&bytes).map(Some),
-            Err(ipc_channel::ipc::TryRecvError::Empty) => Ok(None),
+            Err(ipc_channel::TryRecvError::Empty) => Ok(None),
             Err(e) => Err(error("ipc-channel try_recv", e)),
         }
     }
