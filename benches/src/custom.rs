@@ -312,7 +312,7 @@ impl<W: Workload> Endpoint for WorkloadEnd<W> {
 /// The peer process of a workload and the control channel to it.
 struct WorkloadPeer {
     child: std::process::Child,
-    _control: ferry_handoff::Channel,
+    control: ferry_handoff::Channel,
 }
 
 impl Drop for WorkloadPeer {
@@ -350,10 +350,7 @@ fn start<W: Workload>(
     // no allocation, no lock.
     unsafe { command.pre_exec(die_with_parent) };
     let (child, control) = ferry_handoff::bootstrap::spawn_with_channel(command)?;
-    let peer = WorkloadPeer {
-        child,
-        _control: control,
-    };
+    let peer = WorkloadPeer { child, control };
     let (connection, endpoint) = Connection::create(workload.config())?;
     let hex: String = endpoint
         .metadata
@@ -366,12 +363,12 @@ fn start<W: Workload>(
         if hex.is_empty() { "-" } else { &hex }
     );
     let fds: Vec<_> = endpoint.fds.iter().map(|fd| fd.as_fd()).collect();
-    peer._control.send(line.as_bytes(), &fds)?;
+    peer.control.send(line.as_bytes(), &fds)?;
     drop(fds);
     drop(endpoint);
     let mut buf = [0u8; 64];
     let received = peer
-        ._control
+        .control
         .recv(&mut buf, Some(OP_TIMEOUT))
         .map_err(|e| format!("waiting for the peer: {e}"))?;
     if &buf[..received.len] != b"ready" {

@@ -423,6 +423,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
     }
     let mut latency_rows: Vec<LatencyRow> = Vec::new();
     let mut throughput_rows: Vec<ThroughputRow> = Vec::new();
+    let ring = options.ring.as_deref().map(parse_size).transpose()?;
     let mut peer = Peer::spawn()?;
     let mut progress = Progress::new(options.quiet);
     let mut failures = 0;
@@ -445,7 +446,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
             measure,
             rate: plan.key.rate,
             background,
-            ring: options.ring.as_deref().map(parse_size).transpose()?,
+            ring,
         };
         let (outcome, contended) = measure_quietly(&mut peer, &mut plan.job, &setup, options);
         pressures.push(contended);
