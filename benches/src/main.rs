@@ -434,9 +434,13 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
             done,
             total,
             &format!(
-                "{} {} B, run {}",
+                "{} {} B{}, run {}",
                 plan.key.label(),
                 plan.key.size,
+                plan.key.rate.map_or_else(String::new, |r| format!(
+                    " at {}/s",
+                    report::rate_label(r as f64)
+                )),
                 plan.run + 1
             ),
         );
