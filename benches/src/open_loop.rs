@@ -88,7 +88,8 @@ pub struct OpenLoopRun {
     pub scheduled: u64,
     /// Requests answered (and recorded).
     pub completed: u64,
-    /// Requests never sent: the run gave up sending (see [`open_loop`]).
+    /// Requests never sent: a timed run gave up sending (see
+    /// [`open_loop`]).
     pub unsent: u64,
     /// Requests kept in flight at most.
     pub in_flight_limit: usize,
@@ -148,8 +149,9 @@ fn complete(
 /// Open-loop round trips of `size`-byte messages (or of sizes drawn from
 /// `sizes`) at `rate` requests per second: `warmup` closed-loop round trips unrecorded, then `measure`
 /// (a count of requests, or a duration: `rate × duration` requests), then
-/// `QUIT`. Sending gives up at twice the planned duration plus a second
-/// (a rate far beyond the transport's); requests not sent by then are
+/// `QUIT`. A count is sent whole, however long it takes; a duration's
+/// requests stop being sent at twice the planned duration plus a second (a
+/// rate far beyond the transport's), and those not sent by then are
 /// reported as `unsent`.
 pub fn open_loop<E: Endpoint>(
     end: &mut E,
@@ -179,7 +181,10 @@ pub fn open_loop<E: Endpoint>(
     let window = in_flight_limit(end.can_poll(), size, ring);
     let pipelined = end.can_poll();
     let start = Instant::now();
-    let give_up = start + planned * 2 + Duration::from_secs(1);
+    let give_up = match measure {
+        Amount::Time(_) => Some(start + planned * 2 + Duration::from_secs(1)),
+        Amount::Iters(_) => None,
+    };
     let mut recorder = Recorder {
         start,
         planned,
@@ -213,7 +218,7 @@ pub fn open_loop<E: Endpoint>(
             }
             std::hint::spin_loop();
         };
-        if now >= give_up {
+        if give_up.is_some_and(|give_up| now >= give_up) {
             break;
         }
         let len = sizes.map_or(size, |sizes| sizes.draw(seq));

@@ -158,7 +158,7 @@ fn an_unsustainable_rate_shows_latencies_growing_through_the_run() {
         "--rate",
         "1000M",
         "--iters",
-        "3000",
+        "1000",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -168,13 +168,10 @@ fn an_unsustainable_rate_shows_latencies_growing_through_the_run() {
         let intended = number(result, "intended_rate");
         let achieved = number(result, "achieved_rate");
         assert!(achieved < intended / 2.0, "{result}");
-        // Sending gives up a second after the schedule's end (3 µs): what
-        // was not sent by then is counted, not hidden.
-        let completed = result["completed"].as_u64().unwrap();
-        assert!(completed > 0, "{result}");
-        assert_eq!(completed + result["unsent"].as_u64().unwrap(), 3000);
-        assert_eq!(result["scheduled"], 3000);
-        // All 3000 requests were due within 3 µs: each waits for those
+        // A count of requests is sent whole, however late.
+        assert_eq!(result["completed"], 1000, "{result}");
+        assert_eq!(result["unsent"], 0);
+        // All 1000 requests were due within 1 µs: each waits for those
         // before it, so the last tenth waits longer than the first.
         let timeline: Vec<f64> = result["timeline_p50_ns"]
             .as_array()
@@ -195,6 +192,34 @@ fn an_unsustainable_rate_shows_latencies_growing_through_the_run() {
             "{result}"
         );
     }
+}
+
+#[test]
+fn a_timed_run_gives_up_sending_and_says_so() {
+    let json = scratch("give-up.json");
+    run(&[
+        "latency",
+        "--transport",
+        "uds",
+        "--size",
+        "64",
+        "--rate",
+        "1000M",
+        "--seconds",
+        "0.001",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let results = results(&json);
+    let result = &results[0];
+    // A million requests due within a millisecond: sending stops a second
+    // after the schedule's end, and what was not sent is counted.
+    assert_eq!(result["scheduled"], 1_000_000);
+    let completed = result["completed"].as_u64().unwrap();
+    let unsent = result["unsent"].as_u64().unwrap();
+    assert!(completed > 0 && unsent > 0, "{result}");
+    assert_eq!(completed + unsent, 1_000_000);
+    assert_eq!(result["samples"].as_u64(), Some(completed));
 }
 
 #[test]
