@@ -478,7 +478,7 @@ pub fn measure<W: Workload>(workload: W, options: &CustomOptions) -> Result<()> 
             };
             row.runs.push(Summary::of(&histogram));
             row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
-            row.counters = counters;
+            row.counters = row.counters.plus(counters);
             row.open.extend(open);
         }
     }
