@@ -478,7 +478,9 @@ pub fn measure<W: Workload>(workload: W, options: &CustomOptions) -> Result<()> 
             };
             row.runs.push(Summary::of(&histogram));
             row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
-            row.counters = row.counters.plus(counters);
+            // One connection serves every run: its counters are running
+            // totals already.
+            row.counters = counters;
             row.open.extend(open);
         }
     }
