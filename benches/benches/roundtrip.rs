@@ -42,6 +42,7 @@ fn roundtrip(c: &mut Criterion) {
                 cpu: peer_cpu,
                 name: String::new(),
                 meta: Vec::new(),
+                sizes: None,
             };
             let mut end = peer.start(&mut job).expect("starting the job");
             let pattern = Pattern::new(size);

@@ -3,7 +3,8 @@
 //! dispatch in the loop).
 
 use crate::endpoint::{Counters, Endpoint};
-use crate::payload::{Pattern, QUIT, SYNC};
+use crate::payload::{self, Msg, Pattern, QUIT, SYNC};
+use crate::sizes::Sizes;
 use crate::{BoxError, Result};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ impl Amount {
 
     /// Whether `done` iterations started at `start` are enough.
     #[inline]
-    fn reached(self, done: u64, start: Instant, now: Instant) -> bool {
+    pub fn reached(self, done: u64, start: Instant, now: Instant) -> bool {
         match self {
             Amount::Iters(n) => done >= n,
             Amount::Time(limit) => now.duration_since(start) >= limit,
@@ -55,15 +56,50 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Round trips of `size`-byte messages: `warmup` unrecorded, then `measure`
-/// recorded, each timed alone; then `QUIT`.
+/// Checks the reply to round trip `seq` of `len` bytes (`sized`: of a drawn
+/// size, announcing its length): the peer tags it with the check of the
+/// request.
+#[inline]
+pub fn check_reply(reply: &Msg, seq: u64, len: usize, sized: bool) -> Result<()> {
+    let expected = payload::expected(len, payload::expected(len, seq));
+    if reply.check != expected || reply.len != len || (sized && reply.word1 != len as u64) {
+        return Err(format!(
+            "round trip {seq}: reply of {} B with check {:#x}, expected {len} B with {expected:#x}",
+            reply.len, reply.check
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Sends round trip `seq` (of the size `sizes` draws for it, or `size`)
+/// and receives its reply; returns the reply and the size sent.
+#[inline]
+pub fn round_trip<E: Endpoint>(
+    end: &mut E,
+    seq: u64,
+    size: usize,
+    sizes: Option<&Sizes>,
+) -> Result<(Msg, usize)> {
+    match sizes {
+        Some(sizes) => {
+            let len = sizes.draw(seq);
+            Ok((end.round_trip_sized(seq, len)?, len))
+        }
+        None => Ok((end.round_trip(seq)?, size)),
+    }
+}
+
+/// Round trips of `size`-byte messages (or of sizes drawn from `sizes`):
+/// `warmup` unrecorded, then `measure` recorded, each timed alone; then
+/// `QUIT`.
 pub fn latency<E: Endpoint>(
     end: &mut E,
     size: usize,
+    sizes: Option<&Sizes>,
     warmup: Amount,
     measure: Amount,
 ) -> Result<LatencyRun> {
-    let pattern = Pattern::new(size);
     let mut histogram = new_histogram();
     let mut seq = 1u64;
     for (phase, amount) in [(false, warmup), (true, measure)] {
@@ -71,17 +107,9 @@ pub fn latency<E: Endpoint>(
         let mut done = 0u64;
         loop {
             let sent = Instant::now();
-            let reply = end.round_trip(seq)?;
+            let (reply, len) = round_trip(end, seq, size, sizes)?;
             let now = Instant::now();
-            // The peer tags its reply with the check of the request.
-            let expected = pattern.expected(pattern.expected(seq));
-            if reply.check != expected || reply.len != size {
-                return Err(format!(
-                    "round trip {seq}: reply of {} B with check {:#x}, expected {size} B with {expected:#x}",
-                    reply.len, reply.check
-                )
-                .into());
-            }
+            check_reply(&reply, seq, len, sizes.is_some())?;
             if phase {
                 histogram.saturating_record(now.duration_since(sent).as_nanos() as u64);
             }
@@ -92,7 +120,7 @@ pub fn latency<E: Endpoint>(
             }
         }
     }
-    end.round_trip(QUIT)?;
+    round_trip(end, QUIT, size, sizes)?;
     Ok(LatencyRun {
         histogram,
         counters: end.counters(),

@@ -78,6 +78,31 @@ pub trait Endpoint {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Writes a message of `len` bytes (a size drawn from `--sizes-from`,
+    /// at most the job's size) tagged `tag`, with its length in its second
+    /// word ([`crate::payload::stamp_sized`]), and sends it.
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let _ = (tag, len);
+        Err("this transport sends one size only (no --sizes-from)".into())
+    }
+    /// [`send_sized`](Self::send_sized) and receives the reply.
+    fn round_trip_sized(&mut self, tag: u64, len: usize) -> Result<Msg> {
+        self.send_sized(tag, len)?;
+        self.flush()?;
+        self.recv()
+    }
+    /// Whether [`try_recv`](Self::try_recv) works: the open loop
+    /// ([`crate::open_loop`]) then keeps several requests in flight and
+    /// reads replies between sends. An endpoint that cannot look without
+    /// waiting (a synchronous call) is driven with one request in flight.
+    fn can_poll(&self) -> bool {
+        false
+    }
+    /// Receives the next message if one is there, without waiting (only
+    /// called when [`can_poll`](Self::can_poll) says so).
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        Err("this transport cannot receive without waiting".into())
+    }
     /// Sends a request tagged `tag` and receives the reply.
     fn round_trip(&mut self, tag: u64) -> Result<Msg> {
         self.send(tag)?;
@@ -92,10 +117,15 @@ pub trait Endpoint {
 
 /// The peer's side of a latency job: answers each request with a message of
 /// the same size tagged with the check of the request, until [`QUIT`].
-pub fn serve_latency<E: Endpoint>(end: &mut E) -> Result<()> {
+/// With `sized` (`--sizes-from`), the reply has the request's size.
+pub fn serve_latency<E: Endpoint>(end: &mut E, sized: bool) -> Result<()> {
     loop {
         let request = end.recv()?;
-        end.send(request.check)?;
+        if sized {
+            end.send_sized(request.check, request.len)?;
+        } else {
+            end.send(request.check)?;
+        }
         end.flush()?;
         if request.tag == QUIT {
             return Ok(());

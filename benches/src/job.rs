@@ -5,6 +5,7 @@
 
 use crate::catalog::Transport;
 use crate::mode::Mode;
+use crate::sizes::Sizes;
 use crate::{BoxError, Result};
 use ferry_transport::{Trust, WaitStrategy};
 
@@ -48,6 +49,9 @@ pub struct Job {
     pub name: String,
     /// Transport metadata (ferry's endpoint metadata), hex on the wire.
     pub meta: Vec<u8>,
+    /// Round trips of sizes drawn from this distribution (`size` is its
+    /// largest); `None`: every message has `size` bytes.
+    pub sizes: Option<Sizes>,
 }
 
 impl Job {
@@ -55,7 +59,7 @@ impl Job {
     pub fn encode(&self) -> String {
         let hex: String = self.meta.iter().map(|b| format!("{b:02x}")).collect();
         format!(
-            "job mode={} transport={} size={} wait={} trust={} ring={} batch={} cpu={} name={} meta={}",
+            "job mode={} transport={} size={} wait={} trust={} ring={} batch={} cpu={} name={} meta={} sizes={}",
             self.mode.name(),
             self.transport.name(),
             self.size,
@@ -67,6 +71,9 @@ impl Job {
                 .map_or_else(|| "-".to_owned(), |cpu| cpu.to_string()),
             self.name,
             if hex.is_empty() { "-" } else { &hex },
+            self.sizes
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), Sizes::encode),
         )
     }
 
@@ -109,7 +116,12 @@ impl Job {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|_| BoxError::from("bad metadata"))?
         };
+        let sizes = match get("sizes")?.as_str() {
+            "-" => None,
+            word => Some(Sizes::decode(word)?),
+        };
         Ok(Job {
+            sizes,
             mode,
             transport,
             size,
@@ -141,10 +153,12 @@ mod tests {
             cpu: Some(1),
             name: "ferry-bench-1-2".into(),
             meta: vec![0, 1, 0xab, 0xff],
+            sizes: Some(Sizes::parse("64 3\n1K 1\n", 9).unwrap()),
         };
         let back = Job::decode(&job.encode()).unwrap();
         assert_eq!(back.encode(), job.encode());
         assert_eq!(back.meta, job.meta);
         assert_eq!(back.cpu, Some(1));
+        assert_eq!(back.sizes, job.sizes);
     }
 }

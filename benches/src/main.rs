@@ -4,17 +4,20 @@
 //! ```text
 //! cargo run --release -p ferry-bench -- latency
 //! cargo run --release -p ferry-bench -- throughput --size 64,4K,1M --runs 5 --json out.json
+//! cargo run --release -p ferry-bench -- latency --rate 10k,100k,300k --plot sweep.svg
 //! ```
 
 use clap::{Args, Parser, Subcommand};
+use ferry_bench::background::{Background, BackgroundRun};
 use ferry_bench::catalog::Transport;
 use ferry_bench::driver::{self, Amount};
 use ferry_bench::job::{Job, parse_trust, trust_name};
 use ferry_bench::mode::Mode;
 use ferry_bench::payload::MIN_SIZE;
-use ferry_bench::report::{self, Key, LatencyRow, Summary, ThroughputRow};
+use ferry_bench::report::{self, Key, LatencyRow, OpenSummary, Summary, ThroughputRow};
 use ferry_bench::session::Peer;
-use ferry_bench::{BoxError, Result, cpu, peer, with_end};
+use ferry_bench::sizes::{Sizes, parse_size};
+use ferry_bench::{BoxError, Result, cpu, open_loop, peer, plot, with_end};
 use ferry_transport::{Trust, WaitStrategy};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -92,9 +95,31 @@ struct Options {
     /// Write the results as JSON ({"results": [...]}).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Draw the latency distribution per transport as SVG.
+    /// Open loop (latency): send at these rates, comma-separated, in
+    /// requests per second (10k, 250000, 1.5M), and measure each latency
+    /// from the request's intended send time.
+    #[arg(long, value_name = "LIST")]
+    rate: Option<String>,
+    /// Latency under load: keep a one-way stream of SIZE-byte messages
+    /// running over a second connection of the same transport (a second
+    /// peer process) while the round trips are measured.
+    #[arg(long, value_name = "SIZE")]
+    background_stream: Option<String>,
+    /// Latency: draw each round trip's size from this distribution (one
+    /// size a line, or `SIZE COUNT` histogram lines; at least 24 bytes)
+    /// instead of --size.
+    #[arg(long, value_name = "FILE")]
+    sizes_from: Option<PathBuf>,
+    /// Seed of the draws from --sizes-from.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Draw a plot as SVG: latency percentiles over the rate with --rate,
+    /// the latency CDFs otherwise.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Draw the latency CDFs (every transport, size and rate) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    cdf: Option<PathBuf>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -117,22 +142,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn parse_size(text: &str) -> Result<usize> {
-    let text = text.trim();
-    let upper = text.to_ascii_uppercase();
-    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, shift) = match digits.chars().last() {
-        Some('K') => (&digits[..digits.len() - 1], 10),
-        Some('M') => (&digits[..digits.len() - 1], 20),
-        Some('G') => (&digits[..digits.len() - 1], 30),
-        _ => (digits, 0),
-    };
-    let value: usize = number
-        .parse()
-        .map_err(|_| BoxError::from(format!("bad size {text:?}")))?;
-    Ok(value << shift)
 }
 
 fn list<T>(text: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
@@ -192,7 +201,17 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
             .into());
         }
     }
-    let sizes = list(&options.size, parse_size)?;
+    let sizes_from = match &options.sizes_from {
+        None => None,
+        Some(_) if mode != Mode::Latency => {
+            return Err("--sizes-from draws the sizes of round trips (latency)".into());
+        }
+        Some(path) => Some(Sizes::from_file(path, options.seed)?),
+    };
+    let sizes = match &sizes_from {
+        Some(distribution) => vec![distribution.max()],
+        None => list(&options.size, parse_size)?,
+    };
     if let Some(size) = sizes.iter().find(|&&s| s < MIN_SIZE) {
         return Err(format!("size {size} is below the {MIN_SIZE}-byte minimum (the tag)").into());
     }
@@ -204,49 +223,67 @@ fn plans(mode: Mode, options: &Options, peer_cpu: Option<usize>) -> Result<Vec<P
         return Err("nothing to measure".into());
     }
     let ring = options.ring.as_deref().map(parse_size).transpose()?;
+    let rates: Vec<Option<u64>> = match &options.rate {
+        None => vec![None],
+        Some(_) if mode != Mode::Latency => {
+            return Err("--rate sets the request rate of round trips (latency)".into());
+        }
+        Some(text) => list(text, open_loop::parse_rate)?
+            .into_iter()
+            .map(|r| Some(r.round() as u64))
+            .collect(),
+    };
+    if rates.is_empty() {
+        return Err("--rate lists no rate".into());
+    }
     let mut plans = Vec::new();
     for run in 0..options.runs.max(1) {
         for &size in &sizes {
-            for &transport in &transports {
-                let waits: &[WaitStrategy] = if transport.uses_wait() {
-                    &waits
-                } else {
-                    &waits[..1]
-                };
-                let trusts: &[Trust] = if transport.uses_trust() {
-                    &trusts
-                } else {
-                    &trusts[..1]
-                };
-                for &wait in waits {
-                    for &trust in trusts {
-                        let key = Key {
-                            transport,
-                            size,
-                            wait: if transport.uses_wait() {
-                                wait.to_string()
-                            } else {
-                                transport.fixed_wait().into()
-                            },
-                            trust: if transport.uses_trust() {
-                                trust_name(trust).into()
-                            } else {
-                                "n/a".into()
-                            },
-                        };
-                        let job = Job {
-                            mode,
-                            transport,
-                            size,
-                            wait,
-                            trust,
-                            ring: ring.unwrap_or_else(|| auto_ring(size)),
-                            batch: options.batch,
-                            cpu: peer_cpu,
-                            name: String::new(),
-                            meta: Vec::new(),
-                        };
-                        plans.push(Plan { key, job, run });
+            for &rate in &rates {
+                for &transport in &transports {
+                    let waits: &[WaitStrategy] = if transport.uses_wait() {
+                        &waits
+                    } else {
+                        &waits[..1]
+                    };
+                    let trusts: &[Trust] = if transport.uses_trust() {
+                        &trusts
+                    } else {
+                        &trusts[..1]
+                    };
+                    for &wait in waits {
+                        for &trust in trusts {
+                            let key = Key {
+                                transport,
+                                size,
+                                wait: if transport.uses_wait() {
+                                    wait.to_string()
+                                } else {
+                                    transport.fixed_wait().into()
+                                },
+                                trust: if transport.uses_trust() {
+                                    trust_name(trust).into()
+                                } else {
+                                    "n/a".into()
+                                },
+                                rate,
+                                workload: None,
+                            };
+                            let job = Job {
+                                mode,
+                                transport,
+                                size,
+                                wait,
+                                trust,
+                                ring: ring.unwrap_or_else(|| auto_ring(size)),
+                                batch: options.batch,
+                                cpu: peer_cpu,
+                                name: String::new(),
+                                meta: Vec::new(),
+                                sizes: sizes_from.clone(),
+                            };
+                            plans.push(Plan { key, job, run });
+                        }
                     }
                 }
             }
@@ -307,6 +344,22 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
         (None, None) => Amount::Time(Duration::from_millis(250)),
     };
     let warmup = Amount::parse(&options.warmup)?;
+    let background = match &options.background_stream {
+        None => None,
+        Some(_) if mode != Mode::Latency => {
+            return Err("--background-stream runs beside round trips (latency)".into());
+        }
+        Some(text) => {
+            let size = parse_size(text)?;
+            if size < MIN_SIZE {
+                return Err(format!(
+                    "background stream size {size} is below the {MIN_SIZE}-byte minimum"
+                )
+                .into());
+            }
+            Some(size)
+        }
+    };
     let allowed = cpu::allowed();
     let cores = match &options.cores {
         Some(text) => {
@@ -355,8 +408,22 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
         options.warmup,
         options.runs.max(1),
     );
+    let sizes_from = plans.first().and_then(|plan| plan.job.sizes.clone());
+    if let (Some(sizes), Some(path)) = (&sizes_from, &options.sizes_from) {
+        println!(
+            "message sizes drawn from {} (seed {}): {} distinct, {}-{} B, median {} B, mean {:.0} B; the size column shows the largest",
+            path.display(),
+            sizes.seed(),
+            sizes.distinct(),
+            sizes.min(),
+            sizes.max(),
+            sizes.quantile(0.5),
+            sizes.mean()
+        );
+    }
     let mut latency_rows: Vec<LatencyRow> = Vec::new();
     let mut throughput_rows: Vec<ThroughputRow> = Vec::new();
+    let ring = options.ring.as_deref().map(parse_size).transpose()?;
     let mut peer = Peer::spawn()?;
     let mut progress = Progress::new(options.quiet);
     let mut failures = 0;
@@ -367,17 +434,28 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
             done,
             total,
             &format!(
-                "{} {} B, run {}",
+                "{} {} B{}, run {}",
                 plan.key.label(),
                 plan.key.size,
+                plan.key.rate.map_or_else(String::new, |r| format!(
+                    " at {}/s",
+                    report::rate_label(r as f64)
+                )),
                 plan.run + 1
             ),
         );
-        let (outcome, contended) =
-            measure_quietly(&mut peer, &mut plan.job, mode, warmup, measure, options);
+        let setup = Setup {
+            mode,
+            warmup,
+            measure,
+            rate: plan.key.rate,
+            background,
+            ring,
+        };
+        let (outcome, contended) = measure_quietly(&mut peer, &mut plan.job, &setup, options);
         pressures.push(contended);
         match outcome {
-            Ok(Outcome::Latency(histogram, counters)) => {
+            Ok(Outcome::Latency(histogram, counters, open, stream)) => {
                 let row = match latency_rows.iter_mut().position(|r| r.key == plan.key) {
                     Some(i) => &mut latency_rows[i],
                     None => {
@@ -388,6 +466,8 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                 row.runs.push(Summary::of(&histogram));
                 row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
                 row.counters = row.counters.plus(counters);
+                row.open.extend(open.map(|open| *open));
+                row.background.extend(stream);
             }
             Ok(Outcome::Throughput(messages, elapsed, counters)) => {
                 let row = match throughput_rows.iter_mut().position(|r| r.key == plan.key) {
@@ -419,7 +499,21 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
     let load_after = cpu::load_average();
     println!();
     match mode {
-        Mode::Latency => print!("{}", report::latency_table(&latency_rows)),
+        Mode::Latency if options.rate.is_some() => {
+            print!("{}", report::open_loop_table(&latency_rows))
+        }
+        Mode::Latency => {
+            print!("{}", report::latency_table(&latency_rows));
+            for row in latency_rows.iter().filter(|r| !r.background.is_empty()) {
+                println!(
+                    "background stream beside {} {} B: {} B messages at {} msgs/s",
+                    row.key.label(),
+                    report::size_label(row.key.size),
+                    report::size_label(row.background[0].size),
+                    report::rate_label(row.background_rate())
+                );
+            }
+        }
         Mode::Throughput => print!("{}", report::throughput_table(&throughput_rows)),
     }
     println!("\nload average {} after", load_text(load_after));
@@ -427,10 +521,24 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
         println!("CPU pressure during the measurements kept: {text}");
     }
     if let Some(path) = &options.json {
-        let results = match mode {
+        let mut results = match mode {
             Mode::Latency => report::latency_json(&latency_rows),
             Mode::Throughput => report::throughput_json(&throughput_rows),
         };
+        let sizes_json = sizes_from.as_ref().map(|sizes| {
+            let mut summary = sizes.summary_json();
+            if let (Some(object), Some(path)) = (summary.as_object_mut(), &options.sizes_from) {
+                object.insert("file".into(), path.display().to_string().into());
+            }
+            summary
+        });
+        if let Some(summary) = &sizes_json {
+            for result in &mut results {
+                if let Some(object) = result.as_object_mut() {
+                    object.insert("sizes_from".into(), summary.clone());
+                }
+            }
+        }
         let document = serde_json::json!({
             "results": results,
             "meta": {
@@ -442,25 +550,38 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                 "load_after": load_after,
                 "clock_read_ns": clock_ns,
                 "runs": options.runs.max(1),
+                "rates": options.rate,
+                "background_stream_size": background,
+                "sizes_from": sizes_json,
                 "cpu_pressure": pressures,
             }
         });
         std::fs::write(path, serde_json::to_string_pretty(&document)? + "\n")
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
+    let load = format!(
+        "{}, load {} before, {} after",
+        cpu_model(),
+        load_text(load_before),
+        load_text(load_after)
+    );
     if let Some(path) = &options.plot {
         if mode != Mode::Latency {
-            eprintln!(
-                "ferry-bench: --plot draws latency distributions; nothing to draw for throughput"
-            );
+            eprintln!("ferry-bench: --plot draws latencies; nothing to draw for throughput");
+        } else if options.rate.is_some() {
+            let title = format!("ferry-bench open-loop latency over rate ({load})");
+            plot::latency_vs_rate(&latency_rows, path, &title)?;
         } else {
-            let title = format!(
-                "ferry-bench latency: round-trip time by percentile ({}, load {})",
-                cpu_model(),
-                load_text(load_before)
-            );
-            std::fs::write(path, report::latency_svg(&latency_rows, &title))
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            let title = format!("ferry-bench round-trip time CDF ({load})");
+            plot::cdf(&latency_rows, path, &title)?;
+        }
+    }
+    if let Some(path) = &options.cdf {
+        if mode != Mode::Latency {
+            eprintln!("ferry-bench: --cdf draws latencies; nothing to draw for throughput");
+        } else {
+            let title = format!("ferry-bench latency CDF ({load})");
+            plot::cdf(&latency_rows, path, &title)?;
         }
     }
     Ok(failures == 0)
@@ -485,9 +606,7 @@ fn pressure_text(pressures: &mut [f64]) -> Option<String> {
 fn measure_quietly(
     peer: &mut Peer,
     job: &mut Job,
-    mode: Mode,
-    warmup: Amount,
-    measure: Amount,
+    setup: &Setup,
     options: &Options,
 ) -> (Result<Outcome>, f64) {
     let mut best: Option<(Result<Outcome>, f64)> = None;
@@ -497,7 +616,7 @@ fn measure_quietly(
             std::thread::sleep(Duration::from_millis(200));
         }
         let pressure = cpu::Pressure::start();
-        let outcome = measure_one(peer, job, mode, warmup, measure);
+        let outcome = measure_one(peer, job, setup);
         let share = pressure.share().unwrap_or(f64::NAN);
         let failed = outcome.is_err();
         if best.as_ref().is_none_or(|(_, kept)| share < *kept) || failed {
@@ -513,27 +632,62 @@ fn measure_quietly(
     best.expect("at least one attempt")
 }
 
+/// How every measurement of a run is made.
+struct Setup {
+    mode: Mode,
+    warmup: Amount,
+    measure: Amount,
+    /// Open loop at this rate (requests per second).
+    rate: Option<u64>,
+    /// A background stream of messages of this size.
+    background: Option<usize>,
+    /// `--ring`, if given.
+    ring: Option<usize>,
+}
+
 enum Outcome {
     Latency(
         hdrhistogram::Histogram<u64>,
         ferry_bench::endpoint::Counters,
+        Option<Box<OpenSummary>>,
+        Option<BackgroundRun>,
     ),
     Throughput(u64, Duration, ferry_bench::endpoint::Counters),
 }
 
-fn measure_one(
-    peer: &mut Peer,
-    job: &mut Job,
-    mode: Mode,
-    warmup: Amount,
-    measure: Amount,
-) -> Result<Outcome> {
+fn measure_one(peer: &mut Peer, job: &mut Job, setup: &Setup) -> Result<Outcome> {
+    let stream = match setup.background {
+        Some(size) => Some(Background::start(
+            job,
+            size,
+            setup.ring.unwrap_or_else(|| auto_ring(size)),
+        )?),
+        None => None,
+    };
+    let outcome = measure_round_trips(peer, job, setup);
+    let stream = stream.map(Background::stop).transpose();
+    let mut outcome = outcome?;
+    if let Outcome::Latency(_, _, _, slot) = &mut outcome {
+        *slot = stream?;
+    }
+    Ok(outcome)
+}
+
+fn measure_round_trips(peer: &mut Peer, job: &mut Job, setup: &Setup) -> Result<Outcome> {
     let mut end = peer.start(job)?;
-    let size = job.size;
-    let outcome = with_end!(&mut end, end => match mode {
-        Mode::Latency => driver::latency(end, size, warmup, measure)
-            .map(|run| Outcome::Latency(run.histogram, run.counters)),
-        Mode::Throughput => driver::throughput(end, size, warmup, measure)
+    let (size, ring) = (job.size, job.ring);
+    let sizes = job.sizes.clone();
+    let sizes = sizes.as_ref();
+    let (warmup, measure) = (setup.warmup, setup.measure);
+    let outcome = with_end!(&mut end, end => match (setup.mode, setup.rate) {
+        (Mode::Latency, Some(rate)) => open_loop::open_loop(end, size, sizes, ring, rate as f64, warmup, measure)
+            .map(|run| {
+                let open = Box::new(OpenSummary::of(&run));
+                Outcome::Latency(run.histogram, run.counters, Some(open), None)
+            }),
+        (Mode::Latency, None) => driver::latency(end, size, sizes, warmup, measure)
+            .map(|run| Outcome::Latency(run.histogram, run.counters, None, None)),
+        (Mode::Throughput, _) => driver::throughput(end, size, warmup, measure)
             .map(|run| Outcome::Throughput(run.messages, run.elapsed, run.counters)),
     });
     drop(end);
@@ -548,7 +702,9 @@ fn measure_one(
     };
     let theirs = peer.finish()?;
     Ok(match outcome {
-        Outcome::Latency(h, ours) => Outcome::Latency(h, ours.plus(theirs)),
+        Outcome::Latency(h, ours, open, stream) => {
+            Outcome::Latency(h, ours.plus(theirs), open, stream)
+        }
         Outcome::Throughput(n, t, ours) => Outcome::Throughput(n, t, ours.plus(theirs)),
     })
 }

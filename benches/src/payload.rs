@@ -37,6 +37,13 @@ pub const SYNC: u64 = u64::MAX - 1;
 pub const QUIT: u64 = u64::MAX;
 /// Length of an acknowledgement: message count, then check total.
 pub const ACK_LEN: usize = 16;
+/// The smallest message whose size is drawn from a distribution
+/// (`--sizes-from`): the tag, the length word, and the last stamped word.
+pub const MIN_SIZED: usize = 24;
+/// Where a message of a drawn size carries its length (the second word):
+/// the transports without frames of their own (the floors, sockets and
+/// pipes) read it to know how much follows.
+pub const LEN_WORD: usize = 8;
 
 /// Mixed into the tag for the last word.
 const LAST_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -91,6 +98,32 @@ pub fn stamp(message: &mut [u8], tag: u64) {
     if let Some(at) = last_word(len) {
         write_word(message, at, tag ^ LAST_KEY);
     }
+}
+
+/// Stamps `tag` like [`stamp`] and the message's length into its second
+/// word ([`LEN_WORD`]); for messages of drawn sizes (at least
+/// [`MIN_SIZED`] bytes, so the stamps do not overlap).
+#[inline]
+pub fn stamp_sized(message: &mut [u8], tag: u64) {
+    stamp(message, tag);
+    let len = message.len() as u64;
+    write_word(message, LEN_WORD, len);
+}
+
+/// The length a message of a drawn size announces in its first
+/// [`MIN_SIZED`] bytes, checked: at least [`MIN_SIZED`], at most `capacity`.
+#[inline]
+pub fn announced_len(head: &[u8], capacity: usize) -> crate::Result<usize> {
+    if head.len() < LEN_WORD + 8 {
+        return Err("a message of a drawn size is shorter than its length word".into());
+    }
+    let len = read_word(head, LEN_WORD);
+    if len < MIN_SIZED as u64 || len > capacity as u64 {
+        return Err(
+            format!("a message announces {len} B; expected {MIN_SIZED} to {capacity} B").into(),
+        );
+    }
+    Ok(len as usize)
 }
 
 /// The check a receiver computes for a `len`-byte message tagged `tag`.
@@ -178,6 +211,29 @@ impl Pattern {
     pub fn write(&self, dst: &mut [u8], tag: u64) {
         dst.copy_from_slice(&self.bytes);
         stamp(dst, tag);
+    }
+
+    /// Writes the message of `dst.len()` bytes (at most `len()`, at least
+    /// [`MIN_SIZED`]) tagged `tag`: one `memcpy` of the pattern's first
+    /// bytes, then [`stamp_sized`].
+    #[inline]
+    pub fn write_sized(&self, dst: &mut [u8], tag: u64) {
+        dst.copy_from_slice(&self.bytes[..dst.len()]);
+        stamp_sized(dst, tag);
+    }
+
+    /// Resizes `message`, a copy of the pattern's first bytes (stamps
+    /// aside), to `len` bytes, copying only the bytes it gains, and stamps
+    /// it with [`stamp_sized`]. For the transports that send an owned
+    /// vector (ferry's typed messages).
+    pub fn resize_sized(&self, message: &mut Vec<u8>, len: usize, tag: u64) {
+        let have = message.len();
+        if len < have {
+            message.truncate(len);
+        } else {
+            message.extend_from_slice(&self.bytes[have..len]);
+        }
+        stamp_sized(message, tag);
     }
 
     /// The check of the message tagged `tag`.

@@ -75,7 +75,7 @@ fn run(
         }
         PeerEnd::Generic(any) => with_end!(any, end => {
             match job.mode {
-                Mode::Latency => endpoint::serve_latency(end)?,
+                Mode::Latency => endpoint::serve_latency(end, job.sizes.is_some())?,
                 Mode::Throughput => endpoint::serve_throughput(end)?,
             }
             endpoint::Endpoint::counters(end)

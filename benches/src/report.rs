@@ -1,8 +1,11 @@
-//! Results: medians over runs, the tables, the JSON file and the SVG plot.
+//! Results: medians over runs, the tables and the JSON file (the plots
+//! are in [`crate::plot`]).
 
+use crate::background::BackgroundRun;
 use crate::catalog::Transport;
 use crate::driver::new_histogram;
 use crate::endpoint::Counters;
+use crate::open_loop::OpenLoopRun;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -19,12 +22,21 @@ pub struct Key {
     pub wait: String,
     /// `trusted`/`untrusted` for ferry-transport; `n/a` otherwise.
     pub trust: String,
+    /// Open loop: the intended rate, requests per second; `None` for
+    /// closed-loop round trips and for streams.
+    pub rate: Option<u64>,
+    /// A user's workload ([`crate::custom`]) measured over the transport:
+    /// its name labels the row.
+    pub workload: Option<String>,
 }
 
 impl Key {
     /// How the row is named in the table (`ferry-raw`, `ferry-raw/park`, ...).
     pub fn label(&self) -> String {
-        let mut label = self.transport.name().to_owned();
+        let mut label = match &self.workload {
+            Some(name) => format!("{name} ({})", self.transport.name()),
+            None => self.transport.name().to_owned(),
+        };
         if self.transport.uses_wait() && self.wait != "spin" {
             let _ = write!(label, "/{}", self.wait);
         }
@@ -82,16 +94,57 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// What an open-loop run adds to its percentiles.
+#[derive(Debug, Clone)]
+pub struct OpenSummary {
+    /// Requests per second asked for.
+    pub intended_rate: f64,
+    /// Replies per second achieved.
+    pub achieved_rate: f64,
+    /// Requests scheduled, answered, never sent.
+    pub scheduled: u64,
+    /// Requests answered.
+    pub completed: u64,
+    /// Requests never sent (the run gave up sending).
+    pub unsent: u64,
+    /// Requests in flight at most.
+    pub in_flight_limit: usize,
+    /// Median latency of each tenth of the run, ns.
+    pub timeline: Vec<f64>,
+    /// Percentiles of the latency from the actual send time.
+    pub from_send: Summary,
+}
+
+impl OpenSummary {
+    /// Summarizes an open-loop run.
+    pub fn of(run: &OpenLoopRun) -> OpenSummary {
+        OpenSummary {
+            intended_rate: run.intended_rate,
+            achieved_rate: run.achieved_rate,
+            scheduled: run.scheduled,
+            completed: run.completed,
+            unsent: run.unsent,
+            in_flight_limit: run.in_flight_limit,
+            timeline: run.timeline.clone(),
+            from_send: Summary::of(&run.from_send),
+        }
+    }
+}
+
 /// Every run of one latency row.
 pub struct LatencyRow {
     /// The row.
     pub key: Key,
     /// Each run's percentiles.
     pub runs: Vec<Summary>,
-    /// All runs' round trips together (for the plot).
+    /// All runs' round trips together (for the plots).
     pub merged: Histogram<u64>,
     /// Both ends' counters over all runs.
     pub counters: Counters,
+    /// Open loop: each run's rates and timeline.
+    pub open: Vec<OpenSummary>,
+    /// `--background-stream`: each run's stream.
+    pub background: Vec<BackgroundRun>,
 }
 
 impl LatencyRow {
@@ -102,7 +155,20 @@ impl LatencyRow {
             runs: Vec::new(),
             merged: new_histogram(),
             counters: Counters::default(),
+            open: Vec::new(),
+            background: Vec::new(),
         }
+    }
+
+    /// The median achieved rate over the open-loop runs (NaN if closed).
+    pub fn achieved_rate(&self) -> f64 {
+        median(self.open.iter().map(|o| o.achieved_rate).collect())
+    }
+
+    /// The median rate of the background stream over the runs (NaN if
+    /// none).
+    pub fn background_rate(&self) -> f64 {
+        median(self.background.iter().map(BackgroundRun::rate).collect())
     }
 
     /// The lowest and the highest p50 over the runs.
@@ -269,7 +335,8 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
     out
 }
 
-fn rate_label(rate: f64) -> String {
+/// A rate as people write it: 950, 12.5K, 1.20M.
+pub fn rate_label(rate: f64) -> String {
     if rate >= 1e6 {
         format!("{:.2}M", rate / 1e6)
     } else if rate >= 1e3 {
@@ -277,6 +344,73 @@ fn rate_label(rate: f64) -> String {
     } else {
         format!("{rate:.0}")
     }
+}
+
+/// The open-loop table: per transport, size and intended rate, the
+/// achieved rate, the latency from the intended send time, the latency from
+/// the actual send time, and the background stream's rate.
+pub fn open_loop_table(rows: &[LatencyRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<22} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>7} {:>6} {:>10}",
+        "transport",
+        "size",
+        "rate",
+        "achieved",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "sent→p50",
+        "sent→p99",
+        "unsent",
+        "window",
+        "background"
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>5} {:>18} {:>48} {:>19} {:>14} {:>10}",
+        "", "B", "req/s", "latency from intended send, ns", "from actual send", "", "msgs/s"
+    );
+    let mut last_size = None;
+    for row in rows
+        .iter()
+        .filter(|r| !r.runs.is_empty() && !r.open.is_empty())
+    {
+        if last_size.is_some_and(|s| s != row.key.size) {
+            out.push('\n');
+        }
+        last_size = Some(row.key.size);
+        let s = row.median();
+        let from_send =
+            |f: fn(&Summary) -> f64| median(row.open.iter().map(|o| f(&o.from_send)).collect());
+        let background = row.background_rate();
+        let _ = writeln!(
+            out,
+            "{:<22} {:>5} {:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>7} {:>6} {:>10}",
+            row.key.label(),
+            size_label(row.key.size),
+            rate_label(row.key.rate.unwrap_or(0) as f64),
+            rate_label(row.achieved_rate()),
+            s.p50,
+            s.p90,
+            s.p99,
+            s.p999,
+            s.max,
+            from_send(|s| s.p50),
+            from_send(|s| s.p99),
+            row.open.iter().map(|o| o.unsent).sum::<u64>(),
+            row.open[0].in_flight_limit,
+            if background.is_nan() {
+                "-".into()
+            } else {
+                rate_label(background)
+            },
+        );
+    }
+    out
 }
 
 /// The throughput table.
@@ -335,12 +469,74 @@ fn ratio_json(value: f64, floor: Option<f64>) -> Value {
     }
 }
 
+/// The percentiles the JSON lists from the merged histogram of a row.
+pub const JSON_PERCENTILES: [f64; 13] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 99.999, 100.0,
+];
+
+fn summary_json(s: &Summary) -> Value {
+    json!({
+        "p50_ns": s.p50, "p90_ns": s.p90, "p99_ns": s.p99, "p999_ns": s.p999,
+        "max_ns": s.max, "mean_ns": s.mean, "samples": s.samples,
+    })
+}
+
+/// What an open-loop row adds to its JSON object.
+fn open_json(row: &LatencyRow, object: &mut serde_json::Map<String, Value>) {
+    if row.open.is_empty() {
+        return;
+    }
+    let pick = |f: fn(&OpenSummary) -> f64| median(row.open.iter().map(f).collect());
+    object.insert("intended_rate".into(), json!(pick(|o| o.intended_rate)));
+    object.insert("achieved_rate".into(), json!(pick(|o| o.achieved_rate)));
+    object.insert(
+        "achieved_rate_runs".into(),
+        json!(row.open.iter().map(|o| o.achieved_rate).collect::<Vec<_>>()),
+    );
+    let sum = |f: fn(&OpenSummary) -> u64| row.open.iter().map(f).sum::<u64>();
+    object.insert("scheduled".into(), json!(sum(|o| o.scheduled)));
+    object.insert("completed".into(), json!(sum(|o| o.completed)));
+    object.insert("unsent".into(), json!(sum(|o| o.unsent)));
+    object.insert("in_flight_limit".into(), json!(row.open[0].in_flight_limit));
+    let parts = row.open[0].timeline.len();
+    let timeline: Vec<Value> = (0..parts)
+        .map(|i| {
+            let value = median(
+                row.open
+                    .iter()
+                    .filter_map(|o| o.timeline.get(i).copied())
+                    .filter(|v| !v.is_nan())
+                    .collect(),
+            );
+            if value.is_nan() {
+                Value::Null
+            } else {
+                json!(value)
+            }
+        })
+        .collect();
+    object.insert("timeline_p50_ns".into(), Value::Array(timeline));
+    object.insert(
+        "from_send_runs".into(),
+        Value::Array(
+            row.open
+                .iter()
+                .map(|o| summary_json(&o.from_send))
+                .collect(),
+        ),
+    );
+}
+
 fn common_json(key: &Key, runs: usize, counters: &Counters) -> serde_json::Map<String, Value> {
     let mut object = serde_json::Map::new();
     object.insert("transport".into(), json!(key.transport.name()));
     object.insert("size".into(), json!(key.size));
     object.insert("wait".into(), json!(key.wait));
     object.insert("trust".into(), json!(key.trust));
+    object.insert("rate".into(), json!(key.rate));
+    if let Some(name) = &key.workload {
+        object.insert("workload".into(), json!(name));
+    }
     object.insert("runs".into(), json!(runs));
     let (wakes, parks) = per_message(key, counters).unzip();
     object.insert("wakes_per_msg".into(), json!(wakes));
@@ -378,6 +574,36 @@ pub fn latency_json(rows: &[LatencyRow]) -> Vec<Value> {
                 "ratio_floor_futex".into(),
                 ratio_json(s.p50, floor_p50(rows, size, Transport::FloorFutex)),
             );
+            object.insert(
+                "runs_summary".into(),
+                Value::Array(row.runs.iter().map(summary_json).collect()),
+            );
+            let percentiles: serde_json::Map<String, Value> = JSON_PERCENTILES
+                .iter()
+                .map(|&p| {
+                    (
+                        format!("{p}"),
+                        json!(row.merged.value_at_quantile(p / 100.0)),
+                    )
+                })
+                .collect();
+            object.insert("percentiles_ns".into(), Value::Object(percentiles));
+            open_json(row, &mut object);
+            if !row.background.is_empty() {
+                object.insert(
+                    "background".into(),
+                    json!({
+                        "transport": crate::background::stream_transport(row.key.transport).name(),
+                        "size": row.background[0].size,
+                        "msgs_per_s": row.background_rate(),
+                        "runs": row.background.iter().map(|b| json!({
+                            "messages": b.messages,
+                            "seconds": b.elapsed.as_secs_f64(),
+                            "msgs_per_s": b.rate(),
+                        })).collect::<Vec<_>>(),
+                    }),
+                );
+            }
             Value::Object(object)
         })
         .collect()
@@ -408,147 +634,4 @@ pub fn throughput_json(rows: &[ThroughputRow]) -> Vec<Value> {
             Value::Object(object)
         })
         .collect()
-}
-
-const COLORS: [&str; 12] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#000000", "#aec7e8",
-];
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// The latency distribution per transport: one panel per size, round-trip
-/// time (log scale) against percentile (0, 90, 99, 99.9, 99.99 %), all runs
-/// of a row merged.
-pub fn latency_svg(rows: &[LatencyRow], title: &str) -> String {
-    let rows: Vec<&LatencyRow> = rows.iter().filter(|r| !r.merged.is_empty()).collect();
-    let mut sizes: Vec<usize> = rows.iter().map(|r| r.key.size).collect();
-    sizes.dedup();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut labels: Vec<String> = Vec::new();
-    for row in &rows {
-        if !labels.contains(&row.key.label()) {
-            labels.push(row.key.label());
-        }
-    }
-    let color = |label: &str| {
-        let index = labels.iter().position(|l| l == label).unwrap_or(0);
-        COLORS[index % COLORS.len()]
-    };
-    let (left, right, top, panel_h, plot_w, gap) = (80.0, 230.0, 50.0, 300.0, 640.0, 70.0);
-    let width = left + plot_w + right;
-    let height = top + sizes.len() as f64 * (panel_h + gap) + 10.0;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="{left}" y="24" font-size="16">{}</text>"#,
-        escape(title)
-    );
-    const MAX_NINES: f64 = 4.0;
-    for (panel, &size) in sizes.iter().enumerate() {
-        let y0 = top + panel as f64 * (panel_h + gap);
-        let in_panel: Vec<&&LatencyRow> = rows.iter().filter(|r| r.key.size == size).collect();
-        let (mut lo, mut hi) = (f64::MAX, 1.0f64);
-        for row in &in_panel {
-            lo = lo.min(row.merged.min().max(1) as f64);
-            hi = hi.max(row.merged.max() as f64);
-        }
-        let (log_lo, log_hi) = (
-            lo.log10().floor(),
-            hi.log10().ceil().max(lo.log10().floor() + 1.0),
-        );
-        let x_of = |nines: f64| left + nines / MAX_NINES * plot_w;
-        let y_of =
-            |ns: f64| y0 + panel_h - (ns.max(1.0).log10() - log_lo) / (log_hi - log_lo) * panel_h;
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" fill="none" stroke="#999"/><text x="{left}" y="{}" font-weight="bold">{} B round trip</text>"##,
-            y0 - 6.0,
-            size_label(size)
-        );
-        for (nines, label) in [
-            (0.0, "0%"),
-            (1.0, "90%"),
-            (2.0, "99%"),
-            (3.0, "99.9%"),
-            (4.0, "99.99%"),
-        ] {
-            let x = x_of(nines);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{x}" y1="{y0}" x2="{x}" y2="{}" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle">{label}</text>"##,
-                y0 + panel_h,
-                y0 + panel_h + 16.0
-            );
-        }
-        let mut decade = log_lo;
-        while decade <= log_hi {
-            let ns = 10f64.powf(decade);
-            let y = y_of(ns);
-            let label = if ns >= 1e6 {
-                format!("{} ms", ns / 1e6)
-            } else if ns >= 1e3 {
-                format!("{} µs", ns / 1e3)
-            } else {
-                format!("{ns} ns")
-            };
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{label}</text>"##,
-                left + plot_w,
-                left - 6.0,
-                y + 4.0
-            );
-            decade += 1.0;
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#,
-            left + plot_w / 2.0,
-            y0 + panel_h + 32.0
-        );
-        for (i, row) in in_panel.iter().enumerate() {
-            let label = row.key.label();
-            let h = &row.merged;
-            let max_nines = (h.len() as f64).log10().min(MAX_NINES);
-            let mut points = String::new();
-            let mut nines = 0.0;
-            while nines <= max_nines + 1e-9 {
-                let q = 1.0 - 10f64.powf(-nines);
-                let v = h.value_at_quantile(q) as f64;
-                let _ = write!(points, "{:.1},{:.1} ", x_of(nines), y_of(v));
-                nines += 0.05;
-            }
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"/>"#,
-                color(&label),
-                points.trim_end()
-            );
-            let ly = y0 + 14.0 + i as f64 * 16.0;
-            let lx = left + plot_w + 14.0;
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="3"/><text x="{}" y="{ly}">{} (p50 {} ns)</text>"#,
-                ly - 4.0,
-                lx + 18.0,
-                ly - 4.0,
-                color(&label),
-                lx + 24.0,
-                escape(&label),
-                h.value_at_quantile(0.5)
-            );
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
 }

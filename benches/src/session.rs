@@ -20,7 +20,6 @@ pub const PEER_ENV: &str = "FERRY_BENCH_PEER";
 pub struct Peer {
     child: Child,
     control: Option<Channel>,
-    jobs: u64,
 }
 
 impl Peer {
@@ -43,7 +42,6 @@ impl Peer {
         Ok(Peer {
             child,
             control: Some(control),
-            jobs: 0,
         })
     }
 
@@ -56,8 +54,11 @@ impl Peer {
     /// Sets up `job`'s transport, hands the peer its end, and returns ours
     /// once the peer is ready to serve.
     pub fn start(&mut self, job: &mut Job) -> Result<AnyEnd> {
-        self.jobs += 1;
-        job.name = format!("ferry-bench-{}-{}", std::process::id(), self.jobs);
+        // Unique in this process across peers (a background stream's peer
+        // runs beside the main one): the peer crates name services by it.
+        static JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let job_number = JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        job.name = format!("ferry-bench-{}-{job_number}", std::process::id());
         let (prepared, fds) = transports::prepare(job)?;
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
         self.control()?

@@ -15,7 +15,9 @@
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
 use crate::mode::Mode;
-use crate::payload::{ACK_LEN, Msg, Pattern, QUIT, SYNC, Sink, stamp, write_ack};
+use crate::payload::{
+    ACK_LEN, MIN_SIZED, Msg, Pattern, QUIT, SYNC, Sink, stamp, stamp_sized, write_ack,
+};
 use crate::{BoxError, Result};
 use ferry_transport::Context;
 use ferry_transport::{
@@ -89,7 +91,10 @@ fn counters(stats: TransportStats) -> Counters {
 
 /// Where a handler leaves what it read, for the loop that called
 /// `dispatch`. (Handlers must be `Send`; these atomics are only ever touched
-/// by one thread, so they cost plain loads and stores.)
+/// by one thread, so they cost plain loads and stores.) One message waits
+/// in the atomics; the open loop, whose `dispatch` can run the handler for
+/// several replies at once, queues the later ones in `later` (a lock only
+/// ever taken by one thread, and never in a closed loop).
 #[derive(Default)]
 struct Inbox {
     full: AtomicBool,
@@ -97,10 +102,23 @@ struct Inbox {
     word1: AtomicU64,
     check: AtomicU64,
     len: AtomicU64,
+    queued: AtomicBool,
+    later: std::sync::Mutex<std::collections::VecDeque<Msg>>,
 }
 
 impl Inbox {
     fn put(&self, msg: Msg) {
+        if self.full.load(Ordering::Relaxed) {
+            if let Ok(mut later) = self.later.lock() {
+                later.push_back(msg);
+                self.queued.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.store(msg);
+    }
+
+    fn store(&self, msg: Msg) {
         self.tag.store(msg.tag, Ordering::Relaxed);
         self.word1.store(msg.word1, Ordering::Relaxed);
         self.check.store(msg.check, Ordering::Relaxed);
@@ -112,12 +130,21 @@ impl Inbox {
         if !self.full.swap(false, Ordering::Relaxed) {
             return None;
         }
-        Some(Msg {
+        let msg = Msg {
             tag: self.tag.load(Ordering::Relaxed),
             word1: self.word1.load(Ordering::Relaxed),
             check: self.check.load(Ordering::Relaxed),
             len: self.len.load(Ordering::Relaxed) as usize,
-        })
+        };
+        if self.queued.load(Ordering::Relaxed) {
+            if let Ok(mut later) = self.later.lock() {
+                if let Some(next) = later.pop_front() {
+                    self.store(next);
+                }
+                self.queued.store(!later.is_empty(), Ordering::Relaxed);
+            }
+        }
+        Some(msg)
     }
 }
 
@@ -152,6 +179,7 @@ pub struct TypedClient {
     sync: bool,
     inbox: Arc<Inbox>,
     sink: Sink,
+    pattern: Pattern,
 }
 
 impl TypedClient {
@@ -178,6 +206,7 @@ impl TypedClient {
             sync: job.transport == crate::catalog::Transport::FerrySync,
             inbox,
             sink: Sink::new(job.size),
+            pattern,
         };
         Ok((client, fds))
     }
@@ -188,6 +217,22 @@ impl Endpoint for TypedClient {
         stamp(&mut self.data.bytes, tag);
         self.connection.send(SERVER, &self.data)?;
         Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        self.pattern.resize_sized(&mut self.data.bytes, len, tag);
+        self.connection.send(SERVER, &self.data)?;
+        Ok(())
+    }
+
+    fn round_trip_sized(&mut self, tag: u64, len: usize) -> Result<Msg> {
+        if !self.sync {
+            self.send_sized(tag, len)?;
+            return self.recv();
+        }
+        self.pattern.resize_sized(&mut self.call.bytes, len, tag);
+        let reply = self.connection.send_sync(SERVER, &self.call, OP_TIMEOUT)?;
+        self.sink.receive(reply.bytes.as_slice())
     }
 
     fn send_ack(&mut self, _: u64, _: u64) -> Result<()> {
@@ -203,6 +248,18 @@ impl Endpoint for TypedClient {
                 return Err("timed out waiting for the peer".into());
             }
         }
+    }
+
+    fn can_poll(&self) -> bool {
+        !self.sync
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        if let Some(msg) = self.inbox.take() {
+            return Ok(Some(msg));
+        }
+        self.connection.try_dispatch()?;
+        Ok(self.inbox.take())
     }
 
     fn round_trip(&mut self, tag: u64) -> Result<Msg> {
@@ -224,6 +281,8 @@ impl Endpoint for TypedClient {
 /// (Handlers take `&self`, so the state they change is in cells.)
 struct ServerHandler {
     mode: Mode,
+    /// Replies have the request's (drawn) size.
+    sized: bool,
     pattern: Pattern,
     echo: RefCell<Echo>,
     sink: RefCell<Sink>,
@@ -249,6 +308,15 @@ impl BenchServerHandler for ServerHandler {
             Err(error) => return self.fail(error),
         };
         let sent = match (self.mode, msg.tag) {
+            (Mode::Latency, _) if self.sized => {
+                let mut echo = self.echo.borrow_mut();
+                self.pattern.resize_sized(
+                    &mut echo.bytes,
+                    msg.len.clamp(MIN_SIZED, self.pattern.len()),
+                    msg.check,
+                );
+                connection.send(CLIENT, &*echo)
+            }
             (Mode::Latency, _) => {
                 let mut echo = self.echo.borrow_mut();
                 stamp(&mut echo.bytes, msg.check);
@@ -289,6 +357,12 @@ impl BenchServerHandler for ServerHandler {
         // A handler returns its reply by value, so a variable-size reply is
         // a fresh vector each time (allocated and filled here, then
         // serialized into the ring).
+        if self.sized {
+            let len = msg.len.clamp(MIN_SIZED, self.pattern.len());
+            let mut bytes = self.pattern.bytes()[..len].to_vec();
+            stamp_sized(&mut bytes, msg.check);
+            return CallReply { bytes };
+        }
         let mut bytes = self.pattern.bytes().to_vec();
         stamp(&mut bytes, msg.check);
         CallReply { bytes }
@@ -313,6 +387,7 @@ impl TypedServer {
             SERVER.destination(),
             BenchServer::handler(ServerHandler {
                 mode: job.mode,
+                sized: job.sizes.is_some(),
                 echo: RefCell::new(Echo {
                     bytes: pattern.bytes().to_vec(),
                 }),
@@ -356,6 +431,7 @@ pub struct RawEnd {
     pattern: Pattern,
     sink: Sink,
     rx_len: usize,
+    sized: bool,
 }
 
 impl RawEnd {
@@ -384,7 +460,18 @@ impl RawEnd {
             pattern: Pattern::new(job.size),
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
         })
+    }
+}
+
+impl RawEnd {
+    fn check_len(&self, msg: Msg) -> Result<Msg> {
+        // Drawn sizes vary; the sink already refused anything longer.
+        if msg.len != self.rx_len && !self.sized {
+            return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        Ok(msg)
     }
 }
 
@@ -395,6 +482,13 @@ impl Endpoint for RawEnd {
             .connection
             .reserve_frame(self.pattern.len(), Some(OP_TIMEOUT))?;
         self.pattern.write(&mut frame, tag);
+        frame.commit();
+        Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let mut frame = self.connection.reserve_frame(len, Some(OP_TIMEOUT))?;
+        self.pattern.write_sized(&mut frame, tag);
         frame.commit();
         Ok(())
     }
@@ -411,10 +505,22 @@ impl Endpoint for RawEnd {
         let frame = self.connection.recv_frame(Some(OP_TIMEOUT))?;
         let msg = self.sink.receive(frame.bytes())?;
         drop(frame);
-        if msg.len != self.rx_len {
-            return Err(format!("frame of {} B, expected {}", msg.len, self.rx_len).into());
-        }
-        Ok(msg)
+        self.check_len(msg)
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let frame = match self.connection.try_recv_frame() {
+            Ok(frame) => frame,
+            Err(ferry_transport::RecvError::Empty) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let msg = self.sink.receive(frame.bytes())?;
+        drop(frame);
+        self.check_len(msg).map(Some)
     }
 
     fn counters(&self) -> Counters {

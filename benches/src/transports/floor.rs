@@ -26,7 +26,7 @@
 use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, Pattern, Sink, write_ack};
+use crate::payload::{self, ACK_LEN, Msg, Pattern, Sink, write_ack};
 use crate::{BoxError, Result};
 use ferry_ring::Region;
 use std::os::fd::OwnedFd;
@@ -185,6 +185,8 @@ pub struct FloorEnd {
     pattern: Pattern,
     sink: Sink,
     rx_len: usize,
+    /// Messages of drawn sizes: each announces its length.
+    sized: bool,
     futex: bool,
     counters: Counters,
 }
@@ -225,6 +227,7 @@ impl FloorEnd {
             pattern: Pattern::new(job.size),
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
             futex: job.transport == Transport::FloorFutex,
             counters: Counters::default(),
         })
@@ -288,6 +291,13 @@ impl Endpoint for FloorEnd {
         )
     }
 
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let pattern = &self.pattern;
+        produce(&mut self.tx, self.futex, &mut self.counters, len, |slot| {
+            pattern.write_sized(slot, tag)
+        })
+    }
+
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
         produce(
             &mut self.tx,
@@ -311,12 +321,47 @@ impl Endpoint for FloorEnd {
                 |written| written != next,
             )?;
         }
+        self.take()
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let lane = &mut self.rx;
+        if lane.cached == lane.next {
+            lane.cached = lane.word(WRITTEN).load(Ordering::Acquire);
+            if lane.cached == lane.next {
+                return Ok(None);
+            }
+        }
+        self.take().map(Some)
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters
+    }
+}
+
+impl FloorEnd {
+    /// Copies out the message at the consumer's slot, which the producer
+    /// has published (`rx.cached` is past it), and hands the slot back.
+    #[inline]
+    fn take(&mut self) -> Result<Msg> {
+        let lane = &mut self.rx;
         // SAFETY: the slot lies in the mapping and holds `rx_len <= stride`
         // bytes. The producer published it (its count, loaded with Acquire,
         // is past it) and does not write it again until our count passes it,
         // which happens only after this slice is dropped.
         let slot = unsafe { std::slice::from_raw_parts(lane.slot_ptr(), self.rx_len) };
-        let msg = self.sink.receive(slot)?;
+        let len = if self.sized {
+            // The producer wrote the length; it is bounded here before use.
+            payload::announced_len(slot, self.rx_len)?
+        } else {
+            self.rx_len
+        };
+        let msg = self.sink.receive(&slot[..len])?;
         lane.advance();
         lane.word(READ).store(lane.next, Ordering::Release);
         if self.futex {
@@ -332,9 +377,5 @@ impl Endpoint for FloorEnd {
         }
         self.counters.received += 1;
         Ok(msg)
-    }
-
-    fn counters(&self) -> Counters {
-        self.counters
     }
 }

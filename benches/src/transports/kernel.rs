@@ -8,7 +8,10 @@ use crate::Result;
 use crate::catalog::Transport;
 use crate::endpoint::{Counters, Endpoint};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, PageAligned, Pattern, Sink, stamp, write_ack};
+use crate::payload::{
+    ACK_LEN, MIN_SIZED, Msg, PageAligned, Pattern, Sink, announced_len, stamp, stamp_sized,
+    write_ack,
+};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -21,6 +24,8 @@ pub struct StreamEnd {
     message: PageAligned,
     sink: Sink,
     rx_len: usize,
+    /// Messages of drawn sizes: each announces its length.
+    sized: bool,
     counters: Counters,
 }
 
@@ -68,6 +73,7 @@ impl StreamEnd {
             },
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
             counters: Counters::default(),
         }
     }
@@ -81,6 +87,17 @@ impl Endpoint for StreamEnd {
         Ok(())
     }
 
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let message = self
+            .message
+            .get_mut(..len)
+            .ok_or("a drawn size beyond the job's largest")?;
+        stamp_sized(message, tag);
+        self.writer.write_all(message)?;
+        self.counters.sent += 1;
+        Ok(())
+    }
+
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
         let mut ack = [0u8; ACK_LEN];
         write_ack(&mut ack, count, sum);
@@ -90,9 +107,40 @@ impl Endpoint for StreamEnd {
     }
 
     fn recv(&mut self) -> Result<Msg> {
-        self.reader.read_exact(self.sink.space(self.rx_len)?)?;
+        let len = if self.sized {
+            // The head first: it says how much follows (bounded before use).
+            self.reader.read_exact(self.sink.space(MIN_SIZED)?)?;
+            let len = announced_len(self.sink.space(MIN_SIZED)?, self.rx_len)?;
+            self.reader
+                .read_exact(&mut self.sink.space(len)?[MIN_SIZED..])?;
+            len
+        } else {
+            self.reader.read_exact(self.sink.space(self.rx_len)?)?;
+            self.rx_len
+        };
         self.counters.received += 1;
-        Ok(self.sink.inspect(self.rx_len))
+        Ok(self.sink.inspect(len))
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    /// Reads a message once its first bytes are there (`poll` with no
+    /// wait); the rest follows, since the peer writes whole messages.
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.reader,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if rustix::event::poll(&mut fds, Some(&zero))? == 0 {
+            return Ok(None);
+        }
+        self.recv().map(Some)
     }
 
     fn counters(&self) -> Counters {

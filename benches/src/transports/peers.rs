@@ -17,7 +17,9 @@
 use crate::Result;
 use crate::endpoint::{Counters, Endpoint, OP_TIMEOUT};
 use crate::job::Job;
-use crate::payload::{ACK_LEN, Msg, PageAligned, Pattern, Sink, inspect, stamp, write_ack};
+use crate::payload::{
+    ACK_LEN, Msg, PageAligned, Pattern, Sink, inspect, stamp, stamp_sized, write_ack,
+};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
@@ -38,6 +40,7 @@ pub struct IceoryxEnd {
     pattern: Pattern,
     sink: Sink,
     rx_len: usize,
+    sized: bool,
     counters: Counters,
 }
 
@@ -93,6 +96,7 @@ impl IceoryxEnd {
             pattern: Pattern::new(job.size),
             sink: Sink::new(rx_len),
             rx_len,
+            sized: job.sizes.is_some(),
             counters: Counters::default(),
         })
     }
@@ -106,6 +110,23 @@ impl Endpoint for IceoryxEnd {
             .map_err(|e| error("iceoryx2 loan", e))?;
         let mut sample = sample.write_from_slice(self.pattern.bytes());
         stamp(sample.payload_mut(), tag);
+        sample.send().map_err(|e| error("iceoryx2 send", e))?;
+        self.counters.sent += 1;
+        Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let bytes = self
+            .pattern
+            .bytes()
+            .get(..len)
+            .ok_or("a drawn size beyond the job's largest")?;
+        let sample = self
+            .publisher
+            .loan_slice_uninit(len)
+            .map_err(|e| error("iceoryx2 loan", e))?;
+        let mut sample = sample.write_from_slice(bytes);
+        stamp_sized(sample.payload_mut(), tag);
         sample.send().map_err(|e| error("iceoryx2 send", e))?;
         self.counters.sent += 1;
         Ok(())
@@ -130,16 +151,7 @@ impl Endpoint for IceoryxEnd {
         let mut spins = 0u32;
         let mut deadline = None;
         loop {
-            let received = self
-                .subscriber
-                .receive()
-                .map_err(|e| error("iceoryx2 receive", e))?;
-            if let Some(sample) = received {
-                let msg = self.sink.receive(sample.payload())?;
-                if msg.len != self.rx_len {
-                    return Err(format!("sample of {} B, expected {}", msg.len, self.rx_len).into());
-                }
-                self.counters.received += 1;
+            if let Some(msg) = self.try_recv()? {
                 return Ok(msg);
             }
             std::hint::spin_loop();
@@ -151,6 +163,26 @@ impl Endpoint for IceoryxEnd {
                 }
             }
         }
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let received = self
+            .subscriber
+            .receive()
+            .map_err(|e| error("iceoryx2 receive", e))?;
+        let Some(sample) = received else {
+            return Ok(None);
+        };
+        let msg = self.sink.receive(sample.payload())?;
+        if msg.len != self.rx_len && !self.sized {
+            return Err(format!("sample of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        self.counters.received += 1;
+        Ok(Some(msg))
     }
 
     fn counters(&self) -> Counters {
@@ -196,6 +228,7 @@ pub struct IpcEnd {
     receiver: IpcBytesReceiver,
     message: PageAligned,
     rx_len: usize,
+    sized: bool,
     counters: Counters,
 }
 
@@ -210,6 +243,7 @@ impl IpcEnd {
                 message
             },
             rx_len,
+            sized: job.sizes.is_some(),
             counters: Counters::default(),
         }
     }
@@ -228,10 +262,34 @@ impl IpcEnd {
     }
 }
 
+impl IpcEnd {
+    /// Inspects a received message (`recv` returns a fresh vector: the copy
+    /// out into a private buffer is already made) and counts it.
+    fn check(&mut self, bytes: &[u8]) -> Result<Msg> {
+        let msg = inspect(bytes);
+        if (msg.len != self.rx_len && !self.sized) || msg.len > self.rx_len {
+            return Err(format!("message of {} B, expected {}", msg.len, self.rx_len).into());
+        }
+        self.counters.received += 1;
+        Ok(msg)
+    }
+}
+
 impl Endpoint for IpcEnd {
     fn send(&mut self, tag: u64) -> Result<()> {
         stamp(&mut self.message, tag);
         self.sender.send(&self.message)?;
+        self.counters.sent += 1;
+        Ok(())
+    }
+
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let message = self
+            .message
+            .get_mut(..len)
+            .ok_or("a drawn size beyond the job's largest")?;
+        stamp_sized(message, tag);
+        self.sender.send(message)?;
         self.counters.sent += 1;
         Ok(())
     }
@@ -249,14 +307,19 @@ impl Endpoint for IpcEnd {
             .receiver
             .recv()
             .map_err(|e| error("ipc-channel recv", e))?;
-        // `recv` returns a fresh vector: the copy out into a private buffer
-        // is already made.
-        let msg = inspect(&bytes);
-        if msg.len != self.rx_len {
-            return Err(format!("message of {} B, expected {}", msg.len, self.rx_len).into());
+        self.check(&bytes)
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        match self.receiver.try_recv() {
+            Ok(bytes) => self.check(&bytes).map(Some),
+            Err(ipc_channel::TryRecvError::Empty) => Ok(None),
+            Err(e) => Err(error("ipc-channel try_recv", e)),
         }
-        self.counters.received += 1;
-        Ok(msg)
     }
 
     fn counters(&self) -> Counters {

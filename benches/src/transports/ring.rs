@@ -103,6 +103,13 @@ impl Endpoint for RingEnd {
         Ok(())
     }
 
+    fn send_sized(&mut self, tag: u64, len: usize) -> Result<()> {
+        let mut grant = self.tx.reserve(len, Some(OP_TIMEOUT))?;
+        self.pattern.write_sized(&mut grant, tag);
+        grant.commit();
+        Ok(())
+    }
+
     fn send_ack(&mut self, count: u64, sum: u64) -> Result<()> {
         let mut grant = self.tx.reserve(ACK_LEN, Some(OP_TIMEOUT))?;
         write_ack(&mut grant, count, sum);
@@ -125,15 +132,29 @@ impl Endpoint for RingEnd {
             frame.release();
         } else {
             frame.release_deferred();
-            self.unreleased += 1;
-            self.unreleased_bytes += msg.len;
-            if self.unreleased >= self.batch || self.unreleased_bytes >= self.batch_bytes {
-                self.rx.flush();
-                self.unreleased = 0;
-                self.unreleased_bytes = 0;
-            }
+            self.released_deferred(msg.len);
         }
         Ok(msg)
+    }
+
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Msg>> {
+        let frame = match self.rx.try_peek() {
+            Ok(frame) => frame,
+            Err(ferry_ring::RecvError::Empty) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let msg = self.sink.receive(frame.payload())?;
+        if self.batch == 1 {
+            frame.release();
+        } else {
+            frame.release_deferred();
+            self.released_deferred(msg.len);
+        }
+        Ok(Some(msg))
     }
 
     fn counters(&self) -> Counters {
@@ -143,6 +164,21 @@ impl Endpoint for RingEnd {
             received: rx.frames,
             wakes: tx.wakes + rx.wakes,
             parks: tx.parks + rx.parks,
+        }
+    }
+}
+
+impl RingEnd {
+    /// Counts a frame released with `release_deferred`, and hands the
+    /// batch's room back once it is complete.
+    #[inline]
+    fn released_deferred(&mut self, len: usize) {
+        self.unreleased += 1;
+        self.unreleased_bytes += len;
+        if self.unreleased >= self.batch || self.unreleased_bytes >= self.batch_bytes {
+            self.rx.flush();
+            self.unreleased = 0;
+            self.unreleased_bytes = 0;
         }
     }
 }
