@@ -19,6 +19,24 @@ impl ReplyTo {
     }
 }
 
+/// A request sent with
+/// [`send_cancellable`](crate::Connection::send_cancellable), to
+/// [`cancel`](crate::Connection::cancel) it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId {
+    pub(crate) id: u64,
+    pub(crate) destination: u64,
+    pub(crate) to: ReplyTo,
+    pub(crate) schema: u32,
+}
+
+impl RequestId {
+    /// The id on the wire.
+    pub fn get(&self) -> u64 {
+        self.id
+    }
+}
+
 /// Who waits for the reply to a request (`H`: a reply handler).
 pub(crate) enum Waiter<H> {
     /// A handler given to `send_with_reply`.
@@ -37,6 +55,11 @@ pub(crate) struct PendingCalls<H> {
     arrived: IdMap<u64, Incoming>,
     /// Synchronous calls waiting inside one another right now.
     sync_depth: u32,
+    /// Replies that arrived for requests given up on (cancelled, timed
+    /// out), dropped.
+    pub(crate) late_replies_dropped: u64,
+    /// Requests this side cancelled.
+    pub(crate) cancelled: u64,
 }
 
 impl<H> Default for PendingCalls<H> {
@@ -47,6 +70,8 @@ impl<H> Default for PendingCalls<H> {
             handlers: 0,
             arrived: IdMap::default(),
             sync_depth: 0,
+            late_replies_dropped: 0,
+            cancelled: 0,
         }
     }
 }
@@ -104,6 +129,24 @@ impl<H> PendingCalls<H> {
     pub(crate) fn abandon(&mut self, id: u64) {
         self.complete(id);
         self.arrived.remove(&id);
+    }
+
+    /// The requester cancels request `id`: its reply handler is dropped
+    /// without running (returned, so it is dropped outside any borrow), and
+    /// a reply that arrives later is dropped like one to an abandoned call.
+    /// `None` when nothing waits for it (its reply came already).
+    pub(crate) fn cancel(&mut self, id: u64) -> Option<H> {
+        match self.complete(id)? {
+            Waiter::Handler(_, handler) => {
+                self.cancelled += 1;
+                Some(handler)
+            }
+            // Synchronous calls are cancelled by giving up (`abandon`).
+            waiter @ Waiter::Sync(_) => {
+                self.expect(id, waiter);
+                None
+            }
+        }
     }
 
     /// Whether `id` is a request id this side handed out (so a reply naming
@@ -201,6 +244,21 @@ mod tests {
         // Abandoning what is not waited for records nothing.
         calls.abandon(3);
         assert!(calls.complete(3).is_none());
+    }
+
+    #[test]
+    fn cancel_takes_the_handler_and_counts() {
+        let mut calls = PendingCalls::<&str>::default();
+        calls.expect(1, Waiter::Handler(TO, "h"));
+        calls.expect(2, Waiter::Sync(TO));
+        assert_eq!(calls.cancel(1), Some("h"));
+        assert_eq!(calls.cancel(1), None, "cancelled once");
+        assert_eq!(calls.cancelled, 1);
+        assert_eq!(calls.handlers_waiting(), 0);
+        // A synchronous caller stays registered.
+        assert_eq!(calls.cancel(2), None);
+        assert!(matches!(calls.complete(2), Some(Waiter::Sync(_))));
+        assert_eq!(calls.cancel(7), None, "never sent");
     }
 
     #[test]

@@ -87,7 +87,8 @@ macro_rules! protocol {
         $(#[$receiver_meta:meta])*
         $vis:vis receiver $Receiver:ident handled_by $Handler:ident {
             $(
-                $(#[$message_meta:meta])*
+                $(#[doc = $doc:expr])*
+                $(#[cfg($($cfg:tt)*)])*
                 $(@$attribute:ident)*
                 fn $method:ident => $Message:ident { $($field:ident : $field_ty:ty),* $(,)? }
                 $( -> $Reply:ident { $($reply_field:ident : $reply_ty:ty),* $(,)? } )?
@@ -102,17 +103,26 @@ macro_rules! protocol {
         impl $crate::Receiver for $Receiver {
             const NAME: &'static str = stringify!($Receiver);
             const ID: u32 = $crate::hash32(stringify!($Receiver));
-            const SCHEMA: u32 = $crate::hash32(stringify!(
-                $Receiver {
-                    $(
-                        $(@$attribute)* $Message { $($field : $field_ty),* }
-                        $( -> $Reply { $($reply_field : $reply_ty),* } )? ;
-                    )*
-                }
-            ));
+            // The receiver's name, then each message compiled in, as
+            // declared: a message left out by its `#[cfg]` counts as never
+            // declared.
+            const SCHEMA: u32 = {
+                let mut hash = $crate::hash32(stringify!($Receiver));
+                $(
+                    $(#[cfg($($cfg)*)])*
+                    {
+                        hash = $crate::hash32_continue(hash, stringify!(
+                            $(@$attribute)* $Message { $($field : $field_ty),* }
+                            $( -> $Reply { $($reply_field : $reply_ty),* } )? ;
+                        ));
+                    }
+                )*
+                hash
+            };
 
             fn allowed_while_waiting(message: u32) -> ::core::option::Option<bool> {
                 $(
+                    $(#[cfg($($cfg)*)])*
                     if message == <$Message as $crate::Message>::ID {
                         return ::core::option::Option::Some(
                             <$Message as $crate::Message>::ALLOWED_WHILE_WAITING,
@@ -126,7 +136,8 @@ macro_rules! protocol {
         const _: () = $crate::assert_distinct_ids(&[$($crate::hash32(stringify!($Message))),*]);
 
         $(
-            $(#[$message_meta])*
+            $(#[doc = $doc])*
+            $(#[cfg($($cfg)*)])*
             #[derive(Debug, Clone, PartialEq, $crate::rkyv::Archive, $crate::rkyv::Serialize, $crate::rkyv::Deserialize)]
             #[rkyv(crate = $crate::rkyv)]
             $vis struct $Message {
@@ -136,6 +147,7 @@ macro_rules! protocol {
                 )*
             }
 
+            $(#[cfg($($cfg)*)])*
             impl $crate::Message for $Message {
                 type Receiver = $Receiver;
                 const NAME: &'static str = stringify!($Message);
@@ -143,27 +155,19 @@ macro_rules! protocol {
                 const ALLOWED_WHILE_WAITING: bool = $crate::__protocol_allowed!($($attribute)*);
             }
 
-            $(
-                #[doc = concat!("The reply to [`", stringify!($Message), "`].")]
-                #[derive(Debug, Clone, PartialEq, $crate::rkyv::Archive, $crate::rkyv::Serialize, $crate::rkyv::Deserialize)]
-                #[rkyv(crate = $crate::rkyv)]
-                $vis struct $Reply {
-                    $(
-                        #[allow(missing_docs)]
-                        pub $reply_field: $reply_ty,
-                    )*
-                }
-
-                impl $crate::Request for $Message {
-                    type Reply = $Reply;
-                }
-            )?
+            $crate::__protocol_reply! {
+                [$(#[cfg($($cfg)*)])*] $vis $Message
+                $( $Reply { $($reply_field : $reply_ty),* } )?
+            }
         )*
 
         #[doc = concat!("Handles the messages of [`", stringify!($Receiver), "`].")]
         $vis trait $Handler {
             $(
-                $crate::__protocol_method! { $(#[$message_meta])* $method $Message $($Reply)? }
+                $crate::__protocol_method! {
+                    @scan [$($attribute)*] now
+                    [$(#[doc = $doc])* $(#[cfg($($cfg)*)])*] $method $Message $($Reply)?
+                }
             )*
         }
 
@@ -196,12 +200,16 @@ macro_rules! protocol {
             ) -> ::core::result::Result<(), $crate::DispatchError> {
                 match incoming.envelope().message {
                     $(
+                        $(#[cfg($($cfg)*)])*
                         id if id == <$Message as $crate::Message>::ID => {
                             let message = match incoming.access::<$Message>(stringify!($Message)) {
                                 Ok(message) => message,
                                 Err(violation) => return Err(connection.protocol_violation(violation)),
                             };
-                            $crate::__protocol_call!(handler, connection, incoming, message, $method $($Reply)?)
+                            $crate::__protocol_call!(
+                                @scan [$($attribute)*] now
+                                handler, connection, incoming, message, $method $($Reply)?
+                            )
                         }
                     )*
                     other => Err(connection.protocol_violation($crate::Violation::UnknownMessage {
@@ -214,50 +222,126 @@ macro_rules! protocol {
     };
 }
 
+/// A message's reply struct and its `Request` impl, under the message's
+/// `#[cfg]`s (nothing for a message without a reply).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_reply {
+    ([$($cfg:tt)*] $vis:vis $Message:ident) => {};
+    (
+        [$($cfg:tt)*] $vis:vis $Message:ident
+        $Reply:ident { $($reply_field:ident : $reply_ty:ty),* }
+    ) => {
+        #[doc = concat!("The reply to [`", stringify!($Message), "`].")]
+        $($cfg)*
+        #[derive(Debug, Clone, PartialEq, $crate::rkyv::Archive, $crate::rkyv::Serialize, $crate::rkyv::Deserialize)]
+        #[rkyv(crate = $crate::rkyv)]
+        $vis struct $Reply {
+            $(
+                #[allow(missing_docs)]
+                pub $reply_field: $reply_ty,
+            )*
+        }
+
+        $($cfg)*
+        impl $crate::Request for $Message {
+            type Reply = $Reply;
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __protocol_allowed {
     () => {
         false
     };
-    (allowed_while_waiting) => {
-        true
+    (allowed_while_waiting $($rest:ident)*) => {
+        $crate::__protocol_allowed!($($rest)*) || true
+    };
+    (reply_later $($rest:ident)*) => {
+        $crate::__protocol_allowed!($($rest)*)
     };
     ($other:ident $($rest:ident)*) => {
         compile_error!(concat!("unknown message attribute @", stringify!($other)))
     };
 }
 
+/// Declares a handler method: `now` (returns its reply) or `later` (takes
+/// a reply handle), found by scanning the message's attributes.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __protocol_method {
-    ($(#[$meta:meta])* $method:ident $Message:ident) => {
-        $(#[$meta])*
+    (@scan [] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_method! { $when $($rest)* }
+    };
+    (@scan [reply_later $($more:ident)*] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_method! { @scan [$($more)*] later $($rest)* }
+    };
+    (@scan [$other:ident $($more:ident)*] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_method! { @scan [$($more)*] $when $($rest)* }
+    };
+    (now [$($meta:tt)*] $method:ident $Message:ident) => {
+        $($meta)*
         fn $method(
             &self,
             connection: &mut $crate::Context<'_>,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         );
     };
-    ($(#[$meta:meta])* $method:ident $Message:ident $Reply:ident) => {
-        $(#[$meta])*
+    (now [$($meta:tt)*] $method:ident $Message:ident $Reply:ident) => {
+        $($meta)*
         fn $method(
             &self,
             connection: &mut $crate::Context<'_>,
             message: &<$Message as $crate::rkyv::Archive>::Archived,
         ) -> $Reply;
     };
+    (later [$($meta:tt)*] $method:ident $Message:ident $Reply:ident) => {
+        $($meta)*
+        fn $method(
+            &self,
+            connection: &mut $crate::Context<'_>,
+            message: &<$Message as $crate::rkyv::Archive>::Archived,
+            reply: $crate::ReplyHandle<$Reply>,
+        );
+    };
+    (later [$($meta:tt)*] $method:ident $Message:ident) => {
+        compile_error!(concat!("@reply_later on ", stringify!($Message), ", which has no reply"));
+    };
 }
 
+/// Calls a handler method (see `__protocol_method`) and sends its reply.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __protocol_call {
-    ($handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident) => {{
+    (@scan [] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_call! { $when $($rest)* }
+    };
+    (@scan [reply_later $($more:ident)*] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_call! { @scan [$($more)*] later $($rest)* }
+    };
+    (@scan [$other:ident $($more:ident)*] $when:ident $($rest:tt)*) => {
+        $crate::__protocol_call! { @scan [$($more)*] $when $($rest)* }
+    };
+    (now $handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident) => {{
         $handler.$method($connection, $message);
         Ok(())
     }};
-    ($handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident $Reply:ident) => {{
+    (now $handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident $Reply:ident) => {{
         let reply: $Reply = $handler.$method($connection, $message);
         $connection.send_reply(&*$incoming.envelope(), &reply)
+    }};
+    (later $handler:ident, $connection:ident, $incoming:ident, $message:ident, $method:ident $Reply:ident) => {{
+        match $connection.reply_handle::<$Reply>(&*$incoming.envelope())? {
+            ::core::option::Option::Some(reply) => $handler.$method($connection, $message, reply),
+            // Refused at the bound: the requester got an error reply.
+            ::core::option::Option::None => {}
+        }
+        Ok(())
+    }};
+    (later $($rest:tt)*) => {{
+        // The method's declaration already failed to compile.
+        Ok(())
     }};
 }
