@@ -18,7 +18,17 @@
 /// call).
 ///
 /// Attributes before `fn`: `@allowed_while_waiting` lets the receiver
-/// dispatch the message while it waits for a synchronous reply.
+/// dispatch the message while it waits for a synchronous reply;
+/// `@reply_later` (on a message with a reply) gives its method a
+/// [`ReplyHandle`](crate::ReplyHandle) instead of having it return the
+/// reply: the handler may answer after it returns, from any thread (see
+/// below).
+///
+/// A message's doc comments come first, then its `#[cfg(...)]`s, which
+/// apply to everything the message makes: its struct, its reply's struct,
+/// its handler method, its dispatch and its part of the receiver's schema
+/// (WebKit guards messages by platform this way). A message compiled out is
+/// absent, as if never declared.
 ///
 /// ```
 /// use ferry_transport::{Connection, ConnectionConfig, Context, Remote};
@@ -66,6 +76,98 @@
 /// drop(client);
 /// server.join().unwrap();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A handler that answers later, from another thread, takes the reply's
+/// handle with it (WebKit's completion handler). The connection sends the
+/// answer at its next `dispatch`; a `dispatch` waiting then is woken for
+/// it. Dropping the handle unanswered answers with an error
+/// ([`CallError::NoReply`](crate::CallError::NoReply)).
+///
+/// ```
+/// use ferry_transport::{CallError, Connection, ConnectionConfig, Context, NoReply};
+/// use ferry_transport::{Remote, ReplyHandle};
+/// use std::time::Duration;
+///
+/// ferry_transport::protocol! {
+///     pub receiver Cookies handled_by CookiesHandler {
+///         /// Read on the cookie store's own thread.
+///         @reply_later fn get => Get { dropped: bool } -> Header { value: String };
+///     }
+/// }
+///
+/// struct Store;
+/// impl CookiesHandler for Store {
+///     fn get(&self, _: &mut Context, message: &ArchivedGet, reply: ReplyHandle<Header>) {
+///         let dropped = message.dropped;
+///         std::thread::spawn(move || {
+///             if !dropped {
+///                 reply.reply(&Header { value: "a=1".into() });
+///             } // else: dropped unanswered, the caller gets an error reply
+///         });
+///     }
+/// }
+///
+/// let config = ConnectionConfig::default().schema(ferry_transport::schema_of(&[
+///     <Cookies as ferry_transport::Receiver>::SCHEMA,
+/// ]));
+/// let (mut client, mut server) = Connection::pair(config)?;
+/// server.register(0, Cookies::handler(Store));
+/// let server = std::thread::spawn(move || {
+///     while server.dispatch(Some(Duration::from_secs(5))).unwrap_or(0) > 0 {}
+/// });
+/// let cookies = Remote::<Cookies>::new(0);
+/// let header = client.send_sync(cookies, &Get { dropped: false }, Duration::from_secs(5))?;
+/// assert_eq!(header.value.as_str(), "a=1");
+/// let refused = client.send_sync(cookies, &Get { dropped: true }, Duration::from_secs(5));
+/// assert_eq!(refused.err(), Some(CallError::NoReply(NoReply::Dropped)));
+/// drop(client);
+/// server.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A message under a `#[cfg]` that does not hold does not exist: its
+/// receiver's schema is that of the declaration without it, so a build
+/// with it and a build without it refuse each other, and two builds
+/// without it agree.
+///
+/// ```
+/// mod with_dim {
+///     ferry_transport::protocol! {
+///         pub receiver Lamp handled_by LampHandler {
+///             fn on => On {};
+///             /// Only where dimming exists.
+///             #[cfg(any())]
+///             fn dim => Dim { level: u8 };
+///         }
+///     }
+/// }
+/// mod without_dim {
+///     ferry_transport::protocol! {
+///         pub receiver Lamp handled_by LampHandler { fn on => On {}; }
+///     }
+/// }
+/// use ferry_transport::Receiver;
+/// assert_eq!(
+///     <with_dim::Lamp as Receiver>::SCHEMA,
+///     <without_dim::Lamp as Receiver>::SCHEMA
+/// );
+/// // Its handler has no method for it either: this is the whole handler.
+/// struct Switch;
+/// impl with_dim::LampHandler for Switch {
+///     fn on(&self, _: &mut ferry_transport::Context, _: &with_dim::ArchivedOn) {}
+/// }
+/// ```
+///
+/// ```compile_fail,E0422
+/// ferry_transport::protocol! {
+///     pub receiver Lamp handled_by LampHandler {
+///         fn on => On {};
+///         #[cfg(any())]
+///         fn dim => Dim { level: u8 };
+///     }
+/// }
+/// let _ = Dim { level: 1 }; // compiled out: the type does not exist
 /// ```
 ///
 /// Sending a message to a receiver that does not declare it does not compile:

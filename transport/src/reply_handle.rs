@@ -333,3 +333,132 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<ReplyHandle<()>>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::decode_no_reply;
+    use std::time::Duration;
+
+    /// Far longer than a wake takes: only a lost wake reaches it.
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn request(id: u64) -> Envelope {
+        Envelope {
+            destination: 3,
+            request_id: id,
+            receiver: 1,
+            schema: 2,
+            message: 4,
+            flags: Flags(Flags::SYNC),
+            fd_count: 0,
+        }
+    }
+
+    /// Late replies waking the consumer of a ring whose producer lives as
+    /// long as the consumer is used (a closed ring would end waits itself).
+    fn late(max: usize) -> (LateReplies, (ferry_ring::Producer, ferry_ring::Consumer)) {
+        let (tx, rx) = ferry_ring::channel(4096);
+        (LateReplies::new(rx.wake_handle(), max), (tx, rx))
+    }
+
+    #[test]
+    fn a_reply_from_another_thread_wakes_the_connection_and_is_queued() {
+        let (mut late, (_tx, mut rx)) = late(4);
+        let handle = late.handle::<u64>(&request(9)).ok().expect("a handle");
+        assert_eq!(handle.request_id(), 9);
+        let answering = std::thread::spawn(move || handle.reply(&42));
+        // The connection's thread waits on its ring: the reply wakes it.
+        assert_eq!(
+            rx.peek(Some(LONG)).err(),
+            Some(ferry_ring::RecvError::TimedOut)
+        );
+        assert!(answering.join().expect("the answering thread"));
+        assert!(late.has_queued());
+        let reply = late.pop().expect("the reply");
+        assert_eq!(reply.envelope.request_id, 9);
+        assert_eq!(reply.envelope.flags, Flags(Flags::REPLY));
+        assert_eq!(reply.envelope.message, 4, "it answers its request");
+        let LateBody::Archive(archive) = reply.body else {
+            panic!("an archive");
+        };
+        let value = rkyv::access::<rkyv::Archived<u64>, rkyv::rancor::Error>(&archive);
+        assert_eq!(value.map(|v| v.to_native()).ok(), Some(42));
+        assert!(late.pop().is_none());
+        assert_eq!(late.slots(), 0);
+    }
+
+    #[test]
+    fn a_handle_dropped_unanswered_queues_an_error_reply() {
+        let (mut late, _rx) = late(4);
+        let handle = late.handle::<u64>(&request(5)).ok().expect("a handle");
+        std::thread::spawn(move || drop(handle))
+            .join()
+            .expect("the dropping thread");
+        let reply = late.pop().expect("the error reply");
+        assert_eq!(reply.envelope.flags, Flags(Flags::REPLY | Flags::ERROR));
+        assert!(matches!(reply.body, LateBody::NoReply(NoReply::Dropped)));
+        assert_eq!(
+            decode_no_reply(&crate::wire::encode_no_reply(NoReply::Dropped)),
+            Some(NoReply::Dropped)
+        );
+        assert_eq!(late.slots(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_request_is_answered_with_nothing() {
+        let (mut late, _rx) = late(4);
+        let handle = late.handle::<u64>(&request(5)).ok().expect("a handle");
+        late.cancel(6);
+        assert!(!handle.is_cancelled());
+        late.cancel(5);
+        assert!(handle.is_cancelled());
+        assert_eq!((late.cancels_received, late.cancels_ignored), (1, 1));
+        assert!(!std::thread::spawn(move || handle.reply(&1)).join().unwrap());
+        assert!(late.pop().is_none());
+        assert_eq!(late.slots(), 0);
+        // Its entry is gone: a second cancel finds nothing.
+        late.cancel(5);
+        assert_eq!(late.cancels_ignored, 2);
+    }
+
+    #[test]
+    fn handles_and_queued_answers_are_bounded() {
+        let (mut late, _rx) = late(2);
+        let first = late.handle::<u64>(&request(1)).ok().expect("a handle");
+        assert!(matches!(
+            late.handle::<u64>(&request(1)),
+            Err(HandleRefusal::Duplicate(Violation::DuplicateRequest(1)))
+        ));
+        let second = late.handle::<u64>(&request(2)).ok().expect("a handle");
+        assert!(matches!(
+            late.handle::<u64>(&request(3)),
+            Err(HandleRefusal::Busy)
+        ));
+        // An answer queued still holds its slot until the connection sends it.
+        assert!(first.reply(&1));
+        assert!(matches!(
+            late.handle::<u64>(&request(3)),
+            Err(HandleRefusal::Busy)
+        ));
+        assert_eq!(late.refused_busy, 2);
+        assert!(late.pop().is_some());
+        let third = late.handle::<u64>(&request(3)).ok().expect("a slot again");
+        drop((second, third));
+        assert_eq!(late.slots(), 2, "two error replies queued");
+    }
+
+    #[test]
+    fn a_handle_may_outlive_its_connection() {
+        let (mut late, ring) = late(2);
+        let handle = late.handle::<u64>(&request(1)).ok().expect("a handle");
+        let dropped = late.handle::<u64>(&request(2)).ok().expect("a handle");
+        drop(late);
+        drop(ring);
+        let answered = std::thread::spawn(move || {
+            drop(dropped);
+            handle.reply(&1)
+        });
+        assert!(!answered.join().expect("no panic"));
+    }
+}

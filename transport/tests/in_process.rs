@@ -2,8 +2,9 @@
 //! process nor a memfd: typed messages dispatched in place (trusted) and
 //! from a copy (untrusted), re-entrant synchronous calls across two threads,
 //! reply handlers (run with the reply, or with `Disconnected`), a panicking
-//! handler, registrations replaced and removed from inside a handler, and
-//! one end dropped.
+//! handler, registrations replaced and removed from inside a handler, a
+//! message for a destination gone, a reply answered later from another
+//! thread, and one end dropped.
 //!
 //! `.ci/run` runs this file under miri, where `Connection::pair` puts both
 //! rings on the heap instead of in a memfd (docs/decisions.md, "miri over
@@ -11,8 +12,8 @@
 //! an ordinary test it runs over a real sealed memfd.
 
 use ferry_transport::{
-    CallError, Connection, ConnectionConfig, Context, DispatchError, Receiver, RecvError, Remote,
-    SendError, Trust, Violation,
+    CallError, Connection, ConnectionConfig, Context, DispatchError, NoReply, Receiver, RecvError,
+    Remote, ReplyHandle, SendError, Trust,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -539,4 +540,76 @@ fn dropping_one_end_disconnects_the_other() {
     );
     let call = staying.send_sync(desk(), &Confirm { value: 1 }, WAIT.unwrap());
     assert_eq!(call.err(), Some(CallError::Disconnected));
+}
+
+ferry_transport::protocol! {
+    /// Answers later, from another thread.
+    pub receiver Clerk handled_by ClerkHandler {
+        /// Stamped on another thread (or, with `unanswered`, the handle is
+        /// dropped there).
+        @reply_later fn stamp => Stamp { value: u64, unanswered: bool } -> Stamped { value: u64 };
+    }
+}
+
+struct Stamper;
+
+impl ClerkHandler for Stamper {
+    fn stamp(&self, _: &mut Context, m: &ArchivedStamp, reply: ReplyHandle<Stamped>) {
+        let (value, unanswered) = (m.value.to_native(), m.unanswered);
+        std::thread::spawn(move || {
+            if !unanswered {
+                assert!(reply.reply(&Stamped { value: value + 1 }));
+            }
+        });
+    }
+}
+
+/// A reply handle answers from another thread while the connection's own
+/// thread waits in `dispatch` (its wake ends the wait, the reply goes out,
+/// the wait goes on); dropped unanswered, it sends an error reply. The
+/// cross-thread path (queue, wake, ring) under miri too.
+#[test]
+fn a_reply_handle_answers_from_another_thread_while_dispatch_waits() {
+    let config = ConnectionConfig::default()
+        .ring_capacity(RING)
+        .schema(ferry_transport::schema_of(&[Clerk::SCHEMA]));
+    let (mut client, mut server) = Connection::pair(config).expect("pair");
+    server.register(1, Clerk::handler(Stamper));
+    let serving = std::thread::spawn(move || {
+        let mut handled = 0;
+        loop {
+            match server.dispatch(WAIT) {
+                Ok(0) => panic!("the server waited {WAIT:?} for nothing"),
+                Ok(count) => handled += count,
+                Err(DispatchError::Disconnected) => return handled,
+                Err(e) => panic!("dispatch: {e}"),
+            }
+        }
+    });
+    let clerk = Remote::<Clerk>::new(1);
+    let call = Duration::from_secs(5);
+    for value in [1, 41] {
+        let stamped = client
+            .send_sync(
+                clerk,
+                &Stamp {
+                    value,
+                    unanswered: false,
+                },
+                call,
+            )
+            .expect("stamped on another thread");
+        assert_eq!(stamped.value.to_native(), value + 1);
+    }
+    let unanswered = client.send_sync(
+        clerk,
+        &Stamp {
+            value: 0,
+            unanswered: true,
+        },
+        call,
+    );
+    assert_eq!(unanswered.err(), Some(CallError::NoReply(NoReply::Dropped)));
+    drop(client);
+    assert_eq!(serving.join().expect("the server"), 3);
 }
