@@ -11,6 +11,14 @@
 //! A page is loaded in three steps: the document; then its inline script's
 //! `document.cookie` reads (synchronous calls: the page waits for each);
 //! then every subresource at once, and the cookies its scripts set.
+//!
+//! Each `LoadResource` is a request the process can cancel. The first time
+//! a process loads [`NAVIGATE_AWAY_FROM`], the user navigates away as soon
+//! as its subresources start arriving: the loads still in flight are
+//! cancelled (the Network process stops streaming them) and their loaders
+//! unregistered, so the data already on its way is dropped on arrival,
+//! counted, and the connection carries on. The user then comes back and
+//! the page loads again, in full.
 
 use crate::Args;
 use crate::child::{lock, open_ui_connection, serve_ui};
@@ -20,10 +28,10 @@ use crate::report::{self, Latency, bytes, count, duration, plural, rate};
 use crate::site::{self, BodyHash, Resource, site};
 use ferry_handoff::{BrokerClient, ConnectError};
 use ferry_transport::Context;
-use ferry_transport::{Connection, IntroductionError, Remote, TransportStats, connect};
+use ferry_transport::{Connection, IntroductionError, Remote, RequestId, TransportStats, connect};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,6 +47,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for the other WebContent processes' cookies to appear.
 const COOKIE_WAIT: Duration = Duration::from_secs(5);
+/// The page the user leaves mid-load on its first visit (its JSON archive
+/// streams in many pieces, so its loads are still in flight).
+const NAVIGATE_AWAY_FROM: &str = "/news.html";
 /// How many frames may wait for the GPU process's acknowledgment.
 const FRAMES_IN_FLIGHT: usize = 2;
 
@@ -114,6 +125,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ),
         introduced_in,
         denied: denial.is_ok(),
+        navigated_away: None,
     };
     if let Err(failure) = &denial {
         page.failures.push(failure.clone());
@@ -163,12 +175,19 @@ struct Page {
     /// Whether the broker denied us a connection to another WebContent
     /// process, as its policy should.
     denied: bool,
+    /// Once the user left a page mid-load: its URL and how many loads were
+    /// cancelled.
+    navigated_away: Option<(String, usize)>,
 }
 
 /// Loads in flight.
 struct Batch {
     outcomes_rx: Receiver<Outcome>,
     pending: Vec<(u64, String)>,
+    /// Each pending load's request, to cancel it.
+    requests: Vec<(u64, RequestId)>,
+    /// Bytes of body the batch's loaders received so far.
+    progress: Arc<AtomicU64>,
     outcomes: Vec<Outcome>,
 }
 
@@ -282,7 +301,17 @@ impl Page {
             subresources: subresources.len() as u32,
         };
         let _ = ui.send_with_fds(PROXY, &committed, &[], Some(SEND_TIMEOUT));
-        let fetched = self.finish(&mut batch, deadline);
+        let fetched = if self.navigated_away.is_none() && url == site::url(NAVIGATE_AWAY_FROM) {
+            // The user leaves mid-load, then comes back.
+            let left = self.navigate_away(&mut batch, url, deadline);
+            let mut fetched = self.finish(&mut batch, deadline);
+            let mut again = self.start(&left);
+            fetched.extend(self.finish(&mut again, deadline));
+            fetched.sort_by_key(|o| o.request_id);
+            fetched
+        } else {
+            self.finish(&mut batch, deadline)
+        };
         for script in fetched.iter().filter(|o| o.url.ends_with(".js")) {
             for cookie in site::cookie_writes(script.text.as_deref().unwrap_or("")) {
                 let set = SetCookie {
@@ -350,6 +379,8 @@ impl Page {
         let mut batch = Batch {
             outcomes_rx,
             pending: Vec::new(),
+            requests: Vec::new(),
+            progress: Arc::default(),
             outcomes: Vec::new(),
         };
         for url in urls {
@@ -360,6 +391,7 @@ impl Page {
                 expected: site().get(url),
                 started: Instant::now(),
                 done: done.clone(),
+                progress: batch.progress.clone(),
                 state: RefCell::new(Arrived {
                     url: url.clone(),
                     ..Arrived::default()
@@ -371,11 +403,13 @@ impl Page {
                 request_id,
                 url: url.clone(),
             };
-            match self
-                .network
-                .send_with_fds(NETWORK, &request, &[], Some(SEND_TIMEOUT))
-            {
-                Ok(()) => batch.pending.push((request_id, url.clone())),
+            // The answer only says the Network process is done with it
+            // (`LoadFinished` told the loader already).
+            match self.network.send_cancellable(NETWORK, &request, |_, _| {}) {
+                Ok(request) => {
+                    batch.pending.push((request_id, url.clone()));
+                    batch.requests.push((request_id, request));
+                }
                 Err(e) => {
                     self.network.unregister::<WebResourceLoader>(request_id);
                     batch.outcomes.push(Outcome::failed(
@@ -387,6 +421,50 @@ impl Page {
             }
         }
         batch
+    }
+
+    /// The user leaves the page as soon as its subresources start arriving:
+    /// every load of `batch` not complete yet is cancelled and its loader
+    /// unregistered (what is already on its way for it is dropped on
+    /// arrival). Returns the URLs of the cancelled loads.
+    fn navigate_away(&mut self, batch: &mut Batch, page: &str, deadline: Instant) -> Vec<String> {
+        // One message at a time: the first piece of body ends the visit.
+        while batch.progress.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            if let Err(e) = self.network.dispatch_one(Some(Duration::from_millis(100))) {
+                self.failures
+                    .push(format!("the Network connection failed: {e}"));
+                return Vec::new();
+            }
+        }
+        // What arrived complete meanwhile stays.
+        while let Ok(outcome) = batch.outcomes_rx.try_recv() {
+            batch.pending.retain(|(id, _)| *id != outcome.request_id);
+            batch.outcomes.push(outcome);
+        }
+        let mut cancelled = Vec::new();
+        for (request_id, url) in std::mem::take(&mut batch.pending) {
+            let request = batch.requests.iter().find(|(id, _)| *id == request_id);
+            if let Some((_, request)) = request {
+                if let Err(e) = self.network.cancel(*request) {
+                    self.failures
+                        .push(format!("cancelling load {request_id} failed: {e}"));
+                }
+            }
+            self.network.unregister::<WebResourceLoader>(request_id);
+            cancelled.push(url);
+        }
+        println!(
+            "[{}] navigated away from {} mid-load: cancelled {} still in flight; back again, reloading them",
+            self.me,
+            page.trim_start_matches(site::ORIGIN),
+            plural(
+                cancelled.len() as u64,
+                "subresource load",
+                "subresource loads"
+            )
+        );
+        self.navigated_away = Some((page.to_owned(), cancelled.len()));
+        cancelled
     }
 
     /// Waits for a batch's loads; outcomes in request order.
@@ -497,6 +575,8 @@ struct Loader {
     expected: Option<&'static Resource>,
     started: Instant,
     done: Sender<Outcome>,
+    /// Body bytes received by every loader of its batch.
+    progress: Arc<AtomicU64>,
     /// What has arrived (handlers take `&self`; none of them calls out, so
     /// a borrow never spans a re-entrant dispatch).
     state: RefCell<Arrived>,
@@ -536,6 +616,8 @@ impl WebResourceLoaderHandler for Loader {
         // Read in place: in the ring, or in the sealed memfd of an
         // out-of-line body.
         let data = m.data.as_slice();
+        self.progress
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         state.hash.update(data);
         if let Some(text) = &mut state.text {
             text.extend_from_slice(data);
@@ -849,6 +931,16 @@ impl AuxiliaryProcessHandler for Reporter {
                 },
                 rate(gpu.commands, gpu.streaming).trim_end_matches("/s")
             ),
+            match &page.navigated_away {
+                Some((url, cancelled)) => format!(
+                    "navigated away from {} mid-load: {} cancelled; {} for them dropped on arrival, {} dropped",
+                    url.trim_start_matches(site::ORIGIN),
+                    plural(*cancelled as u64, "load", "loads"),
+                    plural(network.dropped_for_gone_destinations, "message", "messages"),
+                    plural(network.late_replies_dropped, "late answer", "late answers")
+                ),
+                None => "never left a page mid-load".to_owned(),
+            },
             format!("to network: {}", report::traffic(&network)),
             format!("to gpu:     {}", report::traffic(&gpu.stats)),
         ];
