@@ -141,7 +141,7 @@ impl Connection {
             .lookup(envelope.receiver, envelope.destination)
         else {
             self.finish(&mut incoming);
-            return self.to_gone_destination(&envelope);
+            return self.route_to_gone_destination(&envelope);
         };
         if registration.schema != envelope.schema {
             let violation = Violation::SchemaMismatch {
@@ -196,7 +196,7 @@ impl Connection {
     /// is gone, e.g. a load cancelled while its data was in flight) dropped
     /// and counted, and a request answered with an error reply so its
     /// requester is not left waiting.
-    fn to_gone_destination(&mut self, envelope: &Envelope) -> Result<(), DispatchError> {
+    fn route_to_gone_destination(&mut self, envelope: &Envelope) -> Result<(), DispatchError> {
         let Some(kind) = self.receivers.kind(envelope.receiver) else {
             return Err(self.protocol_violation(Violation::UnknownReceiver {
                 receiver: envelope.receiver,
@@ -370,6 +370,33 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Takes the next frame for pull-style receiving (`recv_frame`),
+    /// sending the answers reply handles queued, first and whenever a
+    /// handle's wake ends the ring wait early (the wait then goes on for
+    /// what is left of `timeout`). An answer that cannot be sent is what the
+    /// receive reports if it ended the connection; otherwise the next
+    /// `dispatch` would, and pull-style receiving drops it.
+    pub(crate) fn next_incoming_answering(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Incoming, RecvError> {
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let mut wait = timeout;
+        loop {
+            let _ = self.send_late_replies();
+            match self.next_incoming(Some(wait)) {
+                Err(RecvError::TimedOut) => match (timeout, deadline) {
+                    (None, _) => {}
+                    (Some(_), Some(deadline)) if Instant::now() < deadline => {
+                        wait = Some(deadline - Instant::now());
+                    }
+                    _ => return Err(RecvError::TimedOut),
+                },
+                other => return other,
+            }
+        }
     }
 
     /// The reply handle of `request`, for a handler of a message declared

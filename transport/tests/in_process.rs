@@ -613,3 +613,39 @@ fn a_reply_handle_answers_from_another_thread_while_dispatch_waits() {
     drop(client);
     assert_eq!(serving.join().expect("the server"), 3);
 }
+
+/// Pull-style receiving (`recv_frame`) sends the answers reply handles give
+/// on other threads too, and a handle's wake does not end its wait early.
+#[test]
+fn pull_style_receiving_sends_answers_given_later() {
+    let config = ConnectionConfig::default()
+        .ring_capacity(RING)
+        .schema(ferry_transport::schema_of(&[Clerk::SCHEMA]));
+    let (mut client, mut server) = Connection::pair(config).expect("pair");
+    let serving = std::thread::spawn(move || {
+        let mut handled = 0;
+        loop {
+            match server.recv_frame(WAIT) {
+                Ok(mut received) => {
+                    assert_eq!(Clerk::handle(&Stamper, &mut received), Ok(true));
+                    handled += 1;
+                }
+                Err(RecvError::Disconnected) => return handled,
+                Err(e) => panic!("recv_frame: {e}"),
+            }
+        }
+    });
+    let stamped = client
+        .send_sync(
+            Remote::<Clerk>::new(1),
+            &Stamp {
+                value: 7,
+                unanswered: false,
+            },
+            Duration::from_secs(5),
+        )
+        .expect("stamped on another thread");
+    assert_eq!(stamped.value.to_native(), 8);
+    drop(client);
+    assert_eq!(serving.join().expect("the server"), 1);
+}
