@@ -401,16 +401,13 @@ impl Connection {
 
     /// The reply handle of `request`, for a handler of a message declared
     /// `@reply_later`; `None` when the request was refused at
-    /// `max_reply_handles` (its requester got an error reply). Generated
-    /// dispatch code calls this.
+    /// `max_reply_handles` (its requester got an error reply, if it expects
+    /// a reply). Generated dispatch code calls this.
     #[doc(hidden)]
     pub fn reply_handle<T: Archivable>(
         &mut self,
         request: &Envelope,
     ) -> Result<Option<ReplyHandle<T>>, DispatchError> {
-        if request.request_id == 0 {
-            return Ok(Some(ReplyHandle::unanswerable()));
-        }
         match self.late.handle(request) {
             Ok(handle) => Ok(Some(handle)),
             Err(HandleRefusal::Busy) => self.send_no_reply(request, NoReply::Busy).map(|()| None),

@@ -115,7 +115,10 @@ impl LateReplies {
         }
     }
 
-    /// A handle for the reply to `request` (which expects one).
+    /// A handle for the reply to `request`. A message sent without a
+    /// request id (it expects no reply) gets one too, which answers nothing
+    /// but still holds a slot while it lives: whatever a peer sends, this
+    /// side holds at most `max_slots` handles.
     pub(crate) fn handle<T: Archivable>(
         &mut self,
         request: &Envelope,
@@ -125,15 +128,17 @@ impl LateReplies {
             self.refused_busy += 1;
             return Err(HandleRefusal::Busy);
         }
-        if state.in_progress.contains_key(&request.request_id) {
-            return Err(HandleRefusal::Duplicate(Violation::DuplicateRequest(
-                request.request_id,
-            )));
-        }
         let cancelled = Arc::new(AtomicBool::new(false));
-        state
-            .in_progress
-            .insert(request.request_id, Arc::clone(&cancelled));
+        if request.request_id != 0 {
+            if state.in_progress.contains_key(&request.request_id) {
+                return Err(HandleRefusal::Duplicate(Violation::DuplicateRequest(
+                    request.request_id,
+                )));
+            }
+            state
+                .in_progress
+                .insert(request.request_id, Arc::clone(&cancelled));
+        }
         state.slots += 1;
         Ok(ReplyHandle {
             inner: Some(Obligation {
@@ -225,7 +230,9 @@ impl Obligation {
             // The connection is gone: its slots went with it.
             return false;
         };
-        let body = body.filter(|_| !self.cancelled.load(Ordering::Acquire));
+        // Nobody wants an answer: the requester cancelled, or expects none.
+        let body = body
+            .filter(|_| self.request.request_id != 0 && !self.cancelled.load(Ordering::Acquire));
         let Some(body) = body else {
             state.slots -= 1;
             return false;
@@ -259,21 +266,12 @@ impl Obligation {
 /// forgot the request). Messages declared `@reply_later` in
 /// [`protocol!`](crate::protocol) give their handler one.
 pub struct ReplyHandle<T> {
-    /// `None` once answered, or when the sender expects no reply.
+    /// `None` once answered.
     inner: Option<Obligation>,
     _reply: PhantomData<fn(&T)>,
 }
 
 impl<T: Archivable> ReplyHandle<T> {
-    /// A handle for a request that expects no reply (sent with `send`):
-    /// answering it does nothing.
-    pub(crate) fn unanswerable() -> ReplyHandle<T> {
-        ReplyHandle {
-            inner: None,
-            _reply: PhantomData,
-        }
-    }
-
     /// Answers the request: the reply is serialized here, on the calling
     /// thread, and sent by the connection's thread at its next `dispatch`
     /// (a `dispatch` waiting now is woken). Returns whether it was queued:
@@ -301,7 +299,8 @@ impl<T: Archivable> ReplyHandle<T> {
             .is_some_and(|obligation| obligation.cancelled.load(Ordering::Acquire))
     }
 
-    /// The request's id (0 when no reply is expected).
+    /// The request's id (0 when no reply is expected: the message was sent
+    /// with `send`, and answering it does nothing).
     pub fn request_id(&self) -> u64 {
         self.inner
             .as_ref()
@@ -446,6 +445,23 @@ mod tests {
         let third = late.handle::<u64>(&request(3)).ok().expect("a slot again");
         drop((second, third));
         assert_eq!(late.slots(), 2, "two error replies queued");
+    }
+
+    #[test]
+    fn a_message_expecting_no_reply_holds_a_slot_and_answers_nothing() {
+        let (mut late, _ring) = late(1);
+        let handle = late.handle::<u64>(&request(0)).ok().expect("a handle");
+        assert!(matches!(
+            late.handle::<u64>(&request(0)),
+            Err(HandleRefusal::Busy)
+        ));
+        assert!(!handle.reply(&1));
+        assert!(late.pop().is_none());
+        assert_eq!(late.slots(), 0);
+        let dropped = late.handle::<u64>(&request(0)).ok().expect("a slot again");
+        drop(dropped);
+        assert!(late.pop().is_none(), "no error reply for no request");
+        assert_eq!(late.slots(), 0);
     }
 
     #[test]
