@@ -7,7 +7,7 @@ use crate::error::{CallError, RecvError, SendError, Violation};
 use crate::incoming::{Incoming, access_archive};
 use crate::message::{Archivable, Message, Receiver, Remote, Request};
 use crate::outbox::Room;
-use crate::pending::{ReplyTo, RequestId, Waiter};
+use crate::pending::{CallCanceller, ReplyTo, RequestId, Waiter};
 use crate::wire::{Envelope, Flags, decode_no_reply};
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
@@ -222,9 +222,11 @@ impl Connection {
     /// [`max_sync_nesting`](crate::ConnectionConfig::max_sync_nesting) deep:
     /// the innermost one sets everything but its replies aside.
     ///
-    /// A call that gives up (timed out, `QueueFull`, a handler's panic
-    /// unwinding through it) cancels its request: the peer is told (if the
-    /// ring has room at once), and the late reply is dropped quietly.
+    /// A call that gives up (timed out, `QueueFull`, cancelled from another
+    /// thread with a [`call_canceller`](Self::call_canceller), a handler's
+    /// panic unwinding through it) cancels its request: the peer is told
+    /// (if the ring has room at once), and the late reply is dropped
+    /// quietly.
     pub fn send_sync<M: Request>(
         &mut self,
         to: Remote<M::Receiver>,
@@ -232,6 +234,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Reply<M::Reply>, CallError> {
         let deadline = Instant::now().checked_add(timeout);
+        let epoch = self.calls.cancel_epoch();
         let id = self.calls.next_id();
         let envelope = envelope_for::<M>(to, id, Flags::SYNC);
         self.send_typed(envelope, message, &[], Room::Wait(Some(timeout)))?;
@@ -240,7 +243,7 @@ impl Connection {
         // A handler's panic further in unwinds through here: the call then
         // leaves nothing behind (no depth, no waiter) before it goes on.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.wait_for_reply(id, deadline)
+            self.wait_for_reply(id, deadline, epoch)
         }));
         self.calls.leave_sync();
         let request = RequestId {
@@ -283,14 +286,24 @@ impl Connection {
         }
     }
 
+    /// A handle that cancels, from any thread, the synchronous calls
+    /// waiting on this connection when it is used.
+    pub fn call_canceller(&self) -> CallCanceller {
+        self.calls.canceller(self.inbox.rx.wake_handle())
+    }
+
     fn wait_for_reply(
         &mut self,
         id: u64,
         deadline: Option<Instant>,
+        epoch: u64,
     ) -> Result<Incoming, CallError> {
         loop {
             if let Some(reply) = self.calls.take_arrived(id) {
                 return Ok(reply);
+            }
+            if self.calls.cancel_epoch() != epoch {
+                return Err(CallError::Cancelled);
             }
             // Answers given on other threads go out while we wait (a
             // handle's wake ends the ring wait below early for that).

@@ -294,6 +294,9 @@ pub enum CallError {
     /// The peer answered that the request got no reply, and why.
     #[error("no reply: {0}")]
     NoReply(NoReply),
+    /// The call was cancelled (a [`CallCanceller`](crate::CallCanceller)).
+    #[error("the call was cancelled")]
+    Cancelled,
     /// The peer broke the protocol; the connection is closed.
     #[error("protocol violation by {peer}: {violation}")]
     ProtocolViolation {

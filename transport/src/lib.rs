@@ -98,7 +98,7 @@ pub use message::{
     schema_of,
 };
 pub use outbox::FrameWriter;
-pub use pending::RequestId;
+pub use pending::{CallCanceller, RequestId};
 pub use raw::Received;
 pub use reply_handle::ReplyHandle;
 pub use stats::TransportStats;

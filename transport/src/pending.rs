@@ -5,6 +5,9 @@
 use crate::id_map::IdMap;
 use crate::incoming::Incoming;
 use crate::wire::Envelope;
+use ferry_ring::WakeHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a reply must name: the receiver and message of its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,28 @@ impl RequestId {
     }
 }
 
+/// Cancels, from any thread, the synchronous calls waiting on one
+/// connection at that moment ([`Connection::call_canceller`]): each gives
+/// up with [`CallError::Cancelled`](crate::CallError::Cancelled) and tells
+/// the peer, as a call that times out does. A call that starts after the
+/// cancel is not affected. Cheap to clone; it keeps the connection's shared
+/// mapping alive while it lives (not its descriptors).
+///
+/// [`Connection::call_canceller`]: crate::Connection::call_canceller
+#[derive(Clone, Debug)]
+pub struct CallCanceller {
+    epoch: Arc<AtomicU64>,
+    wake: WakeHandle,
+}
+
+impl CallCanceller {
+    /// Cancels the synchronous calls waiting now, waking them.
+    pub fn cancel(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake.wake();
+    }
+}
+
 /// Who waits for the reply to a request (`H`: a reply handler).
 pub(crate) enum Waiter<H> {
     /// A handler given to `send_with_reply`.
@@ -60,6 +85,8 @@ pub(crate) struct PendingCalls<H> {
     pub(crate) late_replies_dropped: u64,
     /// Requests this side cancelled.
     pub(crate) cancelled: u64,
+    /// Bumped by every [`CallCanceller::cancel`].
+    cancel_epoch: Arc<AtomicU64>,
 }
 
 impl<H> Default for PendingCalls<H> {
@@ -72,6 +99,7 @@ impl<H> Default for PendingCalls<H> {
             sync_depth: 0,
             late_replies_dropped: 0,
             cancelled: 0,
+            cancel_epoch: Arc::default(),
         }
     }
 }
@@ -147,6 +175,21 @@ impl<H> PendingCalls<H> {
                 None
             }
         }
+    }
+
+    /// A canceller of the synchronous calls waiting, waking them with
+    /// `wake` (the connection's receiving ring's).
+    pub(crate) fn canceller(&self, wake: WakeHandle) -> CallCanceller {
+        CallCanceller {
+            epoch: Arc::clone(&self.cancel_epoch),
+            wake,
+        }
+    }
+
+    /// The cancel epoch now: a call that starts notes it, and is cancelled
+    /// once it changed.
+    pub(crate) fn cancel_epoch(&self) -> u64 {
+        self.cancel_epoch.load(Ordering::Acquire)
     }
 
     /// Whether `id` is a request id this side handed out (so a reply naming

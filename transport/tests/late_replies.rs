@@ -465,8 +465,9 @@ fn messages_for_a_gone_destination_are_dropped_and_counted() {
 /// and stops sending; the chunks already in flight reach a sink that is
 /// gone and are dropped; the numbers add up. A request with a reply
 /// handler cancelled before its answer never runs its handler; a
-/// synchronous call that times out cancels its request too, and its late
-/// reply (from an ordinary handler) is dropped and counted.
+/// synchronous call cancelled from another thread, or that times out,
+/// cancels its request too, and its late reply (from an ordinary handler)
+/// is dropped and counted.
 #[test]
 fn a_cancelled_request_stops_the_work_and_its_late_reply_is_dropped() {
     let _serial = serial();
@@ -543,14 +544,43 @@ fn a_cancelled_request_stops_the_work_and_its_late_reply_is_dropped() {
     assert_eq!(seen.work_cancelled, 2);
     assert_eq!(seen.cancels_received, 3);
 
+    // A synchronous call cancelled from another thread of the requester
+    // (which cancels again and again: a cancel before the call starts does
+    // not touch it).
+    let canceller = conn.call_canceller();
+    let called = Arc::new(AtomicBool::new(false));
+    let cancelling = {
+        let called = Arc::clone(&called);
+        std::thread::spawn(move || {
+            while !called.load(Ordering::SeqCst) {
+                canceller.cancel();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let call = conn.send_sync(
+        LOADS,
+        &Later {
+            value: 3,
+            mode: mode::UNTIL_CANCELLED,
+        },
+        CALL,
+    );
+    called.store(true, Ordering::SeqCst);
+    cancelling.join().expect("the cancelling thread");
+    assert_eq!(call.err(), Some(CallError::Cancelled));
+    let seen = tally(&mut conn, 3);
+    assert_eq!(seen.work_cancelled, 3);
+    assert_eq!(seen.cancels_received, 4);
+
     // An ordinary handler answers anyway: its cancel finds nothing in
     // progress there, and the late reply is dropped here.
     let call = conn.send_sync(LOADS, &Slow { millis: 500 }, Duration::from_millis(100));
     assert_eq!(call.err(), Some(CallError::TimedOut));
-    let seen = tally(&mut conn, 2);
+    let seen = tally(&mut conn, 3);
     assert_eq!(seen.cancels_ignored, 1);
     assert_eq!(conn.stats().late_replies_dropped, 1);
-    assert_eq!(conn.stats().requests_cancelled, 4);
+    assert_eq!(conn.stats().requests_cancelled, 5);
     assert!(conn.is_open());
     drop(conn);
     peer.expect_success();
