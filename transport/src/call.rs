@@ -331,13 +331,15 @@ impl Connection {
             };
             let envelope = incoming.envelope;
             let flags = envelope.flags;
-            // What may run now: replies, and (unless calls already nest as
-            // deep as allowed) synchronous requests, whose senders block as
-            // we do, and messages declared allowed while waiting (`route`
-            // checks that claim against the declaration).
+            // What may run now: replies and cancels (no handler runs for
+            // either), and (unless calls already nest as deep as allowed)
+            // synchronous requests, whose senders block as we do, and
+            // messages declared allowed while waiting (`route` checks that
+            // claim against the declaration).
             let may_nest = self.calls.sync_depth() < self.config.max_sync_nesting;
             let sync_request = flags.has(Flags::SYNC) && envelope.request_id != 0;
             if flags.has(Flags::REPLY)
+                || flags.has(Flags::CANCEL)
                 || (may_nest && (sync_request || flags.has(Flags::ALLOWED_WHILE_WAITING)))
             {
                 if let Err(error) = self.route(incoming) {

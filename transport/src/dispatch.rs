@@ -91,7 +91,8 @@ impl Connection {
                     let now = Instant::now();
                     match deadline {
                         Some(deadline) if now < deadline => wait = Some(Some(deadline - now)),
-                        None if timeout.is_none() => {}
+                        // No timeout, or one too long to have a deadline.
+                        None => {}
                         _ => {
                             self.send_late_replies()?;
                             return Ok(count);

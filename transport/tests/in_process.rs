@@ -649,3 +649,70 @@ fn pull_style_receiving_sends_answers_given_later() {
     drop(client);
     assert_eq!(serving.join().expect("the server"), 1);
 }
+
+/// Keeps the reply handle it gets, unanswered.
+struct Keeper(Arc<Mutex<Option<ReplyHandle<Stamped>>>>);
+
+impl ClerkHandler for Keeper {
+    fn stamp(&self, _: &mut Context, _: &ArchivedStamp, reply: ReplyHandle<Stamped>) {
+        *self.0.lock().unwrap() = Some(reply);
+    }
+}
+
+/// A cancel that arrives while its receiver waits in a synchronous call is
+/// taken at once (no handler runs for it), not set aside until the next
+/// `dispatch`: the handle learns it as the call returns.
+#[test]
+fn a_cancel_is_taken_during_a_synchronous_wait() {
+    let config = ConnectionConfig::default()
+        .ring_capacity(RING)
+        .schema(ferry_transport::schema_of(&[Clerk::SCHEMA]));
+    let (mut client, mut server) = Connection::pair(config).expect("pair");
+    let kept = Arc::new(Mutex::new(None));
+    server.register(1, Clerk::handler(Keeper(Arc::clone(&kept))));
+    client.register(2, Clerk::handler(Stamper));
+    let request = client
+        .send_cancellable(
+            Remote::<Clerk>::new(1),
+            &Stamp {
+                value: 0,
+                unanswered: false,
+            },
+            |_, _| panic!("cancelled: never runs"),
+        )
+        .expect("send_cancellable");
+    assert_eq!(server.dispatch_one(WAIT), Ok(true));
+    assert!(kept.lock().unwrap().is_some());
+    assert_eq!(client.cancel(request), Ok(true));
+    // The client answers the server's call; the cancel is ahead of the
+    // answer in the server's ring.
+    let serving = std::thread::spawn(move || {
+        // Until the server goes: its answer is given on another thread.
+        loop {
+            match client.dispatch(WAIT) {
+                Ok(0) => panic!("the client waited {WAIT:?} for nothing"),
+                Ok(_) => {}
+                Err(DispatchError::Disconnected) => return,
+                Err(e) => panic!("dispatch: {e}"),
+            }
+        }
+    });
+    let stamped = server
+        .send_sync(
+            Remote::<Clerk>::new(2),
+            &Stamp {
+                value: 1,
+                unanswered: false,
+            },
+            Duration::from_secs(5),
+        )
+        .expect("the client's answer");
+    assert_eq!(stamped.value.to_native(), 2);
+    let handle = kept.lock().unwrap().take().expect("the kept handle");
+    assert!(handle.is_cancelled(), "taken during the wait");
+    assert!(!server.has_deferred());
+    assert_eq!(server.stats().cancels_received, 1);
+    drop(handle);
+    drop(server);
+    serving.join().expect("the client");
+}
