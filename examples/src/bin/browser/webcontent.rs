@@ -454,7 +454,7 @@ impl Page {
             cancelled.push(url);
         }
         println!(
-            "[{}] navigated away from {} mid-load: cancelled {} still in flight; back again, reloading them",
+            "[{}] navigated away from {} mid-load: cancelled its {} not finished here; back again, reloading them",
             self.me,
             page.trim_start_matches(site::ORIGIN),
             plural(
