@@ -17,10 +17,14 @@ ferry_transport::protocol! {
     pub receiver NetworkConnection handled_by NetworkConnectionHandler {
         /// Starts loading `url`. The request id is the WebContent process's
         /// own; every response goes to the [`WebResourceLoader`] registered
-        /// at that destination.
-        fn load_resource => LoadResource { request_id: u64, url: String };
-        /// `document.cookie` read: synchronous, the page waits for it.
-        fn get_cookies => GetCookies { url: String } -> Cookies { header: String };
+        /// at that destination. Answered once the load is complete (with
+        /// the bytes sent); the WebContent process cancels it when the page
+        /// is left mid-load, and the Network process stops streaming it.
+        @reply_later fn load_resource => LoadResource { request_id: u64, url: String }
+            -> ResourceLoaded { sent: u64 };
+        /// `document.cookie` read: synchronous, the page waits for it. The
+        /// Network process answers it from its cookie store's own thread.
+        @reply_later fn get_cookies => GetCookies { url: String } -> Cookies { header: String };
         /// `document.cookie = "name=value"`: asynchronous.
         fn set_cookie => SetCookie { url: String, cookie: String };
     }
@@ -137,6 +141,12 @@ pub const GPU_SCHEMA: u64 = schema_of(&[RemoteRenderingBackend::SCHEMA]);
 
 /// Ring size of the UI's connections: notifications and summaries only.
 const UI_RING: usize = 64 << 10;
+/// Ring size of a WebContent ↔ Network connection: four streamed pieces
+/// ([`CHUNK`]) and more. Like a network stack's socket buffer it bounds
+/// what a load has in flight: the Network process streams a body no faster
+/// than the page reads it, so a page left mid-load stops its loads while
+/// they still stream. (Large bodies travel out of line anyway.)
+const NETWORK_RING: usize = 64 << 10;
 /// Ring size of the GPU stream: a few frames of commands.
 const GPU_RING: usize = 256 << 10;
 
@@ -174,6 +184,7 @@ pub fn network_service(wait: WaitStrategy) -> ConnectionConfig {
     ConnectionConfig::default()
         .wait(wait)
         .schema(NETWORK_SCHEMA)
+        .ring_capacity(NETWORK_RING)
         .trust(Trust::Untrusted)
 }
 
@@ -183,6 +194,7 @@ pub fn network_client(wait: WaitStrategy) -> ConnectionConfig {
     ConnectionConfig::default()
         .wait(wait)
         .schema(NETWORK_SCHEMA)
+        .ring_capacity(NETWORK_RING)
 }
 
 /// How the GPU process creates WebContent connections (untrusted peers).

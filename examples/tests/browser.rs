@@ -139,6 +139,21 @@ fn every_page_loads_and_verifies() {
     run.expect("out of line");
     run.expect("commands/s");
     run.expect("shows all 2 visitor cookies");
+    // Leaving a page mid-load cancels its loads: the Network process stops
+    // streaming what was still in flight and says so; what was already on
+    // its way is dropped on arrival, and the connection carries on.
+    for web in ["webcontent#3", "webcontent#4"] {
+        run.expect_line(&format!(
+            "[{web}] navigated away from /news.html mid-load: cancelled "
+        ));
+        run.expect_line(&format!("[network] {web} cancelled "));
+    }
+    run.expect("mid-load: stopped streaming ");
+    run.expect("/data/archive.json (");
+    run.expect("cancelled by their page");
+    run.expect("for them dropped on arrival");
+    // GetCookies is answered on the cookie store's own thread.
+    run.expect("synchronous reads answered by the cookie store's thread");
     run.expect_line("PASS: 10 pages loaded and verified by 2 WebContent processes");
     assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
 }

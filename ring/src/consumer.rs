@@ -10,6 +10,7 @@ use crate::ring::RingRef;
 use crate::stats::Stats;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{self, Announcer, Blocked, WaitStrategy, Waiter};
+use crate::wake::{WakeFlag, WakeHandle};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub struct Consumer {
     strategy: WaitStrategy,
     corrupt: Option<Corruption>,
     disconnect: DisconnectFlag,
+    /// Set by a [`WakeHandle`]: the current wait ends early.
+    woken: WakeFlag,
     /// The producer's parked word we last woke (see `wait::notify_peer`).
     last_woken: u64,
     /// What we announce in our own parked word when we wait for frames or
@@ -86,6 +89,7 @@ impl Consumer {
             strategy: WaitStrategy::default(),
             corrupt: None,
             disconnect: DisconnectFlag::default(),
+            woken: WakeFlag::default(),
             last_woken: 0,
             announcer,
             stats: Stats::default(),
@@ -141,6 +145,16 @@ impl Consumer {
         )
     }
 
+    /// A handle that ends this end's waits early, from another thread of
+    /// this process (see [`peek`](Self::peek)).
+    pub fn wake_handle(&self) -> WakeHandle {
+        WakeHandle::new(
+            &self.woken,
+            self.ring.region(),
+            &self.ring.header().producer.data_seq,
+        )
+    }
+
     /// The next frame, without waiting.
     pub fn try_peek(&mut self) -> Result<Frame<'_>, RecvError> {
         match self.poll_frame()? {
@@ -150,7 +164,8 @@ impl Consumer {
     }
 
     /// The next frame, waiting per the wait strategy for at most `timeout`
-    /// (`None`: as long as it takes).
+    /// (`None`: as long as it takes). A [`WakeHandle::wake`] ends the wait
+    /// early with `TimedOut` when no frame is there (once per wake).
     pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Frame<'_>, RecvError> {
         let mut waiter = FrameWaiter { consumer: self };
         match wait::block_on(&mut waiter, timeout) {
@@ -416,7 +431,11 @@ impl Waiter for FrameWaiter<'_> {
     type Error = RecvError;
 
     fn poll_ready(&mut self) -> Result<Option<FrameAt>, RecvError> {
-        self.consumer.poll_frame()
+        let ready = self.consumer.poll_frame()?;
+        if ready.is_none() && self.consumer.woken.take() {
+            return Err(RecvError::TimedOut);
+        }
+        Ok(ready)
     }
     fn wake_seq(&self) -> &AtomicU32 {
         &self.consumer.ring.header().producer.data_seq

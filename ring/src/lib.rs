@@ -73,6 +73,7 @@ mod ring;
 mod stats;
 mod sync;
 mod wait;
+mod wake;
 
 pub use blob::{BlobWriter, SealedBlob};
 pub use consumer::{Consumer, Frame};
@@ -87,3 +88,4 @@ pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};
 pub use stats::Stats;
 pub use wait::{DEFAULT_SPIN, ParseWaitStrategyError, WaitStrategy};
+pub use wake::WakeHandle;

@@ -7,8 +7,8 @@ use crate::error::{CallError, RecvError, SendError, Violation};
 use crate::incoming::{Incoming, access_archive};
 use crate::message::{Archivable, Message, Receiver, Remote, Request};
 use crate::outbox::Room;
-use crate::pending::{ReplyTo, Waiter};
-use crate::wire::{Envelope, Flags};
+use crate::pending::{CallCanceller, ReplyTo, RequestId, Waiter};
+use crate::wire::{Envelope, Flags, decode_no_reply};
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -122,7 +122,8 @@ impl Connection {
 
     /// Sends a request; `on_reply` runs during a later `dispatch` (or
     /// synchronous call) with the reply, or with the error that ended the
-    /// wait (`Disconnected`, a protocol violation).
+    /// wait (`Disconnected`, a protocol violation, or
+    /// [`CallError::NoReply`] when the peer could not answer it).
     pub fn send_with_reply<M: Request>(
         &mut self,
         to: Remote<M::Receiver>,
@@ -133,6 +134,21 @@ impl Connection {
         ) + Send
         + 'static,
     ) -> Result<(), SendError> {
+        self.send_cancellable(to, message, on_reply).map(|_| ())
+    }
+
+    /// [`send_with_reply`](Self::send_with_reply), returning the request's
+    /// id so that it can be [`cancel`](Self::cancel)led.
+    pub fn send_cancellable<M: Request>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+        on_reply: impl FnOnce(
+            &mut Context<'_>,
+            Result<&<M::Reply as rkyv::Archive>::Archived, CallError>,
+        ) + Send
+        + 'static,
+    ) -> Result<RequestId, SendError> {
         let max = self.config.max_pending_replies;
         if self.calls.handlers_waiting() >= max {
             return Err(SendError::TooManyPending { max });
@@ -152,7 +168,47 @@ impl Connection {
         });
         self.calls
             .expect(id, Waiter::Handler(reply_to::<M>(), handler));
-        Ok(())
+        Ok(RequestId {
+            id,
+            destination: to.destination(),
+            to: reply_to::<M>(),
+            schema: <M::Receiver as Receiver>::SCHEMA,
+        })
+    }
+
+    /// Cancels a request sent with [`send_cancellable`](Self::send_cancellable):
+    /// its reply handler is dropped without running, a reply that arrives
+    /// later is dropped quietly (counted in
+    /// [`TransportStats::late_replies_dropped`](crate::TransportStats::late_replies_dropped)),
+    /// and the peer is told, so its handler can stop working on it
+    /// ([`ReplyHandle::is_cancelled`](crate::ReplyHandle::is_cancelled)).
+    /// Returns `Ok(false)` when there was nothing to cancel (its reply came
+    /// already). The cancel waits for room in the ring like a `send`.
+    pub fn cancel(&mut self, request: RequestId) -> Result<bool, SendError> {
+        let Some(handler) = self.calls.cancel(request.id) else {
+            return Ok(false);
+        };
+        drop(handler);
+        self.send_cancel(request, Room::Wait(self.config.send_timeout))?;
+        Ok(true)
+    }
+
+    /// Tells the peer that this side gave up on `request`.
+    fn send_cancel(&mut self, request: RequestId, room: Room) -> Result<(), SendError> {
+        let envelope = Envelope {
+            destination: request.destination,
+            request_id: request.id,
+            receiver: request.to.receiver,
+            schema: request.schema,
+            message: request.to.message,
+            flags: Flags(Flags::CANCEL),
+            fd_count: 0,
+        };
+        self.check_sendable(0)?;
+        let sent = self
+            .outbox
+            .send_bytes(envelope, &[], &[], room, &self.control);
+        self.sent(sent)
     }
 
     /// Sends a request and waits for its reply for at most `timeout`.
@@ -165,6 +221,12 @@ impl Connection {
     /// deadlocking. Calls nest at most
     /// [`max_sync_nesting`](crate::ConnectionConfig::max_sync_nesting) deep:
     /// the innermost one sets everything but its replies aside.
+    ///
+    /// A call that gives up (timed out, `QueueFull`, cancelled from another
+    /// thread with a [`call_canceller`](Self::call_canceller), a handler's
+    /// panic unwinding through it) cancels its request: the peer is told
+    /// (if the ring has room at once), and the late reply is dropped
+    /// quietly.
     pub fn send_sync<M: Request>(
         &mut self,
         to: Remote<M::Receiver>,
@@ -172,6 +234,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Reply<M::Reply>, CallError> {
         let deadline = Instant::now().checked_add(timeout);
+        let epoch = self.calls.cancel_epoch();
         let id = self.calls.next_id();
         let envelope = envelope_for::<M>(to, id, Flags::SYNC);
         self.send_typed(envelope, message, &[], Room::Wait(Some(timeout)))?;
@@ -180,35 +243,71 @@ impl Connection {
         // A handler's panic further in unwinds through here: the call then
         // leaves nothing behind (no depth, no waiter) before it goes on.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.wait_for_reply(id, deadline)
+            self.wait_for_reply(id, deadline, epoch)
         }));
         self.calls.leave_sync();
+        let request = RequestId {
+            id,
+            destination: to.destination(),
+            to: reply_to::<M>(),
+            schema: <M::Receiver as Receiver>::SCHEMA,
+        };
         let outcome = outcome.unwrap_or_else(|panic| {
-            self.calls.abandon(id);
+            self.give_up(request);
             std::panic::resume_unwind(panic)
         });
         match outcome {
+            Ok(incoming) if incoming.envelope.flags.has(Flags::ERROR) => {
+                // `complete_reply` checked the reason.
+                let reason = decode_no_reply(incoming.bytes());
+                Err(reason.map_or(CallError::Disconnected, CallError::NoReply))
+            }
             Ok(incoming) => {
                 Reply::new(incoming, M::NAME).map_err(|violation| self.fail(violation).into())
             }
             Err(error) => {
                 // The request went out: a reply may still come (after a
                 // timeout, or a QueueFull). It is dropped quietly then.
-                self.calls.abandon(id);
+                self.give_up(request);
                 Err(error)
             }
         }
+    }
+
+    /// A synchronous caller stops waiting for `request`: nothing is kept
+    /// for it, and the peer is told if the ring has room now (a cancel must
+    /// not make a call that gave up wait longer; one that does not go out
+    /// only leaves the peer answering for nothing).
+    fn give_up(&mut self, request: RequestId) {
+        self.calls.abandon(request.id);
+        self.calls.cancelled += 1;
+        if self.lifecycle.is_open() {
+            let _ = self.send_cancel(request, Room::Try);
+        }
+    }
+
+    /// A handle that cancels, from any thread, the synchronous calls
+    /// waiting on this connection when it is used.
+    pub fn call_canceller(&self) -> CallCanceller {
+        self.calls.canceller(self.inbox.rx.wake_handle())
     }
 
     fn wait_for_reply(
         &mut self,
         id: u64,
         deadline: Option<Instant>,
+        epoch: u64,
     ) -> Result<Incoming, CallError> {
         loop {
             if let Some(reply) = self.calls.take_arrived(id) {
                 return Ok(reply);
             }
+            if self.calls.cancel_epoch() != epoch {
+                return Err(CallError::Cancelled);
+            }
+            // Answers given on other threads go out while we wait (a
+            // handle's wake ends the ring wait below early for that).
+            self.send_late_replies()?;
             // The budget is spent (by this call, or by one nested in it that
             // failed): reading on would set one more message aside per
             // nested call, without bound, while the calls further out wait.
@@ -232,13 +331,15 @@ impl Connection {
             };
             let envelope = incoming.envelope;
             let flags = envelope.flags;
-            // What may run now: replies, and (unless calls already nest as
-            // deep as allowed) synchronous requests, whose senders block as
-            // we do, and messages declared allowed while waiting (`route`
-            // checks that claim against the declaration).
+            // What may run now: replies and cancels (no handler runs for
+            // either), and (unless calls already nest as deep as allowed)
+            // synchronous requests, whose senders block as we do, and
+            // messages declared allowed while waiting (`route` checks that
+            // claim against the declaration).
             let may_nest = self.calls.sync_depth() < self.config.max_sync_nesting;
             let sync_request = flags.has(Flags::SYNC) && envelope.request_id != 0;
             if flags.has(Flags::REPLY)
+                || flags.has(Flags::CANCEL)
                 || (may_nest && (sync_request || flags.has(Flags::ALLOWED_WHILE_WAITING)))
             {
                 if let Err(error) = self.route(incoming) {

@@ -68,6 +68,12 @@ pub struct ConnectionConfig {
     /// at once; beyond that `send_with_reply` fails with
     /// `SendError::TooManyPending`.
     pub max_pending_replies: usize,
+    /// Reply handles (of messages declared `@reply_later`) alive at once,
+    /// together with their answers not yet sent by the connection: what a
+    /// peer can make this side hold for requests answered later. At the
+    /// bound a further such request is not handled: its requester gets an
+    /// error reply ([`NoReply::Busy`](crate::NoReply::Busy)).
+    pub max_reply_handles: usize,
     /// How long a reply may wait for room in the peer's ring. A peer that
     /// does not take its replies for that long is cut off
     /// (`Violation::RepliesNotTaken`): it would stall every dispatch.
@@ -119,6 +125,9 @@ pub struct ConnectionConfig {
 /// holding it costs (its queue entry, envelope and buffer header).
 pub const SET_ASIDE_OVERHEAD: usize = 256;
 
+/// Default [`ConnectionConfig::max_reply_handles`]: 1024.
+pub const DEFAULT_MAX_REPLY_HANDLES: usize = 1024;
+
 /// Default ring size in each direction: 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
 
@@ -164,6 +173,7 @@ impl Default for ConnectionConfig {
             max_deferred_fds: 256,
             max_sync_nesting: 16,
             max_pending_replies: 4096,
+            max_reply_handles: DEFAULT_MAX_REPLY_HANDLES,
             reply_timeout: Duration::from_secs(5),
             max_dispatch_batch: 1024,
             peer_name: String::from("peer"),
@@ -229,6 +239,12 @@ impl ConnectionConfig {
     /// Sets how many `send_with_reply` requests may wait at once.
     pub fn max_pending_replies(mut self, max: usize) -> Self {
         self.max_pending_replies = max;
+        self
+    }
+    /// Sets how many reply handles (and their queued answers) may exist at
+    /// once.
+    pub fn max_reply_handles(mut self, max: usize) -> Self {
+        self.max_reply_handles = max;
         self
     }
     /// Sets how long a reply may wait for room before the peer is cut off.

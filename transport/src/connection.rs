@@ -21,6 +21,7 @@ use crate::lifecycle::{Lifecycle, Transition};
 use crate::outbox::Outbox;
 use crate::pending::PendingCalls;
 use crate::registry::ReceiverRegistry;
+use crate::reply_handle::LateReplies;
 use crate::set_aside::SetAside;
 use crate::stats::TransportStats;
 use ferry_handoff::Channel;
@@ -152,6 +153,8 @@ pub struct Connection {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) receivers: ReceiverRegistry<Handler>,
     pub(crate) calls: PendingCalls<ReplyHandler>,
+    /// Answers to the peer's requests given on other threads.
+    pub(crate) late: LateReplies,
     pub(crate) set_aside: SetAside,
     /// Descriptors of the message a handler is running for.
     pub(crate) message_fds: Vec<OwnedFd>,
@@ -348,6 +351,7 @@ impl Connection {
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
         let hangup = watch_peer(&control, &tx, &rx, &notify)?;
+        let late = LateReplies::new(rx.wake_handle(), config.max_reply_handles);
         Ok(Connection {
             outbox: Outbox::new(tx, config.max_message_size),
             inbox: Inbox::new(rx, &config),
@@ -356,6 +360,7 @@ impl Connection {
             config,
             receivers: ReceiverRegistry::default(),
             calls: PendingCalls::default(),
+            late,
             set_aside: SetAside::default(),
             message_fds: Vec::new(),
             notify,
@@ -418,6 +423,12 @@ impl Connection {
             out_of_line_received: self.inbox.out_of_line,
             fds_sent: self.outbox.published.fds,
             fds_received: self.inbox.fds,
+            dropped_for_gone_destinations: self.receivers.dropped_gone,
+            late_replies_dropped: self.calls.late_replies_dropped,
+            requests_cancelled: self.calls.cancelled,
+            cancels_received: self.late.cancels_received,
+            cancels_ignored: self.late.cancels_ignored,
+            refused_busy: self.late.refused_busy,
             tx_ring: self.outbox.tx.stats(),
             rx_ring: self.inbox.rx.stats(),
         }

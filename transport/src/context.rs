@@ -6,6 +6,8 @@ use crate::call::Reply;
 use crate::connection::{BoundReceiver, Context};
 use crate::error::{CallError, DispatchError, SendError, Violation};
 use crate::message::{Archivable, Message, Receiver, Remote, Request};
+use crate::pending::RequestId;
+use crate::reply_handle::ReplyHandle;
 use crate::wire::Envelope;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -54,6 +56,25 @@ impl Context<'_> {
         self.connection.send_with_reply(to, message, on_reply)
     }
 
+    /// [`Connection::send_cancellable`](crate::Connection::send_cancellable).
+    pub fn send_cancellable<M: Request>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        message: &M,
+        on_reply: impl FnOnce(
+            &mut Context<'_>,
+            Result<&<M::Reply as rkyv::Archive>::Archived, CallError>,
+        ) + Send
+        + 'static,
+    ) -> Result<RequestId, SendError> {
+        self.connection.send_cancellable(to, message, on_reply)
+    }
+
+    /// [`Connection::cancel`](crate::Connection::cancel).
+    pub fn cancel(&mut self, request: RequestId) -> Result<bool, SendError> {
+        self.connection.cancel(request)
+    }
+
     /// [`Connection::send_sync`](crate::Connection::send_sync): a synchronous call from inside a handler
     /// (the peer may call back meanwhile; see `@allowed_while_waiting`).
     pub fn send_sync<M: Request>(
@@ -95,6 +116,15 @@ impl Context<'_> {
     #[doc(hidden)]
     pub fn protocol_violation(&mut self, violation: Violation) -> DispatchError {
         self.connection.protocol_violation(violation)
+    }
+
+    /// [`Connection::reply_handle`](crate::Connection::reply_handle). Generated dispatch code calls this.
+    #[doc(hidden)]
+    pub fn reply_handle<T: Archivable>(
+        &mut self,
+        request: &Envelope,
+    ) -> Result<Option<ReplyHandle<T>>, DispatchError> {
+        self.connection.reply_handle(request)
     }
 
     /// [`Connection::send_reply`](crate::Connection::send_reply). Generated dispatch code calls this.

@@ -3,14 +3,15 @@
 //! messages set aside during a synchronous call to the next `dispatch`.
 
 use crate::connection::{BoundReceiver, Connection};
-use crate::error::{DispatchError, RecvError, SendError, Violation, reply_failed};
+use crate::error::{CallError, DispatchError, RecvError, SendError, Violation, reply_failed};
 use crate::incoming::Incoming;
 use crate::message::{Archivable, Receiver};
 use crate::outbox::Room;
 use crate::pending::Waiter;
 use crate::registry::Registration;
+use crate::reply_handle::{HandleRefusal, LateBody, ReplyHandle};
 use crate::set_aside::Budget;
-use crate::wire::{Envelope, Flags};
+use crate::wire::{Envelope, Flags, NoReply, decode_no_reply, encode_no_reply};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,9 @@ impl Connection {
     /// Dispatches incoming messages to their handlers: first those set aside
     /// during synchronous calls, then what is in the ring, waiting at most
     /// `timeout` for the first one. Returns how many were dispatched (0 when
-    /// the timeout expired).
+    /// the timeout expired). Replies answered on other threads
+    /// ([`ReplyHandle`](crate::ReplyHandle)) are sent as it goes; one given
+    /// while it waits wakes it, is sent, and the wait goes on.
     ///
     /// One call does bounded work, so that an event loop serving several
     /// connections stays fair: it returns after
@@ -79,8 +82,24 @@ impl Connection {
         }
         let mut wait = if count == 0 { Some(timeout) } else { None };
         while count < batch {
+            self.send_late_replies()?;
             match self.next_incoming(wait) {
                 Ok(incoming) => self.route(incoming)?,
+                Err(RecvError::TimedOut) if wait.is_some() => {
+                    // A reply handle's wake ends the wait early: send what
+                    // it queued and wait on for what is left of `timeout`.
+                    let now = Instant::now();
+                    match deadline {
+                        Some(deadline) if now < deadline => wait = Some(Some(deadline - now)),
+                        // No timeout, or one too long to have a deadline.
+                        None => {}
+                        _ => {
+                            self.send_late_replies()?;
+                            return Ok(count);
+                        }
+                    }
+                    continue;
+                }
                 Err(RecvError::Empty | RecvError::TimedOut) => return Ok(count),
                 Err(RecvError::Disconnected) if count > 0 => return Ok(count),
                 Err(error) => return Err(error.into()),
@@ -112,15 +131,18 @@ impl Connection {
             self.finish(&mut incoming);
             return Err(self.protocol_violation(Violation::UnexpectedRawFrame));
         }
+        if envelope.flags.has(Flags::CANCEL) {
+            // One lookup among the live reply handles, whatever it names.
+            self.finish(&mut incoming);
+            self.late.cancel(envelope.request_id);
+            return Ok(());
+        }
         let Some(registration) = self
             .receivers
             .lookup(envelope.receiver, envelope.destination)
         else {
             self.finish(&mut incoming);
-            return Err(self.protocol_violation(Violation::UnknownDestination {
-                receiver: envelope.receiver,
-                destination: envelope.destination,
-            }));
+            return self.route_to_gone_destination(&envelope);
         };
         if registration.schema != envelope.schema {
             let violation = Violation::SchemaMismatch {
@@ -170,14 +192,38 @@ impl Connection {
         }
     }
 
+    /// A message for no registered destination: a violation if its receiver
+    /// kind is not one this side handles; otherwise (the object it was for
+    /// is gone, e.g. a load cancelled while its data was in flight) dropped
+    /// and counted, and a request answered with an error reply so its
+    /// requester is not left waiting.
+    fn route_to_gone_destination(&mut self, envelope: &Envelope) -> Result<(), DispatchError> {
+        let Some(kind) = self.receivers.kind(envelope.receiver) else {
+            return Err(self.protocol_violation(Violation::UnknownReceiver {
+                receiver: envelope.receiver,
+                destination: envelope.destination,
+            }));
+        };
+        if kind.schema != envelope.schema {
+            return Err(self.protocol_violation(Violation::SchemaMismatch {
+                receiver: kind.name,
+                expected: kind.schema,
+                found: envelope.schema,
+            }));
+        }
+        self.receivers.dropped_gone += 1;
+        self.send_no_reply(envelope, NoReply::DestinationGone)
+    }
+
     /// Delivers a reply to whoever waits for it.
     fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
         let id = incoming.envelope.request_id;
         let Some(waiter) = self.calls.complete(id) else {
             self.finish(&mut incoming);
             if self.calls.issued(id) {
-                // The late answer to a call given up on (timed out, set-aside
-                // queue full): dropped quietly.
+                // The late answer to a call given up on (cancelled, timed
+                // out, set-aside queue full): dropped quietly.
+                self.calls.late_replies_dropped += 1;
                 return Ok(());
             }
             return Err(self.protocol_violation(Violation::UnexpectedReply(id)));
@@ -194,9 +240,27 @@ impl Connection {
             }
             return Err(error);
         }
+        let refused = incoming
+            .envelope
+            .flags
+            .has(Flags::ERROR)
+            .then(|| decode_no_reply(incoming.bytes()));
+        if let Some(None) = refused {
+            self.finish(&mut incoming);
+            let error = self.protocol_violation(Violation::BadErrorReply(id));
+            if let Waiter::Handler(_, handler) = waiter {
+                handler(&mut self.context(), Err(error.clone().into()));
+            }
+            return Err(error);
+        }
         match waiter {
             Waiter::Handler(_, handler) => {
-                handler(&mut self.context(), Ok(&incoming));
+                match refused {
+                    Some(Some(reason)) => {
+                        handler(&mut self.context(), Err(CallError::NoReply(reason)))
+                    }
+                    _ => handler(&mut self.context(), Ok(&incoming)),
+                }
                 self.finish(&mut incoming);
             }
             Waiter::Sync(_) => {
@@ -250,6 +314,106 @@ impl Connection {
     #[doc(hidden)]
     pub fn protocol_violation(&mut self, violation: Violation) -> DispatchError {
         self.fail(violation).into()
+    }
+
+    /// Sends an error reply to `request` (nothing if no reply was asked
+    /// for): it will get no answer, for `reason`.
+    pub(crate) fn send_no_reply(
+        &mut self,
+        request: &Envelope,
+        reason: NoReply,
+    ) -> Result<(), DispatchError> {
+        if request.request_id == 0 {
+            return Ok(());
+        }
+        let envelope = Envelope {
+            flags: Flags(Flags::REPLY | Flags::ERROR),
+            fd_count: 0,
+            ..*request
+        };
+        self.send_reply_bytes(envelope, &encode_no_reply(reason))
+    }
+
+    /// Sends a reply frame already encoded, waiting for room as replies do
+    /// (see [`send_reply`](Self::send_reply)).
+    fn send_reply_bytes(&mut self, envelope: Envelope, body: &[u8]) -> Result<(), DispatchError> {
+        if let Some(error) = self.lifecycle.send_error() {
+            return Err(reply_failed(error));
+        }
+        let room = Room::Wait(Some(self.config.reply_timeout));
+        let sent = self
+            .outbox
+            .send_bytes(envelope, body, &[], room, &self.control);
+        match self.sent(sent) {
+            Err(SendError::TimedOut) => Err(self.protocol_violation(Violation::RepliesNotTaken)),
+            sent => sent.map_err(reply_failed),
+        }
+    }
+
+    /// Sends the answers reply handles gave on other threads since the last
+    /// call (nothing to do costs one relaxed load). Once the connection has
+    /// ended they are dropped.
+    pub(crate) fn send_late_replies(&mut self) -> Result<(), DispatchError> {
+        while let Some(reply) = self.late.pop() {
+            if !self.lifecycle.is_open() {
+                continue;
+            }
+            let sent = match &reply.body {
+                LateBody::Archive(archive) => self.send_reply_bytes(reply.envelope, archive),
+                LateBody::NoReply(reason) => {
+                    self.send_reply_bytes(reply.envelope, &encode_no_reply(*reason))
+                }
+            };
+            match sent {
+                // The requester is gone: what is left has nobody to go to.
+                Err(DispatchError::Disconnected) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the next frame for pull-style receiving (`recv_frame`),
+    /// sending the answers reply handles queued, first and whenever a
+    /// handle's wake ends the ring wait early (the wait then goes on for
+    /// what is left of `timeout`). An answer that cannot be sent is what the
+    /// receive reports if it ended the connection; otherwise the next
+    /// `dispatch` would, and pull-style receiving drops it.
+    pub(crate) fn next_incoming_answering(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Incoming, RecvError> {
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let mut wait = timeout;
+        loop {
+            let _ = self.send_late_replies();
+            match self.next_incoming(Some(wait)) {
+                Err(RecvError::TimedOut) => match (timeout, deadline) {
+                    (None, _) => {}
+                    (Some(_), Some(deadline)) if Instant::now() < deadline => {
+                        wait = Some(deadline - Instant::now());
+                    }
+                    _ => return Err(RecvError::TimedOut),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// The reply handle of `request`, for a handler of a message declared
+    /// `@reply_later`; `None` when the request was refused at
+    /// `max_reply_handles` (its requester got an error reply, if it expects
+    /// a reply). Generated dispatch code calls this.
+    #[doc(hidden)]
+    pub fn reply_handle<T: Archivable>(
+        &mut self,
+        request: &Envelope,
+    ) -> Result<Option<ReplyHandle<T>>, DispatchError> {
+        match self.late.handle(request) {
+            Ok(handle) => Ok(Some(handle)),
+            Err(HandleRefusal::Busy) => self.send_no_reply(request, NoReply::Busy).map(|()| None),
+            Err(HandleRefusal::Duplicate(violation)) => Err(self.protocol_violation(violation)),
+        }
     }
 
     /// Sends the reply to `request` (nothing if no reply was asked for).

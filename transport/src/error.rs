@@ -3,7 +3,7 @@
 //! below (ring, handoff, rkyv), so that "how does a ring error become a
 //! transport error" has one answer, here.
 
-use crate::wire::EnvelopeError;
+use crate::wire::{EnvelopeError, NoReply};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -87,9 +87,12 @@ pub enum Violation {
         /// This end's limit.
         max: usize,
     },
-    /// A message for a receiver or destination this side never registered.
-    #[error("no receiver {receiver:#x} at destination {destination}")]
-    UnknownDestination {
+    /// A message for a receiver kind this side never registered (at any
+    /// destination). A message for a kind it registered, at a destination
+    /// not registered (any more), is dropped and counted instead
+    /// ([`TransportStats::dropped_for_gone_destinations`](crate::TransportStats::dropped_for_gone_destinations)).
+    #[error("no receiver {receiver:#x} (at destination {destination}) is handled here")]
+    UnknownReceiver {
         /// Receiver id.
         receiver: u32,
         /// Destination id.
@@ -127,6 +130,13 @@ pub enum Violation {
     /// A reply that names another receiver or message than its request.
     #[error("reply to request {0} names another message than the request")]
     MismatchedReply(u64),
+    /// An error reply whose body is not a reason this side knows.
+    #[error("error reply to request {0} with a malformed reason")]
+    BadErrorReply(u64),
+    /// A request whose id is that of a request of the peer's still waiting
+    /// for its reply here.
+    #[error("request id {0} reused while that request is in progress")]
+    DuplicateRequest(u64),
     /// A raw frame where a typed message was expected.
     #[error("raw frame where a typed message was expected")]
     UnexpectedRawFrame,
@@ -281,6 +291,12 @@ pub enum CallError {
     /// More messages arrived while waiting than may be set aside.
     #[error("too many messages arrived while waiting for the reply")]
     QueueFull,
+    /// The peer answered that the request got no reply, and why.
+    #[error("no reply: {0}")]
+    NoReply(NoReply),
+    /// The call was cancelled (a [`CallCanceller`](crate::CallCanceller)).
+    #[error("the call was cancelled")]
+    Cancelled,
     /// The peer broke the protocol; the connection is closed.
     #[error("protocol violation by {peer}: {violation}")]
     ProtocolViolation {

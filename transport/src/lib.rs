@@ -57,6 +57,7 @@ mod context;
 mod dispatch;
 mod raw;
 mod readiness;
+mod reply_handle;
 
 mod config;
 mod endpoint;
@@ -76,8 +77,9 @@ pub use wire as envelope;
 
 pub use call::Reply;
 pub use config::{
-    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_RING_CAPACITY,
-    DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
+    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_REPLY_HANDLES,
+    DEFAULT_MAX_RING_CAPACITY, DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD,
+    Trust,
 };
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
@@ -92,12 +94,15 @@ pub use introduce::{
     IntroductionError, connect, connect_retrying, decode_request,
 };
 pub use message::{
-    Archivable, Message, Receiver, Remote, Request, assert_distinct_ids, hash32, schema_of,
+    Archivable, Message, Receiver, Remote, Request, assert_distinct_ids, hash32, hash32_continue,
+    schema_of,
 };
 pub use outbox::FrameWriter;
+pub use pending::{CallCanceller, RequestId};
 pub use raw::Received;
+pub use reply_handle::ReplyHandle;
 pub use stats::TransportStats;
-pub use wire::decode_attachment_header;
+pub use wire::{NoReply, decode_attachment_header};
 
 /// Re-exported so users name one wait strategy type.
 pub use ferry_ring::WaitStrategy;

@@ -101,8 +101,15 @@ impl<R: Receiver> std::fmt::Debug for Remote<R> {
 
 /// 32-bit FNV-1a: wire ids and schema hashes, computed at compile time.
 pub const fn hash32(text: &str) -> u32 {
+    hash32_continue(0x811c_9dc5, text)
+}
+
+/// Continues a [`hash32`] over more text: `hash32_continue(hash32(a), b)`
+/// is the hash of `a` followed by `b` (how a receiver's schema hashes the
+/// messages compiled in, one at a time).
+pub const fn hash32_continue(hash: u32, text: &str) -> u32 {
     let bytes = text.as_bytes();
-    let mut hash: u32 = 0x811c_9dc5;
+    let mut hash = hash;
     let mut i = 0;
     while i < bytes.len() {
         hash ^= bytes[i] as u32;

@@ -348,7 +348,7 @@ fn serialize_into<T: Archivable>(value: &T, out: &mut [u8]) -> Result<usize, ran
 }
 
 /// Serializes `value` into a private buffer of whatever size it needs.
-fn serialize_aside<T: Archivable>(value: &T) -> Result<AlignedVec<16>, SendError> {
+pub(crate) fn serialize_aside<T: Archivable>(value: &T) -> Result<AlignedVec<16>, SendError> {
     with_arena(|arena| {
         rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
             value,

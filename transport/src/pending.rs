@@ -5,6 +5,9 @@
 use crate::id_map::IdMap;
 use crate::incoming::Incoming;
 use crate::wire::Envelope;
+use ferry_ring::WakeHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a reply must name: the receiver and message of its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +19,46 @@ pub(crate) struct ReplyTo {
 impl ReplyTo {
     pub(crate) fn named_by(&self, envelope: &Envelope) -> bool {
         envelope.receiver == self.receiver && envelope.message == self.message
+    }
+}
+
+/// A request sent with
+/// [`send_cancellable`](crate::Connection::send_cancellable), to
+/// [`cancel`](crate::Connection::cancel) it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId {
+    pub(crate) id: u64,
+    pub(crate) destination: u64,
+    pub(crate) to: ReplyTo,
+    pub(crate) schema: u32,
+}
+
+impl RequestId {
+    /// The id on the wire.
+    pub fn get(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Cancels, from any thread, the synchronous calls waiting on one
+/// connection at that moment ([`Connection::call_canceller`]): each gives
+/// up with [`CallError::Cancelled`](crate::CallError::Cancelled) and tells
+/// the peer, as a call that times out does. A call that starts after the
+/// cancel is not affected. Cheap to clone; it keeps the connection's shared
+/// mapping alive while it lives (not its descriptors).
+///
+/// [`Connection::call_canceller`]: crate::Connection::call_canceller
+#[derive(Clone, Debug)]
+pub struct CallCanceller {
+    epoch: Arc<AtomicU64>,
+    wake: WakeHandle,
+}
+
+impl CallCanceller {
+    /// Cancels the synchronous calls waiting now, waking them.
+    pub fn cancel(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake.wake();
     }
 }
 
@@ -37,6 +80,13 @@ pub(crate) struct PendingCalls<H> {
     arrived: IdMap<u64, Incoming>,
     /// Synchronous calls waiting inside one another right now.
     sync_depth: u32,
+    /// Replies that arrived for requests given up on (cancelled, timed
+    /// out), dropped.
+    pub(crate) late_replies_dropped: u64,
+    /// Requests this side cancelled.
+    pub(crate) cancelled: u64,
+    /// Bumped by every [`CallCanceller::cancel`].
+    cancel_epoch: Arc<AtomicU64>,
 }
 
 impl<H> Default for PendingCalls<H> {
@@ -47,6 +97,9 @@ impl<H> Default for PendingCalls<H> {
             handlers: 0,
             arrived: IdMap::default(),
             sync_depth: 0,
+            late_replies_dropped: 0,
+            cancelled: 0,
+            cancel_epoch: Arc::default(),
         }
     }
 }
@@ -104,6 +157,39 @@ impl<H> PendingCalls<H> {
     pub(crate) fn abandon(&mut self, id: u64) {
         self.complete(id);
         self.arrived.remove(&id);
+    }
+
+    /// The requester cancels request `id`: its reply handler is dropped
+    /// without running (returned, so it is dropped outside any borrow), and
+    /// a reply that arrives later is dropped like one to an abandoned call.
+    /// `None` when nothing waits for it (its reply came already).
+    pub(crate) fn cancel(&mut self, id: u64) -> Option<H> {
+        match self.complete(id)? {
+            Waiter::Handler(_, handler) => {
+                self.cancelled += 1;
+                Some(handler)
+            }
+            // Synchronous calls are cancelled by giving up (`abandon`).
+            waiter @ Waiter::Sync(_) => {
+                self.expect(id, waiter);
+                None
+            }
+        }
+    }
+
+    /// A canceller of the synchronous calls waiting, waking them with
+    /// `wake` (the connection's receiving ring's).
+    pub(crate) fn canceller(&self, wake: WakeHandle) -> CallCanceller {
+        CallCanceller {
+            epoch: Arc::clone(&self.cancel_epoch),
+            wake,
+        }
+    }
+
+    /// The cancel epoch now: a call that starts notes it, and is cancelled
+    /// once it changed.
+    pub(crate) fn cancel_epoch(&self) -> u64 {
+        self.cancel_epoch.load(Ordering::Acquire)
     }
 
     /// Whether `id` is a request id this side handed out (so a reply naming
@@ -201,6 +287,21 @@ mod tests {
         // Abandoning what is not waited for records nothing.
         calls.abandon(3);
         assert!(calls.complete(3).is_none());
+    }
+
+    #[test]
+    fn cancel_takes_the_handler_and_counts() {
+        let mut calls = PendingCalls::<&str>::default();
+        calls.expect(1, Waiter::Handler(TO, "h"));
+        calls.expect(2, Waiter::Sync(TO));
+        assert_eq!(calls.cancel(1), Some("h"));
+        assert_eq!(calls.cancel(1), None, "cancelled once");
+        assert_eq!(calls.cancelled, 1);
+        assert_eq!(calls.handlers_waiting(), 0);
+        // A synchronous caller stays registered.
+        assert_eq!(calls.cancel(2), None);
+        assert!(matches!(calls.complete(2), Some(Waiter::Sync(_))));
+        assert_eq!(calls.cancel(7), None, "never sent");
     }
 
     #[test]

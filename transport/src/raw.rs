@@ -88,7 +88,7 @@ impl Connection {
     /// Receives the next frame, waiting for at most `timeout` (`None`: as
     /// long as it takes).
     pub fn recv_frame(&mut self, timeout: Option<Duration>) -> Result<Received<'_>, RecvError> {
-        let incoming = self.next_incoming(Some(timeout))?;
+        let incoming = self.next_incoming_answering(timeout)?;
         Ok(Received {
             connection: self,
             incoming,
@@ -97,6 +97,7 @@ impl Connection {
 
     /// Receives the next frame if one is there.
     pub fn try_recv_frame(&mut self) -> Result<Received<'_>, RecvError> {
+        let _ = self.send_late_replies();
         let incoming = self.next_incoming(None)?;
         Ok(Received {
             connection: self,

@@ -23,7 +23,10 @@ impl Connection {
             return Err(error);
         }
         self.watched_here();
-        if self.has_deferred() {
+        // Answers queued by reply handles are sent by the next dispatch. (A
+        // handle wakes waits on the ring, not an event loop's wait on this
+        // descriptor: an event loop sends them at its next event.)
+        if self.has_deferred() || self.late.has_queued() {
             return Ok(true);
         }
         match self.inbox.rx.arm_notification() {

@@ -19,15 +19,38 @@ pub(crate) struct Registration<H: ?Sized> {
     pub(crate) handler: Rc<H>,
 }
 
-/// Handlers by (receiver id, destination).
+/// A receiver kind this side has registered at least once: messages for
+/// it at a destination not registered (any more) are dropped, not a
+/// violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kind {
+    pub(crate) name: &'static str,
+    pub(crate) schema: u32,
+}
+
+/// Handlers by (receiver id, destination), and the receiver kinds this side
+/// handles.
+///
+/// The connection's schema hash cannot be read back into the kinds it
+/// declares, so the kinds this side handles are those it registered a
+/// receiver of, at any destination, at any time: a message of another kind
+/// is a violation; a message of a known kind whose destination is gone (a
+/// load cancelled while its data was in flight) is dropped and counted. The
+/// kinds are this program's receiver types, so the set is bounded by the
+/// code, whatever the peer sends.
 pub(crate) struct ReceiverRegistry<H: ?Sized> {
     registrations: IdMap<(u32, u64), Registration<H>>,
+    kinds: IdMap<u32, Kind>,
+    /// Messages dropped because their destination was not registered.
+    pub(crate) dropped_gone: u64,
 }
 
 impl<H: ?Sized> Default for ReceiverRegistry<H> {
     fn default() -> Self {
         ReceiverRegistry {
             registrations: IdMap::default(),
+            kinds: IdMap::default(),
+            dropped_gone: 0,
         }
     }
 }
@@ -41,6 +64,13 @@ impl<H: ?Sized> ReceiverRegistry<H> {
         destination: u64,
         registration: Registration<H>,
     ) -> bool {
+        self.kinds.insert(
+            receiver,
+            Kind {
+                name: registration.name,
+                schema: registration.schema,
+            },
+        );
         self.registrations
             .insert((receiver, destination), registration)
             .is_some()
@@ -52,6 +82,11 @@ impl<H: ?Sized> ReceiverRegistry<H> {
         self.registrations
             .remove(&(receiver, destination))
             .is_some()
+    }
+
+    /// The kind `receiver`, if this side ever registered one of it.
+    pub(crate) fn kind(&self, receiver: u32) -> Option<Kind> {
+        self.kinds.get(&receiver).copied()
     }
 
     /// The registration of `receiver` at `destination`.
@@ -86,5 +121,21 @@ mod tests {
         assert!(registry.unregister(1, 7));
         assert!(!registry.unregister(1, 7));
         assert!(registry.lookup(1, 7).is_none());
+    }
+
+    #[test]
+    fn kinds_outlive_their_registrations() {
+        let mut registry = ReceiverRegistry::<str>::default();
+        assert_eq!(registry.kind(1), None);
+        registry.register(1, 7, registration("loader"));
+        registry.unregister(1, 7);
+        assert_eq!(
+            registry.kind(1),
+            Some(Kind {
+                name: "loader",
+                schema: 1
+            })
+        );
+        assert_eq!(registry.kind(2), None);
     }
 }

@@ -17,6 +17,23 @@ pub struct TransportStats {
     pub fds_sent: u64,
     /// Descriptors received.
     pub fds_received: u64,
+    /// Messages dropped because nothing was registered at their
+    /// destination (any more), for a receiver kind this side handles; the
+    /// requests among them were answered with an error reply.
+    pub dropped_for_gone_destinations: u64,
+    /// Replies that arrived for requests this side had given up on
+    /// (cancelled, or a synchronous call that timed out), dropped.
+    pub late_replies_dropped: u64,
+    /// Requests this side cancelled.
+    pub requests_cancelled: u64,
+    /// The peer's cancels that reached a request in progress here (a live
+    /// reply handle).
+    pub cancels_received: u64,
+    /// The peer's cancels for nothing in progress here (unknown ids,
+    /// requests answered already), dropped.
+    pub cancels_ignored: u64,
+    /// Requests for reply-later messages refused at `max_reply_handles`.
+    pub refused_busy: u64,
     /// Counters of the ring this end writes.
     pub tx_ring: Stats,
     /// Counters of the ring this end reads.

@@ -3,7 +3,9 @@
 //! - the [`Envelope`], the fixed header in front of every frame in the ring;
 //! - the attachment header, the control-socket message that carries a
 //!   frame's descriptors ahead of it;
-//! - the out-of-line body, the frame body that names a sealed blob.
+//! - the out-of-line body, the frame body that names a sealed blob;
+//! - the body of an error reply, which says why a request got no answer
+//!   ([`NoReply`]).
 //!
 //! Every decoder here takes bytes a peer wrote and never panics, whatever
 //! they are: fuzzers call them directly.
@@ -17,7 +19,8 @@
 //!     16     4  receiver      receiver id (0 for a raw frame)
 //!     20     4  schema        the receiver's schema hash
 //!     24     4  message       message id within the receiver
-//!     28     2  flags         see `Flags`
+//!     28     2  flags         see `Flags` (an error reply's body is a `NoReply` code;
+//!                             a cancel names the request it gives up)
 //!     30     2  fd_count      descriptors sent with this frame over the control socket
 //! ```
 //!
@@ -44,9 +47,20 @@ impl Flags {
     pub const OUT_OF_LINE: u16 = 1 << 3;
     /// A raw frame: the body is the caller's bytes, not an rkyv archive.
     pub const RAW: u16 = 1 << 4;
+    /// With `REPLY`: the request got no answer; the body is a [`NoReply`]
+    /// code instead of the reply's archive.
+    pub const ERROR: u16 = 1 << 5;
+    /// The requester gave up on request `request_id` (it names the
+    /// request's receiver and message); no body, no descriptors.
+    pub const CANCEL: u16 = 1 << 6;
     /// Every bit a valid envelope may carry.
-    pub const ALL: u16 =
-        Self::REPLY | Self::SYNC | Self::ALLOWED_WHILE_WAITING | Self::OUT_OF_LINE | Self::RAW;
+    pub const ALL: u16 = Self::REPLY
+        | Self::SYNC
+        | Self::ALLOWED_WHILE_WAITING
+        | Self::OUT_OF_LINE
+        | Self::RAW
+        | Self::ERROR
+        | Self::CANCEL;
 
     /// Whether all bits of `bit` are set.
     pub fn has(self, bit: u16) -> bool {
@@ -93,6 +107,13 @@ pub enum EnvelopeError {
     /// An out-of-line frame without its blob descriptor.
     #[error("out-of-line frame carries no descriptor")]
     OutOfLineWithoutBlob,
+    /// The error flag on a frame that is not a reply.
+    #[error("error flag on a frame that is not a reply")]
+    ErrorWithoutReply,
+    /// A cancel that names no request, or that carries other flags or
+    /// descriptors.
+    #[error("malformed cancel")]
+    MalformedCancel,
     /// More descriptors than this connection accepts per message.
     #[error("{count} descriptors exceed the limit of {max}")]
     TooManyFds {
@@ -151,6 +172,14 @@ impl Envelope {
         if flags.has(Flags::REPLY) && self.request_id == 0 {
             return Err(EnvelopeError::ReplyWithoutRequest);
         }
+        if flags.has(Flags::ERROR) && !flags.has(Flags::REPLY) {
+            return Err(EnvelopeError::ErrorWithoutReply);
+        }
+        if flags.has(Flags::CANCEL)
+            && (flags.0 != Flags::CANCEL || self.request_id == 0 || self.fd_count != 0)
+        {
+            return Err(EnvelopeError::MalformedCancel);
+        }
         let raw = flags.has(Flags::RAW);
         if raw != (self.receiver == 0) || (raw && self.message != 0) {
             return Err(EnvelopeError::RawMismatch);
@@ -206,9 +235,73 @@ pub fn decode_out_of_line_body(body: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(body.try_into().ok()?))
 }
 
+/// Why a request got no answer: the body of an error reply (a
+/// little-endian `u32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoReply {
+    /// Nothing is registered at the destination (any more): the object the
+    /// request was for is gone.
+    DestinationGone,
+    /// The handler let go of its reply handle without answering.
+    Dropped,
+    /// As many replies wait to be answered later as the handling side
+    /// allows (its `max_reply_handles`); the request was not handled.
+    Busy,
+}
+
+impl NoReply {
+    const DESTINATION_GONE: u32 = 1;
+    const DROPPED: u32 = 2;
+    const BUSY: u32 = 3;
+}
+
+impl std::fmt::Display for NoReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoReply::DestinationGone => "nothing is registered at the destination",
+            NoReply::Dropped => "the handler dropped its reply handle unanswered",
+            NoReply::Busy => "too many replies wait to be answered later",
+        })
+    }
+}
+
+/// Bytes of an error reply's body.
+pub const NO_REPLY_BODY_SIZE: usize = 4;
+
+/// Encodes the body of an error reply.
+pub fn encode_no_reply(reason: NoReply) -> [u8; NO_REPLY_BODY_SIZE] {
+    match reason {
+        NoReply::DestinationGone => NoReply::DESTINATION_GONE,
+        NoReply::Dropped => NoReply::DROPPED,
+        NoReply::Busy => NoReply::BUSY,
+    }
+    .to_le_bytes()
+}
+
+/// The reason an error reply's body names, if it is one this version knows.
+pub fn decode_no_reply(body: &[u8]) -> Option<NoReply> {
+    match u32::from_le_bytes(body.try_into().ok()?) {
+        NoReply::DESTINATION_GONE => Some(NoReply::DestinationGone),
+        NoReply::DROPPED => Some(NoReply::Dropped),
+        NoReply::BUSY => Some(NoReply::Busy),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_reply_round_trip_and_refusals() {
+        for reason in [NoReply::DestinationGone, NoReply::Dropped, NoReply::Busy] {
+            assert_eq!(decode_no_reply(&encode_no_reply(reason)), Some(reason));
+        }
+        assert_eq!(decode_no_reply(&[0; 4]), None);
+        assert_eq!(decode_no_reply(&[1, 0, 0]), None);
+        assert_eq!(decode_no_reply(&[1, 0, 0, 0, 0]), None);
+    }
 
     #[test]
     fn attachment_header_round_trip_and_refusals() {
@@ -298,6 +391,38 @@ mod tests {
                     ..typed()
                 },
                 EnvelopeError::TooManyFds { count: 17, max: 16 },
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::ERROR),
+                    ..typed()
+                },
+                EnvelopeError::ErrorWithoutReply,
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::CANCEL | Flags::SYNC),
+                    fd_count: 0,
+                    ..typed()
+                },
+                EnvelopeError::MalformedCancel,
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::CANCEL),
+                    request_id: 0,
+                    fd_count: 0,
+                    ..typed()
+                },
+                EnvelopeError::MalformedCancel,
+            ),
+            (
+                Envelope {
+                    flags: Flags(Flags::CANCEL),
+                    fd_count: 1,
+                    ..typed()
+                },
+                EnvelopeError::MalformedCancel,
             ),
         ];
         for (envelope, expected) in cases {

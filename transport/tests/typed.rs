@@ -830,7 +830,7 @@ mod v2 {
 const SHARED_SCHEMA: u64 = 0x5eed;
 
 /// The misbehaviours, one connection each.
-const CASES: [&str; 3] = ["schema", "destination", "receiver"];
+const CASES: [&str; 3] = ["schema", "schema-gone", "receiver"];
 
 fn child_misbehave() {
     let control = child_control();
@@ -848,13 +848,7 @@ fn child_misbehave() {
         .expect("send");
         match case {
             "schema" => conn.send(Remote::<v1::Store>::new(1), &v1::Put { key: "k".into() }),
-            "destination" => conn.send(
-                Remote::<v2::Store>::new(99),
-                &v2::Put {
-                    key: "k".into(),
-                    value: 2,
-                },
-            ),
+            "schema-gone" => conn.send(Remote::<v1::Store>::new(99), &v1::Put { key: "k".into() }),
             "receiver" => conn.send(Remote::<Service>::new(1), &Add { a: 1, b: 1 }),
             other => panic!("unknown case {other}"),
         }
@@ -879,12 +873,15 @@ fn child_misbehave() {
 }
 
 /// Per-frame checks: a message built from another declaration of the
-/// receiver (same name, other fields) is a `SchemaMismatch` violation; a
-/// message for a destination or receiver that is not registered is an
-/// `UnknownDestination` violation. Each closes the connection: later calls
-/// report the violation, and the peer sees `Disconnected`.
+/// receiver (same name, other fields) is a `SchemaMismatch` violation, at a
+/// registered destination or at one that is not (the kind is known, its
+/// schema is not ours); a message for a receiver kind never registered here
+/// is an `UnknownReceiver` violation. Each closes the connection: later
+/// calls report the violation, and the peer sees `Disconnected`. (A
+/// message of a known kind and schema for a destination not registered is
+/// dropped: `transport/tests/late_replies.rs`.)
 #[test]
-fn schema_mismatch_and_unknown_destinations_are_violations() {
+fn schema_mismatch_and_unknown_receivers_are_violations() {
     assert_eq!(<v1::Store as Receiver>::ID, <v2::Store as Receiver>::ID);
     assert_ne!(
         <v1::Store as Receiver>::SCHEMA,
@@ -922,16 +919,17 @@ fn schema_mismatch_and_unknown_destinations_are_violations() {
                     found: <v1::Store as Receiver>::SCHEMA,
                 }
             ),
-            "destination" => assert_eq!(
+            "schema-gone" => assert_eq!(
                 violation,
-                Violation::UnknownDestination {
-                    receiver: <v2::Store as Receiver>::ID,
-                    destination: 99,
+                Violation::SchemaMismatch {
+                    receiver: "Store",
+                    expected: <v2::Store as Receiver>::SCHEMA,
+                    found: <v1::Store as Receiver>::SCHEMA,
                 }
             ),
             "receiver" => assert_eq!(
                 violation,
-                Violation::UnknownDestination {
+                Violation::UnknownReceiver {
                     receiver: <Service as Receiver>::ID,
                     destination: 1,
                 }

@@ -10,6 +10,15 @@
 //! [`LARGE_BODY`] or more goes in one `DataReceived`, larger than the
 //! ring's inline maximum, so the transport sends it out of line.
 //!
+//! Each `LoadResource` is answered when its load is complete, through the
+//! reply handle its handler keeps with the load: a WebContent process that
+//! leaves a page mid-load cancels the request, the handle says so, and the
+//! thread stops streaming that load and reports it cancelled.
+//!
+//! `GetCookies` is answered by the cookie store's own thread: its handler
+//! hands the reply handle over and returns (WebKit's completion handler);
+//! the connection's thread sends the answer when the handle is used.
+//!
 //! When a WebContent process goes away (its connection hangs up), the
 //! thread drops that process's queued requests and reports them.
 //!
@@ -30,11 +39,12 @@ use crate::site::{Resource, site};
 use ferry_handoff::{BrokerClient, ClientEvent, PeerId};
 use ferry_transport::Context;
 use ferry_transport::{
-    Accepted, Acceptor, Connection, DispatchError, Remote, SendError, TransportStats,
+    Accepted, Acceptor, Connection, DispatchError, Remote, ReplyHandle, SendError, TransportStats,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a response waits for room in a WebContent process's ring.
@@ -50,6 +60,8 @@ struct Network {
     jar: Mutex<BTreeMap<String, String>>,
     cookie_reads: Mutex<u64>,
     cookie_writes: Mutex<u64>,
+    /// Hands `GetCookies` reply handles to the cookie store's thread.
+    cookie_store: OnceLock<Sender<ReplyHandle<Cookies>>>,
     /// One record per WebContent connection that has ended.
     peers: Mutex<Vec<PeerRecord>>,
     /// Peers the broker told us are gone.
@@ -67,6 +79,8 @@ struct PeerRecord {
     peer: String,
     requests: u64,
     completed: u64,
+    /// Loads the WebContent process cancelled before they were complete.
+    cancelled: u64,
     dropped: Vec<u64>,
     body_bytes: u64,
     large_bodies: u64,
@@ -79,6 +93,13 @@ struct PeerRecord {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let network = Arc::new(Network::default());
+    let (jobs, cookie_jobs) = mpsc::channel();
+    let _ = network.cookie_store.set(jobs);
+    let store = network.clone();
+    std::thread::Builder::new()
+        .name("cookie store".into())
+        .spawn(move || cookie_store(&store, cookie_jobs))
+        .map_err(|e| format!("cannot start the cookie store: {e}"))?;
     let (acceptor, accepted) = Acceptor::new(network_service(args.wait));
     let events = network.clone();
     let client = Arc::new(
@@ -132,6 +153,21 @@ pub fn run(args: &Args) -> Result<(), String> {
     result
 }
 
+/// The cookie store's thread: answers each `GetCookies` whose reply handle
+/// the connections' threads hand it, until the process ends.
+fn cookie_store(network: &Network, jobs: Receiver<ReplyHandle<Cookies>>) {
+    for reply in jobs {
+        let header = lock(&network.jar)
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if reply.reply(&Cookies { header }) {
+            *lock(&network.cookie_reads) += 1;
+        }
+    }
+}
+
 /// One queued response.
 struct Load {
     request_id: u64,
@@ -141,6 +177,8 @@ struct Load {
     refusal: Option<Arc<str>>,
     started: bool,
     offset: usize,
+    /// Answered when the load is complete; says whether it was cancelled.
+    reply: ReplyHandle<ResourceLoaded>,
 }
 
 impl Load {
@@ -191,7 +229,12 @@ impl Handler {
 }
 
 impl NetworkConnectionHandler for Handler {
-    fn load_resource(&self, _: &mut Context, message: &ArchivedLoadResource) {
+    fn load_resource(
+        &self,
+        _: &mut Context,
+        message: &ArchivedLoadResource,
+        reply: ReplyHandle<ResourceLoaded>,
+    ) {
         let url = message.url.as_str();
         let refusal = self.refusal(url);
         let mut queue = lock(&self.queue);
@@ -203,18 +246,17 @@ impl NetworkConnectionHandler for Handler {
             refusal,
             started: false,
             offset: 0,
+            reply,
         });
     }
 
-    fn get_cookies(&self, _: &mut Context, _: &ArchivedGetCookies) -> Cookies {
-        *lock(&self.network.cookie_reads) += 1;
-        let jar = lock(&self.network.jar);
-        let header = jar
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Cookies { header }
+    fn get_cookies(&self, _: &mut Context, _: &ArchivedGetCookies, reply: ReplyHandle<Cookies>) {
+        // The cookie store's thread answers; the jar's lock is never taken
+        // on this connection's thread for a read. (Were the thread gone,
+        // dropping the handle would answer with an error.)
+        if let Some(store) = self.network.cookie_store.get() {
+            let _ = store.send(reply);
+        }
     }
 
     fn set_cookie(&self, _: &mut Context, message: &ArchivedSetCookie) {
@@ -245,6 +287,7 @@ fn serve(accepted: Accepted, network: Arc<Network>, broker: &BrokerClient) {
         peer: peer.to_string(),
         requests: 0,
         completed: 0,
+        cancelled: 0,
         dropped: Vec::new(),
         body_bytes: 0,
         large_bodies: 0,
@@ -283,6 +326,7 @@ fn serve(accepted: Accepted, network: Arc<Network>, broker: &BrokerClient) {
         if network.service.stopping() {
             break "still open at shutdown".to_owned();
         }
+        stop_cancelled(&peer.to_string(), &queue, &mut record);
         match serve_round(&mut connection, &queue, &mut record) {
             Ok(()) => {}
             Err(SendError::Disconnected) => break "connection closed".to_owned(),
@@ -311,6 +355,36 @@ fn serve(accepted: Accepted, network: Arc<Network>, broker: &BrokerClient) {
     lock(&network.peers).push(record);
 }
 
+/// Stops streaming the loads their requester cancelled (it left the page
+/// mid-load), and says which.
+fn stop_cancelled(peer: &str, queue: &Mutex<Queue>, record: &mut PeerRecord) {
+    let mut queue = lock(queue);
+    if !queue.loads.iter().any(|load| load.reply.is_cancelled()) {
+        return;
+    }
+    let mut stopped = Vec::new();
+    queue.loads.retain(|load| {
+        if !load.reply.is_cancelled() {
+            return true;
+        }
+        let size = load.resource.map_or(0, |r| r.body.len());
+        stopped.push(format!(
+            "#{} {} ({} of {} sent)",
+            load.request_id,
+            load.url.trim_start_matches(crate::site::ORIGIN),
+            bytes(load.offset as u64),
+            bytes(size as u64)
+        ));
+        false
+    });
+    record.cancelled += stopped.len() as u64;
+    println!(
+        "[network] {peer} cancelled {} mid-load: stopped streaming {}",
+        plural(stopped.len() as u64, "load", "loads"),
+        stopped.join(", ")
+    );
+}
+
 /// Sends one step of every queued response, in order.
 fn serve_round(
     connection: &mut Connection,
@@ -330,7 +404,13 @@ fn serve_round(
             continue;
         }
         match step(connection, &mut load, record) {
-            Ok(true) => {}
+            Ok(true) => {
+                // Complete: the request's answer (sent by this thread at its
+                // next dispatch).
+                load.reply.reply(&ResourceLoaded {
+                    sent: load.offset as u64,
+                });
+            }
             Ok(false) => unfinished.push_back(load),
             Err(e) => {
                 // What is left stays queued, so it is counted as dropped.
@@ -439,6 +519,7 @@ impl AuxiliaryProcessHandler for Reporter {
         let total = report::total(peers.iter().map(|peer| &peer.stats));
         let requests: u64 = peers.iter().map(|p| p.requests).sum();
         let completed: u64 = peers.iter().map(|p| p.completed).sum();
+        let cancelled: u64 = peers.iter().map(|p| p.cancelled).sum();
         let dropped: usize = peers.iter().map(|p| p.dropped.len()).sum();
         let body: u64 = peers.iter().map(|p| p.body_bytes).sum();
         let large: u64 = peers.iter().map(|p| p.large_bodies).sum();
@@ -447,7 +528,7 @@ impl AuxiliaryProcessHandler for Reporter {
         let jar = lock(&self.network.jar);
         let mut lines = vec![
             format!(
-                "{} accepted (introduced by the broker); {}: {} completed, {} dropped",
+                "{} accepted (introduced by the broker); {}: {} completed, {} cancelled by their page, {} dropped",
                 plural(
                     peers.len() as u64,
                     "WebContent connection",
@@ -455,6 +536,7 @@ impl AuxiliaryProcessHandler for Reporter {
                 ),
                 plural(requests, "request", "requests"),
                 count(completed),
+                cancelled,
                 dropped
             ),
             if large > 0 {
@@ -473,7 +555,7 @@ impl AuxiliaryProcessHandler for Reporter {
             },
             format!("traffic: {}", report::traffic(&total)),
             format!(
-                "cookie jar: {} cookies; {} synchronous reads, {} writes",
+                "cookie jar: {} cookies; {} synchronous reads answered by the cookie store's thread, {} writes",
                 jar.len(),
                 count(*lock(&self.network.cookie_reads)),
                 count(*lock(&self.network.cookie_writes))
@@ -493,10 +575,13 @@ impl AuxiliaryProcessHandler for Reporter {
         let gone = lock(&self.network.gone);
         for peer in peers.iter() {
             let mut line = format!(
-                "{}: {}, {} completed; {}",
+                "{}: {}, {} completed, {} cancelled ({} of its cancels reached a load in progress, {} arrived too late); {}",
                 peer.peer,
                 plural(peer.requests, "request", "requests"),
                 count(peer.completed),
+                peer.cancelled,
+                peer.stats.cancels_received,
+                peer.stats.cancels_ignored,
                 peer.ended
             );
             if !peer.dropped.is_empty() {

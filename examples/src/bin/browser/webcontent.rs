@@ -15,6 +15,14 @@
 //! process serves to the signed-in tab only; the UI process hears what came
 //! back.
 //!
+//! Each `LoadResource` is a request the process can cancel. The first time
+//! a process loads [`NAVIGATE_AWAY_FROM`], the user navigates away as soon
+//! as its subresources start arriving: the loads still in flight are
+//! cancelled (the Network process stops streaming them) and their loaders
+//! unregistered, so the data already on its way is dropped on arrival,
+//! counted, and the connection carries on. The user then comes back and
+//! the page loads again, in full.
+//!
 //! If the Network process crashes, the broker tells us (`PeerGone`) and
 //! relaunches it: we ask the broker for `network` again, set our visitor
 //! cookie in the new (empty) jar, and request again every load that was in
@@ -29,12 +37,12 @@ use crate::site::{self, BodyHash, INBOX, Resource, site};
 use ferry_handoff::{BrokerClient, ClientEvent, ConnectError, PeerId};
 use ferry_transport::Context;
 use ferry_transport::{
-    CallError, Connection, IntroductionError, Message, Remote, SendError, TransportStats,
-    WaitStrategy, connect,
+    CallError, Connection, IntroductionError, Message, Remote, RequestId, SendError,
+    TransportStats, WaitStrategy, connect,
 };
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,6 +60,9 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 const COOKIE_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for a relaunched Network process.
 const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The page the user leaves mid-load on its first visit (its JSON archive
+/// streams in many pieces, so its loads are still in flight).
+const NAVIGATE_AWAY_FROM: &str = "/news.html";
 /// How many frames may wait for the GPU process's acknowledgment.
 const FRAMES_IN_FLIGHT: usize = 2;
 
@@ -135,6 +146,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ),
         introduced_in,
         denied: denial.is_ok(),
+        navigated_away: None,
     };
     if let Err(failure) = &denial {
         page.failures.push(failure.clone());
@@ -239,6 +251,9 @@ struct Page {
     /// Whether the broker denied us a connection to another WebContent
     /// process, as its policy should.
     denied: bool,
+    /// Once the user left a page mid-load: its URL and how many loads were
+    /// cancelled.
+    navigated_away: Option<(String, usize)>,
 }
 
 /// Loads in flight.
@@ -247,6 +262,10 @@ struct Batch {
     done: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
     pending: Vec<(u64, String)>,
+    /// Each pending load's request, to cancel it.
+    requests: Vec<(u64, RequestId)>,
+    /// Bytes of body the batch's loaders received so far.
+    progress: Arc<AtomicU64>,
     outcomes: Vec<Outcome>,
 }
 
@@ -410,7 +429,17 @@ impl Page {
             subresources: subresources.len() as u32,
         };
         let _ = ui.send_with_fds(PROXY, &committed, &[], Some(SEND_TIMEOUT));
-        let fetched = self.finish(&mut batch, deadline);
+        let fetched = if self.navigated_away.is_none() && url == site::url(NAVIGATE_AWAY_FROM) {
+            // The user leaves mid-load, then comes back.
+            let left = self.navigate_away(&mut batch, url, deadline);
+            let mut fetched = self.finish(&mut batch, deadline);
+            let mut again = self.start(&left);
+            fetched.extend(self.finish(&mut again, deadline));
+            fetched.sort_by_key(|o| o.request_id);
+            fetched
+        } else {
+            self.finish(&mut batch, deadline)
+        };
         for script in fetched.iter().filter(|o| o.url.ends_with(".js")) {
             for cookie in site::cookie_writes(script.text.as_deref().unwrap_or("")) {
                 let set = SetCookie {
@@ -476,17 +505,21 @@ impl Page {
             done: done.clone(),
             outcomes_rx,
             pending: Vec::new(),
+            requests: Vec::new(),
+            progress: Arc::default(),
             outcomes: Vec::new(),
         };
         for url in urls {
             let request_id = self.next_request;
             self.next_request += 1;
-            match self.request(request_id, url, &done) {
+            match self.request(request_id, url, &done, &batch.progress) {
+                Ok(request) => {
+                    batch.pending.push((request_id, url.clone()));
+                    batch.requests.push((request_id, request));
+                }
                 // A crashed Network process: `collect` reconnects and
                 // reloads it.
-                Ok(()) | Err(SendError::Disconnected) => {
-                    batch.pending.push((request_id, url.clone()))
-                }
+                Err(SendError::Disconnected) => batch.pending.push((request_id, url.clone())),
                 Err(e) => {
                     self.network.unregister::<WebResourceLoader>(request_id);
                     batch.outcomes.push(Outcome::failed(
@@ -507,12 +540,14 @@ impl Page {
         request_id: u64,
         url: &str,
         done: &Sender<Outcome>,
-    ) -> Result<(), SendError> {
+        progress: &Arc<AtomicU64>,
+    ) -> Result<RequestId, SendError> {
         let loader = Loader {
             request_id,
             expected: site().get(url),
             started: Instant::now(),
             done: done.clone(),
+            progress: progress.clone(),
             state: RefCell::new(Arrived {
                 url: url.to_owned(),
                 ..Arrived::default()
@@ -524,17 +559,22 @@ impl Page {
             request_id,
             url: url.to_owned(),
         };
-        self.network
-            .send_with_fds(NETWORK, &request, &[], Some(SEND_TIMEOUT))
+        // The answer only says the Network process is done with it
+        // (`LoadFinished` told the loader already).
+        self.network.send_cancellable(NETWORK, &request, |_, _| {})
     }
 
     /// The Network process crashed with `pending` loads in flight: once
     /// reconnected, requests them again (each from the start, with a fresh
-    /// loader at the same request id). `false` if it did not come back.
-    fn reload(&mut self, pending: &[(u64, String)], done: &Sender<Outcome>) -> bool {
+    /// loader at the same request id, and a fresh request to cancel: the
+    /// old ones died with the old connection). `false` if it did not come
+    /// back.
+    fn reload(&mut self, batch: &mut Batch) -> bool {
         if !self.reconnect_network() {
             return false;
         }
+        let pending = std::mem::take(&mut batch.pending);
+        batch.requests.clear();
         println!(
             "[{}] reloading what was in flight ({}): {}",
             self.me,
@@ -545,9 +585,19 @@ impl Page {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        pending
-            .iter()
-            .all(|(request_id, url)| self.request(*request_id, url, done).is_ok())
+        let mut reloaded = true;
+        for (request_id, url) in pending {
+            // After a failure the rest stay pending, unrequested: `collect`
+            // reports them failed.
+            if reloaded {
+                match self.request(request_id, &url, &batch.done, &batch.progress) {
+                    Ok(request) => batch.requests.push((request_id, request)),
+                    Err(_) => reloaded = false,
+                }
+            }
+            batch.pending.push((request_id, url));
+        }
+        reloaded
     }
 
     /// The page's script reads the account inbox, which the Network process
@@ -575,35 +625,66 @@ impl Page {
         let _ = ui.send_with_fds(PROXY, &checked, &[], Some(SEND_TIMEOUT));
     }
 
+    /// The user leaves the page as soon as its subresources start arriving:
+    /// every load of `batch` not complete yet is cancelled and its loader
+    /// unregistered (what is already on its way for it is dropped on
+    /// arrival). Returns the URLs of the cancelled loads.
+    fn navigate_away(&mut self, batch: &mut Batch, page: &str, deadline: Instant) -> Vec<String> {
+        // One message at a time: the first piece of body ends the visit.
+        while batch.progress.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            if let Err(e) = self.network.dispatch_one(Some(Duration::from_millis(100))) {
+                self.failures
+                    .push(format!("the Network connection failed: {e}"));
+                return Vec::new();
+            }
+        }
+        // What arrived complete meanwhile stays.
+        while let Ok(outcome) = batch.outcomes_rx.try_recv() {
+            batch.pending.retain(|(id, _)| *id != outcome.request_id);
+            batch.outcomes.push(outcome);
+        }
+        let mut cancelled = Vec::new();
+        for (request_id, url) in std::mem::take(&mut batch.pending) {
+            let request = batch.requests.iter().find(|(id, _)| *id == request_id);
+            if let Some((_, request)) = request {
+                if let Err(e) = self.network.cancel(*request) {
+                    self.failures
+                        .push(format!("cancelling load {request_id} failed: {e}"));
+                }
+            }
+            self.network.unregister::<WebResourceLoader>(request_id);
+            cancelled.push(url);
+        }
+        println!(
+            "[{}] navigated away from {} mid-load: cancelled its {} not finished here; back again, reloading them",
+            self.me,
+            page.trim_start_matches(site::ORIGIN),
+            plural(
+                cancelled.len() as u64,
+                "subresource load",
+                "subresource loads"
+            )
+        );
+        self.navigated_away = Some((page.to_owned(), cancelled.len()));
+        cancelled
+    }
+
     /// Waits for a batch's loads; outcomes in request order.
     fn finish(&mut self, batch: &mut Batch, deadline: Instant) -> Vec<Outcome> {
-        self.collect(
-            &batch.outcomes_rx,
-            &batch.done,
-            &mut batch.pending,
-            &mut batch.outcomes,
-            deadline,
-        );
+        self.collect(batch, deadline);
         let mut outcomes = std::mem::take(&mut batch.outcomes);
         outcomes.sort_by_key(|o| o.request_id);
         outcomes
     }
 
     /// Dispatches the Network connection until every pending load reported.
-    fn collect(
-        &mut self,
-        outcomes_rx: &Receiver<Outcome>,
-        done: &Sender<Outcome>,
-        pending: &mut Vec<(u64, String)>,
-        outcomes: &mut Vec<Outcome>,
-        deadline: Instant,
-    ) {
+    fn collect(&mut self, batch: &mut Batch, deadline: Instant) {
         loop {
-            while let Ok(outcome) = outcomes_rx.try_recv() {
-                pending.retain(|(id, _)| *id != outcome.request_id);
-                outcomes.push(outcome);
+            while let Ok(outcome) = batch.outcomes_rx.try_recv() {
+                batch.pending.retain(|(id, _)| *id != outcome.request_id);
+                batch.outcomes.push(outcome);
             }
-            if pending.is_empty() {
+            if batch.pending.is_empty() {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -615,14 +696,16 @@ impl Page {
                     .dispatch(Some(left.min(Duration::from_secs(1))))
                 {
                     Ok(_) => None,
-                    Err(e) if peer_gone(&e) && self.reload(pending, done) => continue,
+                    Err(e) if peer_gone(&e) && self.reload(batch) => continue,
                     Err(e) => Some(format!("the Network connection failed: {e}")),
                 }
             };
             if let Some(failure) = failure {
-                for (request_id, url) in pending.drain(..) {
+                for (request_id, url) in batch.pending.drain(..) {
                     self.network.unregister::<WebResourceLoader>(request_id);
-                    outcomes.push(Outcome::failed(request_id, &url, failure.clone()));
+                    batch
+                        .outcomes
+                        .push(Outcome::failed(request_id, &url, failure.clone()));
                 }
                 return;
             }
@@ -686,6 +769,8 @@ struct Loader {
     expected: Option<&'static Resource>,
     started: Instant,
     done: Sender<Outcome>,
+    /// Body bytes received by every loader of its batch.
+    progress: Arc<AtomicU64>,
     /// What has arrived (handlers take `&self`; none of them calls out, so
     /// a borrow never spans a re-entrant dispatch).
     state: RefCell<Arrived>,
@@ -725,6 +810,8 @@ impl WebResourceLoaderHandler for Loader {
         // Read in place: in the ring, or in the sealed memfd of an
         // out-of-line body.
         let data = m.data.as_slice();
+        self.progress
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         state.hash.update(data);
         if let Some(text) = &mut state.text {
             text.extend_from_slice(data);
@@ -1038,6 +1125,16 @@ impl AuxiliaryProcessHandler for Reporter {
                 },
                 rate(gpu.commands, gpu.streaming).trim_end_matches("/s")
             ),
+            match &page.navigated_away {
+                Some((url, cancelled)) => format!(
+                    "navigated away from {} mid-load: {} cancelled; {} for them dropped on arrival, {} dropped",
+                    url.trim_start_matches(site::ORIGIN),
+                    plural(*cancelled as u64, "load", "loads"),
+                    plural(network.dropped_for_gone_destinations, "message", "messages"),
+                    plural(network.late_replies_dropped, "late answer", "late answers")
+                ),
+                None => "never left a page mid-load".to_owned(),
+            },
             format!("to network: {}", report::traffic(&network)),
         ];
         lines.extend(page.reconnects.iter().cloned());
