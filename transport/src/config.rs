@@ -112,12 +112,25 @@ pub struct ConnectionConfig {
     /// [`Connection::open`]: crate::Connection::open
     /// [`ring_capacity`]: Self::ring_capacity
     pub max_ring_capacity: usize,
+    /// How long an async operation (the `tokio` feature) polls the ring
+    /// before it arms the readiness descriptor and yields to the executor.
+    /// Waking a task through the descriptor costs a system call on both
+    /// sides and, when the executor's thread sleeps, a wake-up of its CPU
+    /// (tens of µs); a peer that answers within the spin is seen without
+    /// either. The spin runs inside `poll` and is the only time a waiting
+    /// task holds its executor thread. Default [`DEFAULT_ASYNC_SPIN`];
+    /// `Duration::ZERO` never spins.
+    pub async_spin: Duration,
 }
 
 /// What each message set aside during a synchronous call counts against
 /// [`ConnectionConfig::max_deferred_bytes`] besides its body: roughly what
 /// holding it costs (its queue entry, envelope and buffer header).
 pub const SET_ASIDE_OVERHEAD: usize = 256;
+
+/// Default [`ConnectionConfig::async_spin`]: 20 µs (see the repository's
+/// docs/decisions.md, "Async waits", for the measurement behind it).
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(20);
 
 /// Default ring size in each direction: 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
@@ -171,6 +184,7 @@ impl Default for ConnectionConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_region_size: DEFAULT_MAX_REGION_SIZE,
             max_ring_capacity: DEFAULT_MAX_RING_CAPACITY,
+            async_spin: DEFAULT_ASYNC_SPIN,
         }
     }
 }
@@ -249,6 +263,12 @@ impl ConnectionConfig {
     /// Sets the largest shared region `Connection::open` maps.
     pub fn max_region_size(mut self, max: usize) -> Self {
         self.max_region_size = max;
+        self
+    }
+    /// Sets how long an async operation polls before it waits for the
+    /// readiness descriptor.
+    pub fn async_spin(mut self, spin: Duration) -> Self {
+        self.async_spin = spin;
         self
     }
     /// Sets the largest ring `Connection::open` accepts from the creator.

@@ -326,7 +326,10 @@ impl Connection {
         let mut tx =
             Producer::attach(Arc::clone(&region), tx_offset)?.with_wait_strategy(config.wait);
         tx.set_notifier(Some(notify.try_clone()?));
-        let rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
+        let mut rx = Consumer::attach(region, rx_offset)?.with_wait_strategy(config.wait);
+        // Releasing signals the peer when it waits for room in an event loop
+        // (write readiness); nothing while it does not.
+        rx.set_notifier(Some(notify.try_clone()?));
         // Each attach checked its own ring; together they must not share a
         // byte, and a creator must not impose rings larger than we accept.
         // The capacities are the endpoints' private copies: rewriting the

@@ -58,6 +58,11 @@ mod dispatch;
 mod raw;
 mod readiness;
 
+#[cfg(feature = "tokio")]
+mod async_connection;
+#[cfg(feature = "tokio")]
+mod async_wait;
+
 mod config;
 mod endpoint;
 mod error;
@@ -74,10 +79,13 @@ pub mod wire;
 #[doc(hidden)]
 pub use wire as envelope;
 
+#[cfg(feature = "tokio")]
+pub use async_connection::AsyncConnection;
 pub use call::Reply;
 pub use config::{
-    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_RING_CAPACITY,
-    DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
+    ConnectionConfig, DEFAULT_ASYNC_SPIN, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE,
+    DEFAULT_MAX_RING_CAPACITY, DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD,
+    Trust,
 };
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};

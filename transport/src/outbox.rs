@@ -68,6 +68,24 @@ impl Outbox {
         self.tx.max_payload() - ENVELOPE_SIZE
     }
 
+    /// The ring room, in payload bytes, a body of `len` bytes needs: its
+    /// envelope and itself, or for a body too large for the ring the small
+    /// frame that names its out-of-line blob.
+    pub(crate) fn room_for(&self, len: usize) -> usize {
+        if len > self.max_inline() {
+            ENVELOPE_SIZE + OUT_OF_LINE_BODY_SIZE
+        } else {
+            ENVELOPE_SIZE + len
+        }
+    }
+
+    /// The ring room the next typed message is expected to need (the last
+    /// archive's size, with a margin): what an async send waits for when
+    /// the ring was full.
+    pub(crate) fn expected_room(&self) -> usize {
+        self.room_for(self.size_hint.min(self.max_inline()))
+    }
+
     /// Sends `payload` as the body behind `envelope`: in the ring, or out of
     /// line when larger than the ring allows.
     pub(crate) fn send_bytes(
