@@ -4,6 +4,7 @@ use crate::claim::Side;
 use crate::disconnect::{DisconnectFlag, DisconnectHandle};
 use crate::error::{AttachError, Corruption, RecvError};
 use crate::frame::{FRAME_ALIGN, FRAME_HEADER_SIZE, FrameSpan, decode_header, max_payload};
+use crate::notifier::Notifier;
 use crate::pinned::{PinToken, PinnedFrame};
 use crate::region::Region;
 use crate::ring::RingRef;
@@ -55,6 +56,9 @@ pub struct Consumer {
     disconnect: DisconnectFlag,
     /// Set by a [`WakeHandle`]: the current wait ends early.
     woken: WakeFlag,
+    /// Our end of the notification socketpair, through which a producer
+    /// waiting for room in an event loop is signalled.
+    notifier: Option<Notifier>,
     /// The producer's parked word we last woke (see `wait::notify_peer`).
     last_woken: u64,
     /// What we announce in our own parked word when we wait for frames or
@@ -90,6 +94,7 @@ impl Consumer {
             corrupt: None,
             disconnect: DisconnectFlag::default(),
             woken: WakeFlag::default(),
+            notifier: None,
             last_woken: 0,
             announcer,
             stats: Stats::default(),
@@ -106,6 +111,20 @@ impl Consumer {
     /// Changes how this end waits for frames.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// Gives this end our end of the notification socketpair whose other
+    /// end the producer watches: while the producer waits for room in an
+    /// event loop ([`Producer::arm_room_notification`]), a release that
+    /// frees room also signals it (once per arming, not once per release).
+    /// While nobody is armed this costs nothing: the release already loads
+    /// the producer's parked word to decide whether to wake a futex sleeper.
+    /// Signalling never blocks, whatever the peer did to the socket (see
+    /// [`Notifier`]).
+    ///
+    /// [`Producer::arm_room_notification`]: crate::Producer::arm_room_notification
+    pub fn set_notifier(&mut self, notifier: Option<Notifier>) {
+        self.notifier = notifier;
     }
 
     /// The largest payload this ring carries.
@@ -283,7 +302,7 @@ impl Consumer {
             &mut self.space_seq,
             &header.producer_parked.parked,
             &mut self.last_woken,
-            None,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }
@@ -404,7 +423,7 @@ impl Drop for Consumer {
             &mut self.space_seq,
             &header.producer_parked.parked,
             &mut self.last_woken,
-            None,
+            self.notifier.as_ref(),
             &mut self.stats,
         );
     }

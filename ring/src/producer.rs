@@ -168,6 +168,73 @@ impl Producer {
         }
     }
 
+    /// Whether a `len`-byte payload fits now (the next `try_reserve(len)`
+    /// then succeeds), without reserving anything. Errors are those of
+    /// [`try_reserve`](Self::try_reserve) except `Full`.
+    pub fn has_room(&mut self, len: usize) -> Result<bool, SendError> {
+        self.poll_room(len).map(|room| room.is_some())
+    }
+
+    /// Prepares to wait in an event loop for room for a `len`-byte payload,
+    /// on the notification socket whose other end the consumer was given
+    /// with [`Consumer::set_notifier`]. Returns `Ok(true)` when the frame
+    /// fits already (or the consumer closed or was declared gone): do not
+    /// wait, try again. Returns `Ok(false)` when armed: the consumer's next
+    /// release signals the socket. Call
+    /// [`disarm_room_notification`](Self::disarm_room_notification) once
+    /// woken, before trying again; the same fence-and-recheck protocol as
+    /// the futex wait means no release is missed between this check and the
+    /// wait. Errors are those of [`try_reserve`](Self::try_reserve) (except
+    /// `Full`, which is what arming waits out).
+    ///
+    /// As with [`Consumer::arm_notification`], a blocking wait of this end
+    /// while armed keeps the arming.
+    ///
+    /// [`Consumer::set_notifier`]: crate::Consumer::set_notifier
+    /// [`Consumer::arm_notification`]: crate::Consumer::arm_notification
+    pub fn arm_room_notification(&mut self, len: usize) -> Result<bool, SendError> {
+        self.announce_room_wait();
+        match self.poll_room(len) {
+            Ok(None) => Ok(false),
+            Ok(Some(())) | Err(SendError::Closed | SendError::Disconnected) => {
+                self.disarm_room_notification();
+                Ok(true)
+            }
+            Err(e) => {
+                self.disarm_room_notification();
+                Err(e)
+            }
+        }
+    }
+
+    /// The first half of [`arm_room_notification`](Self::arm_room_notification):
+    /// arms (anew: the consumer signals this announcement once) without
+    /// checking for room. The caller must then check with
+    /// [`has_room`](Self::has_room) before it waits, and disarm when it
+    /// does not wait. For several event-loop waiters sharing this producer
+    /// (one of them finding room must not disarm the others).
+    pub fn announce_room_wait(&mut self) {
+        let header = self.ring.header();
+        let seen = header.consumer.space_seq.load(Ordering::Acquire);
+        self.announcer.arm(&header.producer_parked.parked, seen);
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// Stops asking the consumer for room notifications.
+    pub fn disarm_room_notification(&mut self) {
+        self.announcer
+            .disarm(&self.ring.header().producer_parked.parked);
+    }
+
+    /// Whether this producer is armed for room in an event loop
+    /// ([`arm_room_notification`](Self::arm_room_notification) returned
+    /// `Ok(false)` and
+    /// [`disarm_room_notification`](Self::disarm_room_notification) was not
+    /// called since).
+    pub fn is_armed(&self) -> bool {
+        self.announcer.is_armed()
+    }
+
     /// Copies `payload` into a frame and publishes it, without waiting.
     pub fn try_send(&mut self, payload: &[u8]) -> Result<(), SendError> {
         let mut grant = self.try_reserve(payload.len())?;

@@ -190,3 +190,45 @@ fn producer_sleeping_for_room_repeatedly_is_woken() {
         consumer.join().unwrap();
     });
 }
+
+/// Write readiness: a producer arms for room on a full ring (as an event
+/// loop would before waiting on its notification descriptor) while the
+/// consumer releases a frame. Whatever the interleaving, either arming finds
+/// the room (`Ok(true)`: no wait), or the consumer's release signals the
+/// descriptor: an armed producer is never left without a signal (a lost
+/// wake-up would leave its event loop waiting for good).
+#[test]
+fn producer_armed_for_room_is_signalled() {
+    model(|| {
+        let (producer_end, consumer_end) = ferry_ring::Notifier::pair().unwrap();
+        let (mut tx, mut rx) = ring(WaitStrategy::Park);
+        rx.set_notifier(Some(consumer_end));
+        // Two 112-byte frames fill the 256-byte ring.
+        for _ in 0..2 {
+            tx.try_send(&[7; 112]).unwrap();
+        }
+        let consumer = thread::spawn(move || {
+            rx.try_peek().unwrap().release();
+            rx
+        });
+        let armed = !tx.arm_room_notification(112).unwrap();
+        let rx = consumer.join().unwrap();
+        if armed {
+            assert!(signalled(&producer_end), "armed for room, never signalled");
+        }
+        tx.disarm_room_notification();
+        tx.try_send(&[8; 112]).expect("the released room is there");
+        drop(rx);
+    });
+}
+
+/// Whether the peer signalled `ours` (drains one signal, never blocks).
+fn signalled(ours: &ferry_ring::Notifier) -> bool {
+    use std::os::fd::AsFd;
+    rustix::net::recv(
+        ours.as_fd(),
+        &mut [0u8; 1],
+        rustix::net::RecvFlags::DONTWAIT,
+    )
+    .is_ok()
+}

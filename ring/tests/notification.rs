@@ -447,3 +447,64 @@ fn a_blocking_wait_keeps_the_event_loop_arming() {
     assert_eq!(frame.payload(), b"after");
     frame.release();
 }
+
+/// Write readiness: a producer armed for room on a full ring is signalled
+/// once by the release that frees room; a producer not armed is never
+/// signalled, however much the consumer releases.
+#[test]
+fn a_producer_armed_for_room_is_signalled_by_the_release_that_frees_it() {
+    let (producer_end, consumer_end) = Notifier::pair().unwrap();
+    let (mut tx, mut rx) = channel(4096);
+    rx.set_notifier(Some(consumer_end));
+    // Not armed: filling and draining the ring signals nothing.
+    while tx.try_send(&[1; 100]).is_ok() {}
+    while let Ok(frame) = rx.try_peek() {
+        frame.release();
+    }
+    assert!(!readable(&producer_end), "signalled while not armed");
+    assert_eq!(rx.stats().wakes, 0, "{:?}", rx.stats());
+    // Full, then armed: the first release signals, once.
+    while tx.try_send(&[2; 100]).is_ok() {}
+    assert!(!tx.arm_room_notification(100).unwrap(), "the ring is full");
+    assert!(tx.is_armed());
+    assert!(!readable(&producer_end));
+    for _ in 0..3 {
+        rx.try_peek().unwrap().release();
+    }
+    assert!(readable(&producer_end), "the release did not signal");
+    producer_end.clear();
+    assert!(!readable(&producer_end), "more than one signal per arming");
+    tx.disarm_room_notification();
+    assert!(!tx.is_armed());
+    tx.try_send(&[3; 100]).unwrap();
+    // Room there already: arming says so and stays disarmed.
+    while let Ok(frame) = rx.try_peek() {
+        frame.release();
+    }
+    assert!(tx.arm_room_notification(100).unwrap());
+    assert!(!tx.is_armed());
+    assert!(!readable(&producer_end));
+}
+
+/// A consumer that goes away while the producer waits for room in an event
+/// loop: arming reports it (`Ok(true)`), and the drop signals an armed
+/// producer so that its event loop wakes to find out.
+#[test]
+fn a_closing_consumer_signals_a_producer_armed_for_room() {
+    let (producer_end, consumer_end) = Notifier::pair().unwrap();
+    let (mut tx, mut rx) = channel(4096);
+    rx.set_notifier(Some(consumer_end));
+    while tx.try_send(&[1; 100]).is_ok() {}
+    assert!(!tx.arm_room_notification(100).unwrap());
+    drop(rx);
+    assert!(readable(&producer_end));
+    tx.disarm_room_notification();
+    assert!(
+        tx.arm_room_notification(100).unwrap(),
+        "closed: do not wait"
+    );
+    assert_eq!(
+        tx.try_reserve(100).unwrap_err(),
+        ferry_ring::SendError::Closed
+    );
+}

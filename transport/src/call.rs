@@ -21,7 +21,7 @@ pub struct Reply<T: Archivable> {
 }
 
 impl<T: Archivable> Reply<T> {
-    fn new(incoming: Incoming, name: &'static str) -> Result<Self, Violation> {
+    pub(crate) fn new(incoming: Incoming, name: &'static str) -> Result<Self, Violation> {
         access_archive::<T>(incoming.bytes(), name)?;
         Ok(Reply {
             incoming,
@@ -61,14 +61,18 @@ impl<T: Archivable> std::fmt::Debug for Reply<T> {
     }
 }
 
-fn reply_to<M: Message>() -> ReplyTo {
+pub(crate) fn reply_to<M: Message>() -> ReplyTo {
     ReplyTo {
         receiver: <M::Receiver as Receiver>::ID,
         message: M::ID,
     }
 }
 
-fn envelope_for<M: Message>(to: Remote<M::Receiver>, request_id: u64, extra: u16) -> Envelope {
+pub(crate) fn envelope_for<M: Message>(
+    to: Remote<M::Receiver>,
+    request_id: u64,
+    extra: u16,
+) -> Envelope {
     let mut flags = extra;
     if M::ALLOWED_WHILE_WAITING {
         flags |= Flags::ALLOWED_WHILE_WAITING;
@@ -207,6 +211,7 @@ impl Connection {
         self.check_sendable(0)?;
         let sent = self
             .outbox
+            .lock()
             .send_bytes(envelope, &[], &[], room, &self.control);
         self.sent(sent)
     }
@@ -368,6 +373,7 @@ impl Connection {
         self.check_sendable(fds.len())?;
         let sent = self
             .outbox
+            .lock()
             .send_archived(envelope, value, fds, room, &self.control);
         self.sent(sent)
     }

@@ -118,6 +118,15 @@ pub struct ConnectionConfig {
     /// [`Connection::open`]: crate::Connection::open
     /// [`ring_capacity`]: Self::ring_capacity
     pub max_ring_capacity: usize,
+    /// How long an async operation (the `tokio` feature) polls the ring
+    /// before it arms the readiness descriptor and yields to the executor.
+    /// Waking a task through the descriptor costs a system call on both
+    /// sides and, when the executor's thread sleeps, a wake-up of its CPU
+    /// (tens of µs); a peer that answers within the spin is seen without
+    /// either. The spin runs inside `poll` and is the only time a waiting
+    /// task holds its executor thread. Default [`DEFAULT_ASYNC_SPIN`];
+    /// `Duration::ZERO` never spins.
+    pub async_spin: Duration,
 }
 
 /// What each message set aside during a synchronous call counts against
@@ -127,6 +136,15 @@ pub const SET_ASIDE_OVERHEAD: usize = 256;
 
 /// Default [`ConnectionConfig::max_reply_handles`]: 1024.
 pub const DEFAULT_MAX_REPLY_HANDLES: usize = 1024;
+
+/// Default [`ConnectionConfig::async_spin`]: 5 µs, as the ring's own
+/// spin. Measured (`cargo bench -p ferry-transport --features tokio --bench
+/// threads_and_async`, an async round trip to a spinning echo thread, on 2
+/// shared vCPUs): 5 µs beat no spin (which parks the task and pays its
+/// thread's wake-up every time) and beat 20 and 50 µs (a spinning task
+/// holds the core its peer needs). See docs/decisions.md, "Threads and
+/// async".
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(5);
 
 /// Default ring size in each direction: 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
@@ -181,6 +199,7 @@ impl Default for ConnectionConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_region_size: DEFAULT_MAX_REGION_SIZE,
             max_ring_capacity: DEFAULT_MAX_RING_CAPACITY,
+            async_spin: DEFAULT_ASYNC_SPIN,
         }
     }
 }
@@ -265,6 +284,12 @@ impl ConnectionConfig {
     /// Sets the largest shared region `Connection::open` maps.
     pub fn max_region_size(mut self, max: usize) -> Self {
         self.max_region_size = max;
+        self
+    }
+    /// Sets how long an async operation polls before it waits for the
+    /// readiness descriptor.
+    pub fn async_spin(mut self, spin: Duration) -> Self {
+        self.async_spin = spin;
         self
     }
     /// Sets the largest ring `Connection::open` accepts from the creator.

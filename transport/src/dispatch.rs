@@ -219,6 +219,10 @@ impl Connection {
     fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
         let id = incoming.envelope.request_id;
         let Some(waiter) = self.calls.complete(id) else {
+            if crate::routed::is_routed(id) {
+                // A call of a sending half: its caller waits elsewhere.
+                return self.route_to_sender(incoming);
+            }
             self.finish(&mut incoming);
             if self.calls.issued(id) {
                 // The late answer to a call given up on (cancelled, timed
@@ -343,6 +347,7 @@ impl Connection {
         let room = Room::Wait(Some(self.config.reply_timeout));
         let sent = self
             .outbox
+            .lock()
             .send_bytes(envelope, body, &[], room, &self.control);
         match self.sent(sent) {
             Err(SendError::TimedOut) => Err(self.protocol_violation(Violation::RepliesNotTaken)),

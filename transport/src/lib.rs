@@ -25,7 +25,15 @@
 //!   up) and every wait returns `Disconnected`; a peer that sends an invalid
 //!   frame gets the connection closed with a [`Violation`] naming it.
 //! - **Event loops**: [`Connection::readiness_fd`] (a socket) becomes readable when the
-//!   armed connection has something to read.
+//!   armed connection has something to read ([`Connection::arm`]) or room
+//!   to send ([`Connection::arm_send`]).
+//! - **Threads**: [`Connection::split`] gives a cloneable
+//!   [`ConnectionSender`] for any number of sending threads; the connection
+//!   stays the receiving half.
+//! - **Async** (cargo feature `tokio`, off by default): `AsyncConnection`
+//!   and `AsyncSender` make receiving, sending, dispatching and calling
+//!   futures over tokio's `AsyncFd`, with `poll_recv_ready` /
+//!   `poll_send_ready` for adapters.
 //! - **Setting up**: [`Connection::pair`]; [`connect`] / [`Acceptor`] through
 //!   a broker; [`named`] for unrelated processes meeting at a path or an
 //!   abstract name.
@@ -48,7 +56,9 @@ mod lifecycle;
 mod outbox;
 mod pending;
 mod registry;
+mod routed;
 mod set_aside;
+mod shared_outbox;
 
 // The connection, and its operations grouped by use.
 mod call;
@@ -58,6 +68,14 @@ mod dispatch;
 mod raw;
 mod readiness;
 mod reply_handle;
+mod sender;
+
+#[cfg(feature = "tokio")]
+mod async_connection;
+#[cfg(feature = "tokio")]
+mod async_sender;
+#[cfg(feature = "tokio")]
+mod async_wait;
 
 mod config;
 mod endpoint;
@@ -75,11 +93,15 @@ pub mod wire;
 #[doc(hidden)]
 pub use wire as envelope;
 
+#[cfg(feature = "tokio")]
+pub use async_connection::AsyncConnection;
+#[cfg(feature = "tokio")]
+pub use async_sender::AsyncSender;
 pub use call::Reply;
 pub use config::{
-    ConnectionConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE, DEFAULT_MAX_REPLY_HANDLES,
-    DEFAULT_MAX_RING_CAPACITY, DEFAULT_RING_CAPACITY, DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD,
-    Trust,
+    ConnectionConfig, DEFAULT_ASYNC_SPIN, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE,
+    DEFAULT_MAX_REPLY_HANDLES, DEFAULT_MAX_RING_CAPACITY, DEFAULT_RING_CAPACITY,
+    DEFAULT_SEND_TIMEOUT, SET_ASIDE_OVERHEAD, Trust,
 };
 pub use connection::{BoundReceiver, Connection, Context};
 pub use endpoint::{ENDPOINT_FDS, Endpoint, EndpointError, EndpointInfo};
@@ -101,6 +123,7 @@ pub use outbox::FrameWriter;
 pub use pending::{CallCanceller, RequestId};
 pub use raw::Received;
 pub use reply_handle::ReplyHandle;
+pub use sender::ConnectionSender;
 pub use stats::TransportStats;
 pub use wire::{NoReply, decode_attachment_header};
 

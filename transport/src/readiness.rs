@@ -1,9 +1,14 @@
 //! Driving a connection from an event loop (epoll, mio, tokio): its
 //! readiness descriptor becomes readable when a message arrives while the
-//! connection is armed, or when the peer dies.
+//! connection is armed for reading, when room is freed in the peer's ring
+//! while it is armed for sending, or when the peer dies.
+//!
+//! Both kinds of readiness share the one descriptor (our end of the
+//! notification socketpair): a wake-up is a hint, after which each waiter
+//! checks its own condition again.
 
 use crate::connection::Connection;
-use crate::error::RecvError;
+use crate::error::{RecvError, SendError};
 use std::os::fd::{AsFd, BorrowedFd};
 
 impl Connection {
@@ -39,6 +44,34 @@ impl Connection {
     /// Stops the peer signalling the readiness descriptor and empties it.
     pub fn disarm(&mut self) {
         self.inbox.rx.disarm_notification();
+        self.notify.clear();
+    }
+
+    /// Write readiness: call before waiting on
+    /// [`readiness_fd`](Self::readiness_fd) for room to send a frame of
+    /// `len` bytes (a body larger than
+    /// [`max_inline_payload`](Self::max_inline_payload) needs only the room
+    /// of the small frame that names its out-of-line blob). Returns
+    /// `Ok(true)` when the frame fits now, or when the connection has ended
+    /// (the next send reports how): do not wait, send. `Ok(false)`: armed,
+    /// the peer's next release of room makes the descriptor readable. After
+    /// waking call [`disarm_send`](Self::disarm_send), then send (or arm
+    /// again). Costs the peer nothing while not armed.
+    pub fn arm_send(&mut self, len: usize) -> Result<bool, SendError> {
+        if let Some(error) = self.lifecycle.send_error() {
+            return Err(error);
+        }
+        self.watched_here();
+        let mut outbox = self.outbox.lock();
+        let room = outbox.room_for(len);
+        // Any error is for the next send to report in the usual way.
+        Ok(outbox.arm_own_room(room).unwrap_or(true))
+    }
+
+    /// Stops the peer signalling room on the readiness descriptor and
+    /// empties it.
+    pub fn disarm_send(&mut self) {
+        self.outbox.lock().disarm_own_room();
         self.notify.clear();
     }
 }
