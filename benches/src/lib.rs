@@ -24,6 +24,8 @@ pub mod mode;
 pub mod payload;
 pub mod peer;
 pub mod report;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod session;
 pub mod transports;
 
