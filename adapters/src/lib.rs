@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod byte_stream;
+mod fan_out;
 mod frames;
 mod port;
 

@@ -3,6 +3,7 @@
 //! thread) through ferry-transport's `AsyncConnection`, and ferry's errors
 //! as `io::Error`s.
 
+use crate::fan_out::{Direction, FanOut};
 use ferry_transport::{AsyncConnection, RecvError, SendError};
 use std::future::Future;
 use std::io;
@@ -24,6 +25,8 @@ const MAX_EMPTY_RETRIES: u32 = 64;
 /// A connection driven by poll functions.
 pub(crate) struct Port {
     connection: AsyncConnection,
+    /// The waker the connection is polled with (both directions' tasks).
+    fan_out: FanOut,
     /// Since when the current send has been waiting (bounded by the
     /// connection's `send_timeout`), and the timer that wakes the task
     /// then (or after a back-off).
@@ -39,6 +42,7 @@ impl Port {
     pub(crate) fn new(connection: AsyncConnection) -> Port {
         Port {
             connection,
+            fan_out: FanOut::new(),
             send_wait: None,
         }
     }
@@ -63,7 +67,11 @@ impl Port {
         take: impl FnOnce(&[u8]) -> R,
     ) -> Poll<io::Result<Option<R>>> {
         for _ in 0..MAX_EMPTY_RETRIES {
-            let error = match ready!(self.connection.poll_recv_ready(cx)) {
+            let waker = self.fan_out.register(Direction::Recv, cx.waker());
+            let ready = self
+                .connection
+                .poll_recv_ready(&mut Context::from_waker(waker));
+            let error = match ready!(ready) {
                 Ok(()) => match self.connection.get_mut().try_recv_frame() {
                     Ok(frame) => return Poll::Ready(Ok(Some(take(frame.bytes())))),
                     Err(error) => error,
@@ -112,7 +120,11 @@ impl Port {
                 self.send_wait = None;
                 return Poll::Ready(Err(send_error(SendError::TimedOut)));
             }
-            match self.connection.poll_send_ready(cx, bytes.len()) {
+            let waker = self.fan_out.register(Direction::Send, cx.waker());
+            let ready = self
+                .connection
+                .poll_send_ready(&mut Context::from_waker(waker), bytes.len());
+            match ready {
                 Poll::Ready(Ok(())) => {
                     // Room in the ring, yet the send found none: the control
                     // socket is full. Nothing signals its room: back off.
