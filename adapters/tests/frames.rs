@@ -7,12 +7,15 @@ mod support;
 
 use bytes::Bytes;
 use ferry_adapters::Frames;
+use ferry_transport::ConnectionConfig;
 use futures_util::{SinkExt as _, StreamExt as _};
 use std::io;
-use support::{EXIT_TIMEOUT, HELPERS, die, pattern, run_bounded, start};
+use std::time::Duration;
+use support::{EXIT_TIMEOUT, HELPERS, die, pattern, run_bounded, start, start_with};
 
 /// The peer: `echo` sends every frame back until the stream ends, then
-/// exits; `die_after_one` echoes one frame and dies.
+/// exits; `die_after_one` echoes one frame and dies; `never_read` holds
+/// the connection without reading until the test kills it.
 #[test]
 fn child() {
     let Some(role) = HELPERS.role() else { return };
@@ -30,6 +33,11 @@ fn child() {
                 let frame = frames.next().await.expect("one frame").expect("a frame");
                 frames.send(frame.freeze()).await.expect("echoing");
                 die();
+            }
+            "never_read" => {
+                // Hold the connection; the test kills us when it is done.
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                drop(frames);
             }
             other => panic!("unknown role {other}"),
         }
@@ -166,4 +174,27 @@ fn a_dead_peer_ends_the_stream_with_an_error() {
         );
     });
     assert!(!peer.wait_timeout(EXIT_TIMEOUT).success());
+}
+
+#[test]
+fn a_send_to_a_peer_that_never_reads_times_out() {
+    // Our `send_timeout` bounds the wait for room: the sink fails with
+    // `TimedOut` instead of waiting for ever.
+    let config = ConnectionConfig::default().send_timeout(Some(Duration::from_millis(200)));
+    let (connection, peer) = start_with("never_read", config);
+    run_bounded(async move {
+        let mut frames = Frames::from_connection(connection).expect("frames");
+        let frame = Bytes::from(pattern(1, 64 * 1024));
+        let mut sent = 0usize;
+        let error = loop {
+            match frames.send(frame.clone()).await {
+                Ok(()) => sent += 1,
+                Err(error) => break error,
+            }
+            assert!(sent < 1024, "64 MiB went into a 1 MiB ring nobody reads");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(sent > 0, "not even one frame fitted the empty ring");
+    });
+    peer.kill_and_reap();
 }

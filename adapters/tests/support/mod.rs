@@ -20,17 +20,19 @@ pub const CHILD_TEST: &str = "child";
 /// Listens, starts this binary as the peer in `role`, and accepts its
 /// connection.
 pub fn start(role: &str) -> (Connection, ChildGuard) {
+    start_with(role, ConnectionConfig::default())
+}
+
+/// [`start`], our end of the connection configured with `config`.
+pub fn start_with(role: &str, config: ConnectionConfig) -> (Connection, ChildGuard) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "ferry-adapters-test-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let mut listener = named::listen(
-        &Name::abstract_name(name.as_str()),
-        ConnectionConfig::default(),
-    )
-    .expect("listening");
+    let mut listener =
+        named::listen(&Name::abstract_name(name.as_str()), config).expect("listening");
     let child = HELPERS
         .command(CHILD_TEST, role, &[("NAME", name)])
         .spawn()
