@@ -193,10 +193,7 @@ impl Producer {
     /// [`Consumer::set_notifier`]: crate::Consumer::set_notifier
     /// [`Consumer::arm_notification`]: crate::Consumer::arm_notification
     pub fn arm_room_notification(&mut self, len: usize) -> Result<bool, SendError> {
-        let header = self.ring.header();
-        let seen = header.consumer.space_seq.load(Ordering::Acquire);
-        self.announcer.arm(&header.producer_parked.parked, seen);
-        crate::sync::fence(Ordering::SeqCst);
+        self.announce_room_wait();
         match self.poll_room(len) {
             Ok(None) => Ok(false),
             Ok(Some(())) | Err(SendError::Closed | SendError::Disconnected) => {
@@ -208,6 +205,19 @@ impl Producer {
                 Err(e)
             }
         }
+    }
+
+    /// The first half of [`arm_room_notification`](Self::arm_room_notification):
+    /// arms (anew: the consumer signals this announcement once) without
+    /// checking for room. The caller must then check with
+    /// [`has_room`](Self::has_room) before it waits, and disarm when it
+    /// does not wait. For several event-loop waiters sharing this producer
+    /// (one of them finding room must not disarm the others).
+    pub fn announce_room_wait(&mut self) {
+        let header = self.ring.header();
+        let seen = header.consumer.space_seq.load(Ordering::Acquire);
+        self.announcer.arm(&header.producer_parked.parked, seen);
+        crate::sync::fence(Ordering::SeqCst);
     }
 
     /// Stops asking the consumer for room notifications.

@@ -110,7 +110,7 @@ impl AsyncConnection {
         len: usize,
     ) -> Poll<Result<(), SendError>> {
         let spin = self.connection.config.async_spin;
-        let room = self.connection.outbox.room_for(len);
+        let room = self.connection.outbox.lock().room_for(len);
         let mut side = RoomSide {
             connection: &mut self.connection,
             room,
@@ -157,8 +157,8 @@ impl AsyncConnection {
                 sent => return sent,
             }
             let room = match body {
-                Body::Raw(len) => self.connection.outbox.room_for(len),
-                Body::Typed => self.connection.outbox.expected_room(),
+                Body::Raw(len) => self.connection.outbox.lock().room_for(len),
+                Body::Typed => self.connection.outbox.lock().expected_room(),
             };
             let waited = WaitedFor::new();
             poll_fn(|cx| self.poll_room(cx, room)).await?;
@@ -377,13 +377,14 @@ impl Side for RoomSide<'_> {
 
     fn ready(&mut self) -> Result<bool, SendError> {
         let connection = &mut *self.connection;
-        if connection.outbox.tx.is_armed() {
+        if connection.outbox.lock().own_room_armed() {
             connection.disarm_send();
         }
         if let Some(error) = connection.lifecycle.send_error() {
             return Err(error);
         }
-        Ok(connection.outbox.tx.has_room(self.room).unwrap_or(true))
+        let has_room = connection.outbox.lock().tx.has_room(self.room);
+        Ok(has_room.unwrap_or(true))
     }
 
     fn arm(&mut self) -> Result<bool, SendError> {
@@ -392,11 +393,8 @@ impl Side for RoomSide<'_> {
             return Err(error);
         }
         connection.watched_here();
-        Ok(connection
-            .outbox
-            .tx
-            .arm_room_notification(self.room)
-            .unwrap_or(true))
+        let ready = connection.outbox.lock().arm_own_room(self.room);
+        Ok(ready.unwrap_or(true))
     }
 
     fn disarm(&mut self) {

@@ -271,6 +271,7 @@ impl Connection {
         self.check_sendable(fds.len())?;
         let sent = self
             .outbox
+            .lock()
             .send_archived(envelope, value, fds, room, &self.control);
         self.sent(sent)
     }

@@ -21,7 +21,9 @@ use crate::lifecycle::{Lifecycle, Transition};
 use crate::outbox::Outbox;
 use crate::pending::PendingCalls;
 use crate::registry::ReceiverRegistry;
+use crate::routed::RoutedCalls;
 use crate::set_aside::SetAside;
+use crate::shared_outbox::OutboxCell;
 use crate::stats::TransportStats;
 use ferry_handoff::Channel;
 use ferry_handoff::hangup::{HangupWatch, watch_hangup};
@@ -145,7 +147,8 @@ impl std::fmt::Debug for BoundReceiver {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Connection {
-    pub(crate) outbox: Outbox,
+    /// The send path: owned, or shared with the sending halves once split.
+    pub(crate) outbox: OutboxCell,
     pub(crate) inbox: Inbox,
     pub(crate) control: Channel,
     pub(crate) config: ConnectionConfig,
@@ -161,7 +164,10 @@ pub struct Connection {
     pub(crate) notify: Notifier,
     /// Who learns of the peer's death for this process (see
     /// `watched_here`).
-    hangup: HangupWatch,
+    pub(crate) hangup: HangupWatch,
+    /// Synchronous calls of the sending halves, whose replies this end's
+    /// dispatch routes to them.
+    pub(crate) routed: Arc<RoutedCalls>,
     /// Held for as long as this end lives: the requester's slot in the
     /// limits of the `Acceptor` that created it.
     pub(crate) admission: Option<ferry_handoff::Admission>,
@@ -174,13 +180,17 @@ fn watch_peer(
     tx: &Producer,
     rx: &Consumer,
     notify: &Notifier,
+    routed: &Arc<RoutedCalls>,
 ) -> std::io::Result<HangupWatch> {
     let rx_gone = rx.disconnect_handle();
     let tx_gone = tx.disconnect_handle();
     let notify = notify.try_clone()?;
+    let routed = Arc::clone(routed);
     watch_hangup(control.as_fd(), move || {
         rx_gone.disconnect();
         tx_gone.disconnect();
+        // Sending halves waiting in a synchronous call learn it too.
+        routed.end(CallError::Disconnected);
         // No I/O on the socket the peer shares: a peer that filled it or
         // cleared O_NONBLOCK cannot block this thread (which watches every
         // connection of the process).
@@ -350,9 +360,10 @@ impl Connection {
         // One more than the user limit: an out-of-line blob travels as a
         // descriptor too.
         control.set_max_fds(config.max_fds_per_message + 1);
-        let hangup = watch_peer(&control, &tx, &rx, &notify)?;
+        let routed = Arc::new(RoutedCalls::default());
+        let hangup = watch_peer(&control, &tx, &rx, &notify, &routed)?;
         Ok(Connection {
-            outbox: Outbox::new(tx, config.max_message_size),
+            outbox: OutboxCell::Own(Outbox::new(tx, config.max_message_size)),
             inbox: Inbox::new(rx, &config),
             control,
             lifecycle: Lifecycle::new(config.peer_name.clone()),
@@ -363,6 +374,7 @@ impl Connection {
             message_fds: Vec::new(),
             notify,
             hangup,
+            routed,
             admission: None,
         })
     }
@@ -377,7 +389,12 @@ impl Connection {
     /// process that uses the end.
     pub fn leave(self) {
         let Connection { outbox, inbox, .. } = self;
-        outbox.tx.detach();
+        match outbox {
+            OutboxCell::Own(outbox) => outbox.tx.detach(),
+            // Split: the sending halves hold the producer too; this process
+            // lets go of it when they are gone, as when it is dropped.
+            OutboxCell::Shared(_) => {}
+        }
         inbox.rx.detach();
     }
 
@@ -409,19 +426,20 @@ impl Connection {
     /// The largest frame body that travels inside the ring; larger ones go
     /// out of line automatically.
     pub fn max_inline_payload(&self) -> usize {
-        self.outbox.max_inline()
+        self.outbox.read().max_inline()
     }
 
     /// What this end has done so far, with its rings' counters.
     pub fn stats(&self) -> TransportStats {
+        let outbox = self.outbox.read();
         TransportStats {
-            frames_sent: self.outbox.published.frames,
+            frames_sent: outbox.published.frames,
             frames_received: self.inbox.frames,
-            out_of_line_sent: self.outbox.published.out_of_line,
+            out_of_line_sent: outbox.published.out_of_line,
             out_of_line_received: self.inbox.out_of_line,
-            fds_sent: self.outbox.published.fds,
+            fds_sent: outbox.published.fds,
             fds_received: self.inbox.fds,
-            tx_ring: self.outbox.tx.stats(),
+            tx_ring: outbox.tx.stats(),
             rx_ring: self.inbox.rx.stats(),
         }
     }
@@ -431,6 +449,10 @@ impl Connection {
     /// The peer closed its end or died: every reply handler learns it.
     pub(crate) fn peer_gone(&mut self) {
         if self.lifecycle.peer_gone() == Transition::Ended {
+            if let Some(shared) = self.outbox.shared() {
+                shared.end(SendError::Disconnected);
+            }
+            self.routed.end(CallError::Disconnected);
             self.fail_pending_calls(CallError::Disconnected);
         }
     }
@@ -442,10 +464,14 @@ impl Connection {
         if self.lifecycle.fail(violation.clone()) == Transition::Ended {
             let _ = self.control.shutdown();
             self.inbox.rx.disconnect_handle().disconnect();
-            self.outbox.tx.disconnect_handle().disconnect();
+            self.outbox.lock().tx.disconnect_handle().disconnect();
             self.set_aside.clear();
             self.calls.discard_arrived();
             let error = self.lifecycle.violation_error(violation.clone());
+            if let Some(shared) = self.outbox.shared() {
+                shared.end(SendError::Failed(violation.clone()));
+            }
+            self.routed.end(error.clone().into());
             self.fail_pending_calls(error.into());
         }
         self.lifecycle.violation_error(violation)
@@ -506,7 +532,13 @@ impl Connection {
     /// next operation tries again; waits stay bounded meanwhile.
     pub(crate) fn watched_here(&mut self) {
         if self.hangup.is_inherited() {
-            let watched = watch_peer(&self.control, &self.outbox.tx, &self.inbox.rx, &self.notify);
+            let watched = watch_peer(
+                &self.control,
+                &self.outbox.lock().tx,
+                &self.inbox.rx,
+                &self.notify,
+                &self.routed,
+            );
             if let Ok(watch) = watched {
                 self.hangup = watch;
             }

@@ -174,6 +174,10 @@ impl Connection {
     fn complete_reply(&mut self, mut incoming: Incoming) -> Result<(), DispatchError> {
         let id = incoming.envelope.request_id;
         let Some(waiter) = self.calls.complete(id) else {
+            if crate::routed::is_routed(id) {
+                // A call of a sending half: its caller waits elsewhere.
+                return self.route_to_sender(incoming);
+            }
             self.finish(&mut incoming);
             if self.calls.issued(id) {
                 // The late answer to a call given up on (timed out, set-aside

@@ -48,7 +48,9 @@ mod lifecycle;
 mod outbox;
 mod pending;
 mod registry;
+mod routed;
 mod set_aside;
+mod shared_outbox;
 
 // The connection, and its operations grouped by use.
 mod call;
@@ -57,9 +59,12 @@ mod context;
 mod dispatch;
 mod raw;
 mod readiness;
+mod sender;
 
 #[cfg(feature = "tokio")]
 mod async_connection;
+#[cfg(feature = "tokio")]
+mod async_sender;
 #[cfg(feature = "tokio")]
 mod async_wait;
 
@@ -81,6 +86,8 @@ pub use wire as envelope;
 
 #[cfg(feature = "tokio")]
 pub use async_connection::AsyncConnection;
+#[cfg(feature = "tokio")]
+pub use async_sender::AsyncSender;
 pub use call::Reply;
 pub use config::{
     ConnectionConfig, DEFAULT_ASYNC_SPIN, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REGION_SIZE,
@@ -104,6 +111,7 @@ pub use message::{
 };
 pub use outbox::FrameWriter;
 pub use raw::Received;
+pub use sender::ConnectionSender;
 pub use stats::TransportStats;
 pub use wire::decode_attachment_header;
 

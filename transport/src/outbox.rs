@@ -40,6 +40,13 @@ pub(crate) struct Outbox {
     /// Room to reserve for the next archive (learned from the last one).
     size_hint: usize,
     pub(crate) published: Published,
+    /// Event-loop waiters armed for room right now: the connection's own
+    /// (`own_armed`) and its async sending halves'. The producer stays
+    /// armed while any is.
+    room_waiters: usize,
+    /// Whether the connection itself (its `arm_send`, or its async
+    /// wrapper) is one of them.
+    own_armed: bool,
 }
 
 /// What has been published so far. (Apart from the producer, so that a
@@ -60,6 +67,8 @@ impl Outbox {
             max_message_size,
             size_hint: 256,
             published: Published::default(),
+            room_waiters: 0,
+            own_armed: false,
         }
     }
 
@@ -82,6 +91,7 @@ impl Outbox {
     /// The ring room the next typed message is expected to need (the last
     /// archive's size, with a margin): what an async send waits for when
     /// the ring was full.
+    #[cfg(feature = "tokio")]
     pub(crate) fn expected_room(&self) -> usize {
         self.room_for(self.size_hint.min(self.max_inline()))
     }
@@ -205,6 +215,65 @@ impl Outbox {
         )?;
         self.published.out_of_line += 1;
         Ok(())
+    }
+
+    /// Arms one event-loop waiter (`armed`: its own flag) for `room` bytes
+    /// of ring room. `Ok(true)`: the room is there (or the ring says why it
+    /// never will be: the next send reports it), not armed. `Ok(false)`:
+    /// armed, the consumer's next release signals the readiness descriptor.
+    pub(crate) fn arm_room(&mut self, room: usize, armed: &mut bool) -> Result<bool, SendError> {
+        if !*armed {
+            *armed = true;
+            self.room_waiters += 1;
+        }
+        self.tx.announce_room_wait();
+        match self.tx.has_room(room) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                self.disarm_room(armed);
+                Ok(true)
+            }
+            Err(error) => {
+                self.disarm_room(armed);
+                match error {
+                    ferry_ring::SendError::Closed | ferry_ring::SendError::Disconnected => Ok(true),
+                    other => Err(from_ring_send(other)),
+                }
+            }
+        }
+    }
+
+    /// Ends the arming of one waiter (a no-op if `armed` is false); the
+    /// producer is disarmed with the last.
+    pub(crate) fn disarm_room(&mut self, armed: &mut bool) {
+        if !std::mem::replace(armed, false) {
+            return;
+        }
+        self.room_waiters = self.room_waiters.saturating_sub(1);
+        if self.room_waiters == 0 {
+            self.tx.disarm_room_notification();
+        }
+    }
+
+    /// [`arm_room`](Self::arm_room) for the connection itself.
+    pub(crate) fn arm_own_room(&mut self, room: usize) -> Result<bool, SendError> {
+        let mut armed = self.own_armed;
+        let ready = self.arm_room(room, &mut armed);
+        self.own_armed = armed;
+        ready
+    }
+
+    /// [`disarm_room`](Self::disarm_room) for the connection itself.
+    pub(crate) fn disarm_own_room(&mut self) {
+        let mut armed = self.own_armed;
+        self.disarm_room(&mut armed);
+        self.own_armed = armed;
+    }
+
+    /// Whether the connection itself is armed for room.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn own_room_armed(&self) -> bool {
+        self.own_armed
     }
 
     /// Waits for room for a `len`-byte raw frame (see `reserve_frame`).

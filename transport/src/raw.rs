@@ -4,16 +4,17 @@
 //! message's type, read it, reply to it, or hand it to a handler.
 
 use crate::connection::{Connection, Context};
-use crate::error::{DispatchError, RecvError, SendError};
+use crate::error::{Cause, DispatchError, RecvError, SendError};
 use crate::incoming::{Incoming, access_archive};
 use crate::message::{Message, Receiver, Request};
-use crate::outbox::{FrameWriter, Room};
+use crate::outbox::{FrameWriter, Outbox, Room};
+use crate::shared_outbox::OutboxCell;
 use crate::wire::{Envelope, Flags};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// The envelope of a raw frame: only the flag and the descriptor count.
-fn raw_envelope() -> Envelope {
+pub(crate) fn raw_envelope() -> Envelope {
     Envelope {
         flags: Flags(Flags::RAW),
         ..Envelope::default()
@@ -57,6 +58,7 @@ impl Connection {
         self.check_sendable(fds.len())?;
         let sent = self
             .outbox
+            .lock()
             .send_bytes(raw_envelope(), payload, fds, room, &self.control);
         self.sent(sent)
     }
@@ -74,15 +76,28 @@ impl Connection {
         // failure is reported to the lifecycle while waiting for the room,
         // before the grant is taken (nothing else writes this ring, so the
         // room is still there).
-        if let Err(error) = self.outbox.wait_for_frame_room(len, timeout) {
+        let waited = self.own_outbox()?.wait_for_frame_room(len, timeout);
+        if let Err(error) = waited {
             return Err(self.send_failed(error));
         }
-        self.outbox.reserve_frame(raw_envelope(), len)
+        self.own_outbox()?.reserve_frame(raw_envelope(), len)
+    }
+
+    /// The send path, if the connection is not split: a grant in place
+    /// would otherwise have to hold the senders' lock.
+    fn own_outbox(&mut self) -> Result<&mut Outbox, SendError> {
+        match &mut self.outbox {
+            OutboxCell::Own(outbox) => Ok(outbox),
+            OutboxCell::Shared(_) => Err(SendError::Io(Cause::new(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "reserve_frame needs a connection that is not split (use send_frame)",
+            )))),
+        }
     }
 
     /// Publishes every frame completed with [`FrameWriter::commit_deferred`].
     pub fn flush(&mut self) {
-        self.outbox.tx.flush();
+        self.outbox.lock().tx.flush();
     }
 
     /// Receives the next frame, waiting for at most `timeout` (`None`: as

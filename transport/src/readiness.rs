@@ -59,18 +59,16 @@ impl Connection {
             return Err(error);
         }
         self.watched_here();
-        let room = self.outbox.room_for(len);
-        match self.outbox.tx.arm_room_notification(room) {
-            Ok(ready) => Ok(ready),
-            // Let the next send report it in the usual way.
-            Err(_) => Ok(true),
-        }
+        let mut outbox = self.outbox.lock();
+        let room = outbox.room_for(len);
+        // Any error is for the next send to report in the usual way.
+        Ok(outbox.arm_own_room(room).unwrap_or(true))
     }
 
     /// Stops the peer signalling room on the readiness descriptor and
     /// empties it.
     pub fn disarm_send(&mut self) {
-        self.outbox.tx.disarm_room_notification();
+        self.outbox.lock().disarm_own_room();
         self.notify.clear();
     }
 }

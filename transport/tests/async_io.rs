@@ -325,3 +325,58 @@ async fn an_async_call_without_reply_times_out() {
     assert_eq!(result.unwrap_err(), CallError::TimedOut);
     peer.kill_and_reap();
 }
+
+/// The async halves: four tasks send through their own `AsyncSender`s
+/// (and one calls) while the receiving half's task dispatches (routing the
+/// call's reply) — on the multi-threaded runtime, the tasks on any worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_halves_several_sending_tasks_and_a_call() {
+    let config = service_config(Trust::Untrusted).ring_capacity(RING);
+    let (conn, peer) = connect_peer("serve", &config, &[]);
+    let (sender, mut receiving) = AsyncConnection::new(conn).unwrap().split().unwrap();
+    let to = Remote::<Service>::new(SERVICE_DESTINATION);
+    // The receiving half's task: routes the replies of the senders' calls.
+    let driver = tokio::spawn(async move {
+        loop {
+            match receiving.dispatch().await {
+                Ok(_) => {}
+                Err(ferry_transport::DispatchError::Disconnected) => return,
+                Err(e) => panic!("dispatch: {e}"),
+            }
+        }
+    });
+    let tasks: Vec<_> = (0..4u64)
+        .map(|task| {
+            let mut sender = sender.try_clone().unwrap();
+            tokio::spawn(async move {
+                for a in 0..100u64 {
+                    let sum = sender
+                        .call(to, &Add { a, b: task }, OP_TIMEOUT)
+                        .await
+                        .expect("an async call from a sending half");
+                    assert_eq!(sum.value.to_native(), a + task);
+                }
+            })
+        })
+        .collect();
+    within("sending tasks", OP_TIMEOUT * 4, async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await;
+    let mut sender = sender;
+    within("notes", OP_TIMEOUT * 2, async {
+        for seq in 0..300 {
+            sender.send(to, &note(seq)).await.expect("async typed send");
+        }
+        let tally = sender.call(to, &Tally {}, OP_TIMEOUT).await.unwrap();
+        assert_eq!(tally.next_seq.to_native(), 300);
+        assert_eq!(tally.bad.to_native(), 0);
+    })
+    .await;
+    drop(sender);
+    driver.abort();
+    let _ = driver.await;
+    peer.expect_success();
+}
