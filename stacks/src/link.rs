@@ -57,8 +57,8 @@ impl FromStr for Link {
 
 /// An established connection, not yet in an async runtime.
 pub enum Conn {
-    /// A ferry connection.
-    Ferry(ferry_transport::Connection),
+    /// A ferry connection (boxed: it is large, and moved around once).
+    Ferry(Box<ferry_transport::Connection>),
     /// A Unix stream socket (blocking mode; made non-blocking when it
     /// enters the runtime).
     Unix(UnixStream),
@@ -66,8 +66,8 @@ pub enum Conn {
 
 /// A listening name, for one connecting process.
 pub enum Listener {
-    /// ferry's listener.
-    Ferry(named::Listener),
+    /// ferry's listener (boxed: it is large).
+    Ferry(Box<named::Listener>),
     /// A Unix listening socket.
     Unix(UnixListener),
 }
@@ -77,10 +77,10 @@ impl Listener {
     /// `config`.
     pub fn bind(link: Link, name: &str, config: &ConnectionConfig) -> Result<Listener, StackError> {
         Ok(match link {
-            Link::Ferry => Listener::Ferry(
+            Link::Ferry => Listener::Ferry(Box::new(
                 named::listen(&Name::abstract_name(name), config.clone())
                     .map_err(|e| StackError::Link(e.to_string()))?,
-            ),
+            )),
             Link::Unix => {
                 let address = SocketAddr::from_abstract_name(name.as_bytes())?;
                 Listener::Unix(UnixListener::bind_addr(&address)?)
@@ -95,7 +95,7 @@ impl Listener {
                 let (connection, _peer) = listener
                     .accept(Some(timeout))
                     .map_err(|e| StackError::Link(e.to_string()))?;
-                Ok(Conn::Ferry(connection))
+                Ok(Conn::Ferry(Box::new(connection)))
             }
             Listener::Unix(listener) => {
                 if !wait_readable(listener.as_fd(), timeout)? {
@@ -119,10 +119,10 @@ pub fn connect(
     timeout: Duration,
 ) -> Result<Conn, StackError> {
     Ok(match link {
-        Link::Ferry => Conn::Ferry(
+        Link::Ferry => Conn::Ferry(Box::new(
             named::connect(&Name::abstract_name(name), config.clone(), timeout)
                 .map_err(|e| StackError::Link(e.to_string()))?,
-        ),
+        )),
         Link::Unix => {
             let address = SocketAddr::from_abstract_name(name.as_bytes())?;
             Conn::Unix(UnixStream::connect_addr(&address)?)

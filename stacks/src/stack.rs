@@ -79,13 +79,13 @@ pub async fn client(stack: Stack, conn: Conn) -> Result<Caller, StackError> {
             Caller::Tarpc(tarpc_echo::client(transport))
         }
         (Stack::Tarpc, Conn::Ferry(connection)) => {
-            let frames = ferry_adapters::Frames::from_connection(connection)?;
+            let frames = ferry_adapters::Frames::from_connection(*connection)?;
             let transport = tarpc::tokio_serde::Framed::new(frames, tarpc_echo::codec());
             Caller::Tarpc(tarpc_echo::client(transport))
         }
         (Stack::Grpc, Conn::Unix(stream)) => Caller::Grpc(grpc_echo::client(unix(stream)?).await?),
         (Stack::Grpc, Conn::Ferry(connection)) => {
-            let stream = ferry_adapters::ByteStream::from_connection(connection)?;
+            let stream = ferry_adapters::ByteStream::from_connection(*connection)?;
             Caller::Grpc(grpc_echo::client(stream).await?)
         }
     })
@@ -101,13 +101,13 @@ pub async fn serve(stack: Stack, conn: Conn) -> Result<(), StackError> {
             tarpc_echo::serve(transport).await
         }
         (Stack::Tarpc, Conn::Ferry(connection)) => {
-            let frames = ferry_adapters::Frames::from_connection(connection)?;
+            let frames = ferry_adapters::Frames::from_connection(*connection)?;
             let transport = tarpc::tokio_serde::Framed::new(frames, tarpc_echo::codec());
             tarpc_echo::serve(transport).await
         }
         (Stack::Grpc, Conn::Unix(stream)) => grpc_echo::serve(unix(stream)?).await,
         (Stack::Grpc, Conn::Ferry(connection)) => {
-            let stream = ferry_adapters::ByteStream::from_connection(connection)?;
+            let stream = ferry_adapters::ByteStream::from_connection(*connection)?;
             grpc_echo::serve(stream).await
         }
     }
