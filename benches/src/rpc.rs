@@ -211,7 +211,7 @@ fn measure_group(
     concurrencies: &[usize],
     options: &RpcOptions,
 ) -> Result<Vec<Figures>> {
-    let tuning = Tuning::default().spin(case.spin.unwrap_or(Duration::ZERO));
+    let config = ConnectionConfig::default().async_spin(case.spin.unwrap_or(Duration::ZERO));
     let (conn, server) = process::start(case.stack, case.link, &config, process::self_command()?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
