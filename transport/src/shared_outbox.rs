@@ -6,6 +6,7 @@
 
 use crate::error::SendError;
 use crate::outbox::Outbox;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The send path of a split connection, shared by its halves.
@@ -15,6 +16,9 @@ pub(crate) struct SharedOutbox {
     /// (the peer gone, or a protocol violation): every later send fails
     /// with it.
     ended: Mutex<Option<SendError>>,
+    /// Whether `ended` holds an error: every send checks this load, not
+    /// the lock.
+    has_ended: AtomicBool,
 }
 
 impl SharedOutbox {
@@ -22,6 +26,7 @@ impl SharedOutbox {
         Arc::new(SharedOutbox {
             outbox: Mutex::new(outbox),
             ended: Mutex::new(None),
+            has_ended: AtomicBool::new(false),
         })
     }
 
@@ -34,6 +39,9 @@ impl SharedOutbox {
 
     /// How the connection ended, if it has.
     pub(crate) fn ended(&self) -> Option<SendError> {
+        if !self.has_ended.load(Ordering::Acquire) {
+            return None;
+        }
         self.ended
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -47,6 +55,9 @@ impl SharedOutbox {
         if ended.is_none() || matches!(error, SendError::Failed(_)) {
             *ended = Some(error);
         }
+        // Under the lock, after the store: a sender that sees the flag
+        // finds the error.
+        self.has_ended.store(true, Ordering::Release);
     }
 }
 

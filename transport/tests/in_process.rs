@@ -549,3 +549,102 @@ fn dropping_one_end_disconnects_the_other() {
     let call = staying.send_sync(desk(), &Confirm { value: 1 }, WAIT.unwrap());
     assert_eq!(call.err(), Some(CallError::Disconnected));
 }
+
+/// A split connection in one process (and under miri): two threads send
+/// through clones of the sending half while a third calls synchronously
+/// from it; the receiving half's dispatch thread routes the call's reply to
+/// that caller; the peer sees every note once, each thread's in order. Then
+/// the peer goes away: the sending half learns it.
+#[test]
+fn split_halves_send_call_and_route_replies() {
+    let (ours, mut theirs) = Connection::pair(config(Trust::Untrusted)).unwrap();
+    let log = Log::default();
+    let drops = Arc::new(AtomicUsize::new(0));
+    theirs.register(DESK, Desk::handler(Recorder::new("peer", &log, &drops)));
+    let (sender, mut receiving) = ours.split().unwrap();
+    let peer = std::thread::spawn(move || {
+        while theirs.dispatch(WAIT).expect("the peer dispatches") > 0 {
+            if entries(&log).len() == 2 * 3 + 1 {
+                break;
+            }
+        }
+        (theirs, log)
+    });
+    let senders: Vec<_> = (0..2u32)
+        .map(|thread| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for seq in 0..3 {
+                    let note = Note {
+                        seq: thread * 10 + seq,
+                        text: format!("t{thread}"),
+                        values: vec![u64::from(seq)],
+                    };
+                    sender.send(desk(), &note).expect("a send from a clone");
+                }
+            })
+        })
+        .collect();
+    // The receiving half is driven on a thread of its own: the call's reply
+    // reaches the caller through it.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                receiving
+                    .dispatch(Some(Duration::from_millis(10)))
+                    .expect("the receiving half dispatches");
+            }
+            receiving
+        })
+    };
+    let sum = sender
+        .send_sync(
+            desk(),
+            &Add {
+                a: 2,
+                b: 3,
+                check: false,
+            },
+            WAIT.unwrap(),
+        )
+        .expect("a call from the sending half");
+    assert_eq!(sum.value.to_native(), 5);
+    for thread in senders {
+        thread.join().unwrap();
+    }
+    let (theirs, log) = peer.join().unwrap();
+    let seen = entries(&log);
+    for thread in 0..2u32 {
+        let notes: Vec<&String> = seen
+            .iter()
+            .filter(|e| e.starts_with("peer note") && e.contains(&format!(" t{thread} ")))
+            .collect();
+        assert_eq!(notes.len(), 3, "{seen:?}");
+        for (seq, entry) in notes.iter().enumerate() {
+            assert!(
+                entry.starts_with(&format!("peer note {} ", thread * 10 + seq as u32)),
+                "{seen:?}"
+            );
+        }
+    }
+    assert!(seen.contains(&"peer add 5".to_string()), "{seen:?}");
+    done.store(true, Ordering::SeqCst);
+    let receiving = driver.join().unwrap();
+    drop(theirs);
+    // The peer is gone: a send finds it (in the ring or from the watcher).
+    let deadline = std::time::Instant::now() + WAIT.unwrap();
+    while sender.try_send(desk(), &Progress { step: 1 }).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw the peer go"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        sender.send(desk(), &Progress { step: 2 }),
+        Err(SendError::Disconnected)
+    );
+    drop(receiving);
+}
