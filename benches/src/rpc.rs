@@ -43,6 +43,9 @@ pub struct RpcOptions {
     /// (e.g. 0,20us,100us): each value is a separate ferry measurement.
     #[arg(long, value_name = "LIST", default_value = "default")]
     spin: String,
+    /// Worker threads of each process's tokio runtime (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Payload bytes per call (request and reply).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     size: usize,
@@ -212,10 +215,14 @@ fn measure_group(
     options: &RpcOptions,
 ) -> Result<Vec<Figures>> {
     let config = ConnectionConfig::default().async_spin(case.spin.unwrap_or(Duration::ZERO));
-    let (conn, server) = process::start(case.stack, case.link, &config, process::self_command()?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (conn, server) = process::start_with_workers(
+        case.stack,
+        case.link,
+        &config,
+        options.workers,
+        process::self_command()?,
+    )?;
+    let runtime = process::runtime(options.workers)?;
     let figures = runtime.block_on(async {
         let caller = ferry_stacks::stack::client(case.stack, conn).await?;
         let mut all = Vec::new();
@@ -330,13 +337,16 @@ fn report(
         })
         .collect();
     println!(
-        "# ferry-bench rpc: {} B payload, {} s per measurement, medians of {} runs",
+        "# ferry-bench rpc: {} B payload, {} s per measurement, medians of {} runs, {} tokio workers per process",
         options.size,
         options.seconds,
-        options.runs.max(1)
+        options.runs.max(1),
+        options
+            .workers
+            .map_or_else(|| "default".to_owned(), |n| n.to_string())
     );
     println!(
-        "# load average {load_before} before, {load_after} after; {:.0} s in all",
+        "# load average {load_before} before, {load_after} after; {:.0} s in all; CPU pressure: share of the time other tasks waited for a CPU",
         took.as_secs_f64()
     );
     println!();

@@ -32,17 +32,22 @@ pub struct ServeSpec {
     pub name: String,
     /// The server's `ConnectionConfig::async_spin`.
     pub spin: Duration,
+    /// The server runtime's worker threads (`None`: tokio's default, one
+    /// per CPU).
+    pub workers: Option<usize>,
 }
 
 impl ServeSpec {
-    /// The spec as one line (`STACK LINK NAME SPIN_NS`).
+    /// The spec as one line (`STACK LINK NAME SPIN_NS WORKERS`, workers 0
+    /// for the default).
     pub fn encode(&self) -> String {
         format!(
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             self.stack,
             self.link,
             self.name,
-            self.spin.as_nanos()
+            self.spin.as_nanos(),
+            self.workers.unwrap_or(0)
         )
     }
 
@@ -55,11 +60,13 @@ impl ServeSpec {
         let link = word()?.parse()?;
         let name = word()?.to_owned();
         let spin = Duration::from_nanos(word()?.parse().map_err(|_| bad())?);
+        let workers: usize = word()?.parse().map_err(|_| bad())?;
         Ok(ServeSpec {
             stack,
             link,
             name,
             spin,
+            workers: (workers > 0).then_some(workers),
         })
     }
 
@@ -74,11 +81,18 @@ impl ServeSpec {
     pub fn run(&self) -> Result<(), StackError> {
         let config = ConnectionConfig::default().async_spin(self.spin);
         let conn = link::connect(self.link, &self.name, &config, SETUP_TIMEOUT)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(stack::serve(self.stack, conn))
+        runtime(self.workers)?.block_on(stack::serve(self.stack, conn))
     }
+}
+
+/// A multi-threaded tokio runtime with `workers` worker threads (`None`:
+/// one per CPU).
+pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, StackError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 /// The command that re-executes this binary (for [`start`]): stdin and
@@ -113,6 +127,18 @@ pub fn start(
     stack: Stack,
     link: Link,
     config: &ConnectionConfig,
+    command: Command,
+) -> Result<(Conn, ServerProcess), StackError> {
+    start_with_workers(stack, link, config, None, command)
+}
+
+/// [`start`], the server's runtime with `workers` worker threads (`None`:
+/// one per CPU).
+pub fn start_with_workers(
+    stack: Stack,
+    link: Link,
+    config: &ConnectionConfig,
+    workers: Option<usize>,
     mut command: Command,
 ) -> Result<(Conn, ServerProcess), StackError> {
     let name = fresh_name(link);
@@ -122,6 +148,7 @@ pub fn start(
         link,
         name,
         spin: config.async_spin,
+        workers,
     };
     command.env(SERVE_ENV, spec.encode());
     let child = command.spawn()?;
@@ -192,5 +219,37 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serve_spec_survives_its_line() {
+        for workers in [None, Some(1), Some(3)] {
+            let spec = ServeSpec {
+                stack: Stack::Grpc,
+                link: Link::Ferry,
+                name: "ferry-stacks-ferry-12-3".into(),
+                spin: Duration::from_nanos(20_500),
+                workers,
+            };
+            assert_eq!(ServeSpec::decode(&spec.encode()).expect("decoding"), spec);
+        }
+    }
+
+    #[test]
+    fn a_malformed_serve_spec_is_refused() {
+        for line in [
+            "",
+            "grpc",
+            "grpc ferry name",
+            "grpc ferry name x 0",
+            "rpc ferry n 1 0",
+        ] {
+            assert!(ServeSpec::decode(line).is_err(), "{line:?} was accepted");
+        }
     }
 }
