@@ -5,10 +5,11 @@
 //!   sending half of a split connection (`sender`): the difference is the
 //!   senders' lock, taken with nobody else wanting it.
 //! - `async/round_trip`: an `AsyncConnection` on a current-thread runtime
-//!   sends a frame to a thread that echoes it (blocking, spinning then
-//!   parking) and awaits the echo, for several `async_spin` budgets: how
-//!   much of a short spin a round trip needs before the task parks on the
-//!   readiness descriptor (and pays the wake-up of its thread).
+//!   sends a frame to a thread that echoes it (blocking, spinning: it
+//!   answers within a microsecond or two) and awaits the echo, for several
+//!   `async_spin` budgets: how much of a short spin a round trip needs
+//!   before the task parks on the readiness descriptor (and pays the
+//!   wake-up of its thread).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ferry_transport::{AsyncConnection, Connection, ConnectionConfig, RecvError, WaitStrategy};
@@ -46,7 +47,9 @@ fn async_round_trip(c: &mut Criterion) {
     for spin_us in [0u64, 5, 20, 50] {
         let spin = Duration::from_micros(spin_us);
         group.bench_with_input(BenchmarkId::from_parameter(spin_us), &spin, |b, &spin| {
-            let config = ConnectionConfig::default().async_spin(spin);
+            let config = ConnectionConfig::default()
+                .async_spin(spin)
+                .wait(WaitStrategy::Spin);
             let (ours, mut theirs) = Connection::pair(config).expect("a pair");
             let echo = std::thread::spawn(move || {
                 let mut buf = Vec::new();

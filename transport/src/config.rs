@@ -128,9 +128,14 @@ pub struct ConnectionConfig {
 /// holding it costs (its queue entry, envelope and buffer header).
 pub const SET_ASIDE_OVERHEAD: usize = 256;
 
-/// Default [`ConnectionConfig::async_spin`]: 20 µs (see the repository's
-/// docs/decisions.md, "Async waits", for the measurement behind it).
-pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(20);
+/// Default [`ConnectionConfig::async_spin`]: 5 µs, as the ring's own
+/// spin. Measured (`cargo bench -p ferry-transport --features tokio --bench
+/// threads_and_async`, an async round trip to a spinning echo thread, on 2
+/// shared vCPUs): 5 µs beat no spin (which parks the task and pays its
+/// thread's wake-up every time) and beat 20 and 50 µs (a spinning task
+/// holds the core its peer needs). See docs/decisions.md, "Threads and
+/// async".
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(5);
 
 /// Default ring size in each direction: 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;

@@ -386,7 +386,9 @@ impl Connection {
     /// shared rings, so the process that uses this end goes on, and its peer
     /// notices nothing until that process closes it or dies. Reply handlers
     /// still pending here are dropped without running: they belong to the
-    /// process that uses the end.
+    /// process that uses the end. A [split](Self::split) connection's
+    /// producer belongs to its sending halves too: split only in the
+    /// process that keeps the end.
     pub fn leave(self) {
         let Connection { outbox, inbox, .. } = self;
         match outbox {
@@ -426,7 +428,10 @@ impl Connection {
     /// The largest frame body that travels inside the ring; larger ones go
     /// out of line automatically.
     pub fn max_inline_payload(&self) -> usize {
-        self.outbox.read().max_inline()
+        match &self.outbox {
+            OutboxCell::Own(outbox) => outbox.max_inline(),
+            OutboxCell::Shared(shared) => shared.max_inline(),
+        }
     }
 
     /// What this end has done so far, with its rings' counters.
@@ -464,7 +469,12 @@ impl Connection {
         if self.lifecycle.fail(violation.clone()) == Transition::Ended {
             let _ = self.control.shutdown();
             self.inbox.rx.disconnect_handle().disconnect();
-            self.outbox.lock().tx.disconnect_handle().disconnect();
+            // Without the senders' lock: one of them may hold it while it
+            // waits for room, and this ends that wait.
+            match &self.outbox {
+                OutboxCell::Own(outbox) => outbox.tx.disconnect_handle().disconnect(),
+                OutboxCell::Shared(shared) => shared.disconnect(),
+            }
             self.set_aside.clear();
             self.calls.discard_arrived();
             let error = self.lifecycle.violation_error(violation.clone());

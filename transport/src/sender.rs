@@ -221,7 +221,10 @@ impl ConnectionSender {
     /// `dispatch`, or its own `send_sync`'s wait); if nobody does, the call
     /// ends with `TimedOut`. Unlike [`Connection::send_sync`] this thread
     /// dispatches nothing while it waits (it has no receiving half): the
-    /// peer's requests are the receiving half's to handle.
+    /// peer's requests are the receiving half's to handle. So do not call it
+    /// on the thread that drives the receiving half (a handler, say): no
+    /// one would route the reply, and it would time out; call the
+    /// connection's (or the handler context's) `send_sync` there.
     pub fn send_sync<M: Request>(
         &self,
         to: Remote<M::Receiver>,
@@ -247,7 +250,7 @@ impl ConnectionSender {
 
     /// The largest frame body that travels inside the ring.
     pub fn max_inline_payload(&self) -> usize {
-        self.inner.outbox.lock().max_inline()
+        self.inner.outbox.max_inline()
     }
 
     /// The configuration of the connection this half comes from.

@@ -6,12 +6,18 @@
 
 use crate::error::SendError;
 use crate::outbox::Outbox;
+use ferry_ring::DisconnectHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The send path of a split connection, shared by its halves.
 pub(crate) struct SharedOutbox {
     outbox: Mutex<Outbox>,
+    /// Ends a send waiting for room without taking the lock (that sender
+    /// holds it).
+    tx_gone: DisconnectHandle,
+    /// The largest body in the ring (fixed): read without the lock.
+    max_inline: usize,
     /// How the connection ended, once one of the halves learned it
     /// (the peer gone, or a protocol violation): every later send fails
     /// with it.
@@ -24,6 +30,8 @@ pub(crate) struct SharedOutbox {
 impl SharedOutbox {
     pub(crate) fn new(outbox: Outbox) -> Arc<SharedOutbox> {
         Arc::new(SharedOutbox {
+            tx_gone: outbox.tx.disconnect_handle(),
+            max_inline: outbox.max_inline(),
             outbox: Mutex::new(outbox),
             ended: Mutex::new(None),
             has_ended: AtomicBool::new(false),
@@ -35,6 +43,17 @@ impl SharedOutbox {
     /// panic is abandoned, never published), so the poison is ignored.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Declares the ring's consumer gone: every send, the one waiting for
+    /// room included, ends with `Disconnected`.
+    pub(crate) fn disconnect(&self) {
+        self.tx_gone.disconnect();
+    }
+
+    /// The largest body that travels inside the ring.
+    pub(crate) fn max_inline(&self) -> usize {
+        self.max_inline
     }
 
     /// How the connection ended, if it has.
