@@ -25,7 +25,15 @@
 //!   up) and every wait returns `Disconnected`; a peer that sends an invalid
 //!   frame gets the connection closed with a [`Violation`] naming it.
 //! - **Event loops**: [`Connection::readiness_fd`] (a socket) becomes readable when the
-//!   armed connection has something to read.
+//!   armed connection has something to read ([`Connection::arm`]) or room
+//!   to send ([`Connection::arm_send`]).
+//! - **Threads**: [`Connection::split`] gives a cloneable
+//!   [`ConnectionSender`] for any number of sending threads; the connection
+//!   stays the receiving half.
+//! - **Async** (cargo feature `tokio`, off by default): `AsyncConnection`
+//!   and `AsyncSender` make receiving, sending, dispatching and calling
+//!   futures over tokio's `AsyncFd`, with `poll_recv_ready` /
+//!   `poll_send_ready` for adapters.
 //! - **Setting up**: [`Connection::pair`]; [`connect`] / [`Acceptor`] through
 //!   a broker; [`named`] for unrelated processes meeting at a path or an
 //!   abstract name.

@@ -3,14 +3,6 @@
 //! and `Sync`: any number of threads send through it) and the connection
 //! itself, which stays the receiving half.
 //!
-//! | operation | needs |
-//! |---|---|
-//! | `send_frame`, `try_send_frame`, `send_frame_with_fds` | either half |
-//! | `send`, `try_send`, `send_with_fds` (typed) | either half |
-//! | `send_sync` (a synchronous call) | either half; from the sender, the reply is routed by whoever drives the receiving half |
-//! | `recv_frame`, `dispatch`, `register`, `arm`, `send_with_reply` | the receiving half (the connection) |
-//! | `reserve_frame` (writing in place) | an unsplit connection |
-//!
 //! Sends are serialized by one lock (the ring has one producer); while a
 //! send waits for room it holds it, so the other senders queue behind it,
 //! each bounded by its own timeout. Frames from one sender thread arrive in
@@ -41,6 +33,21 @@ use std::time::{Duration, Instant};
 /// The sending half of a split [`Connection`]: sends frames and typed
 /// messages, and makes synchronous calls, from any thread (clone it, or
 /// share it: it is `Send` and `Sync`). See [`Connection::split`].
+///
+/// Which operation needs which half:
+///
+/// | operation | needs |
+/// |---|---|
+/// | `send_frame`, `try_send_frame`, `send_frame_with_fds` | either half |
+/// | `send`, `try_send`, `send_with_fds` (typed) | either half |
+/// | `send_sync` (a synchronous call) | either half; from the sender, the reply is routed by whoever drives the receiving half |
+/// | `recv_frame`, `dispatch`, `register`, `arm`, `arm_send`, `send_with_reply` | the receiving half (the connection; an `AsyncSender` has `poll_send_ready`) |
+/// | `reserve_frame` (writing in place) | an unsplit connection |
+///
+/// A sender waiting for room holds the senders' lock: the other senders
+/// queue behind it, each bounded by its own timeout. Frames from one sender
+/// thread arrive in the order it sent them. The peer's death ends the waits
+/// of both halves at once.
 ///
 /// ```
 /// use ferry_transport::{Connection, ConnectionConfig};
