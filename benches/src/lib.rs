@@ -36,6 +36,8 @@ pub mod payload;
 pub mod peer;
 pub mod plot;
 pub mod report;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod session;
 pub mod sizes;
 pub mod transports;

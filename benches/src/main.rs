@@ -41,6 +41,9 @@ enum Command {
     Latency(Options),
     /// A one-way stream, acknowledged at the end: messages and bytes per second.
     Throughput(Options),
+    /// tarpc and gRPC calls over ferry and over a Unix socket (`rpc` feature).
+    #[cfg(feature = "rpc")]
+    Rpc(ferry_bench::rpc::RpcOptions),
 }
 
 #[derive(Args)]
@@ -129,10 +132,16 @@ fn main() -> ExitCode {
     if peer::is_peer() {
         return peer::main();
     }
+    #[cfg(feature = "rpc")]
+    if let Some(code) = ferry_bench::rpc::serve_if_server() {
+        return code;
+    }
     let cli = Cli::parse();
     let (mode, options) = match cli.command {
         Command::Latency(options) => (Mode::Latency, options),
         Command::Throughput(options) => (Mode::Throughput, options),
+        #[cfg(feature = "rpc")]
+        Command::Rpc(options) => return ferry_bench::rpc::main(&options),
     };
     match run(mode, &options) {
         Ok(true) => ExitCode::SUCCESS,

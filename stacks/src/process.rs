@@ -1,0 +1,255 @@
+//! The two processes: the process that starts the other listens (ferry or
+//! Unix socket, at a fresh abstract name), starts the server process with
+//! a [`ServeSpec`] in its environment, and accepts its connection; the
+//! server process connects, serves until the connection closes, and exits.
+//! Tests, examples and ferry-bench all start their server this way; each
+//! re-executes its own binary, which calls [`ServeSpec::from_env`] first.
+
+use crate::error::StackError;
+use crate::link::{self, Conn, Link, Listener};
+use crate::stack::{self, Stack};
+use ferry_transport::ConnectionConfig;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The environment variable that makes a process a stack's server.
+pub const SERVE_ENV: &str = "FERRY_STACKS_SERVE";
+
+/// How long setting up a connection between the two processes may take.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a server process serves: the stack, the link, where to connect,
+/// and how its async ferry waiters spin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSpec {
+    /// The stack to serve.
+    pub stack: Stack,
+    /// The link to connect over.
+    pub link: Link,
+    /// The abstract name the other process listens at.
+    pub name: String,
+    /// The server's `ConnectionConfig::async_spin`.
+    pub spin: Duration,
+    /// The server runtime's worker threads (`None`: tokio's default, one
+    /// per CPU).
+    pub workers: Option<usize>,
+}
+
+impl ServeSpec {
+    /// The spec as one line (`STACK LINK NAME SPIN_NS WORKERS`, workers 0
+    /// for the default).
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.stack,
+            self.link,
+            self.name,
+            self.spin.as_nanos(),
+            self.workers.unwrap_or(0)
+        )
+    }
+
+    /// Parses [`encode`](Self::encode)'s line.
+    pub fn decode(line: &str) -> Result<ServeSpec, StackError> {
+        let bad = || StackError::Process(format!("bad serve spec {line:?}"));
+        let mut words = line.split(' ');
+        let mut word = || words.next().ok_or_else(bad);
+        let stack = word()?.parse()?;
+        let link = word()?.parse()?;
+        let name = word()?.to_owned();
+        let spin = Duration::from_nanos(word()?.parse().map_err(|_| bad())?);
+        let workers: usize = word()?.parse().map_err(|_| bad())?;
+        Ok(ServeSpec {
+            stack,
+            link,
+            name,
+            spin,
+            workers: (workers > 0).then_some(workers),
+        })
+    }
+
+    /// The spec this process was started with, if it is a server process.
+    pub fn from_env() -> Option<Result<ServeSpec, StackError>> {
+        let line = std::env::var(SERVE_ENV).ok()?;
+        Some(ServeSpec::decode(&line))
+    }
+
+    /// The server process's work: connects, serves until the other process
+    /// closes the connection, and returns.
+    pub fn run(&self) -> Result<(), StackError> {
+        let config = ConnectionConfig::default().async_spin(self.spin);
+        let conn = link::connect(self.link, &self.name, &config, SETUP_TIMEOUT)?;
+        runtime(self.workers)?.block_on(stack::serve(self.stack, conn))
+    }
+}
+
+/// A multi-threaded tokio runtime with `workers` worker threads (`None`:
+/// one per CPU).
+pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, StackError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().build()?)
+}
+
+/// The command that re-executes this binary (for [`start`]): stdin and
+/// stdout null, stderr shared, and the child dies with SIGKILL if the
+/// thread that spawned it ends first.
+pub fn self_command() -> Result<Command, StackError> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    let die_with_parent = || -> std::io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        Ok(())
+    };
+    // SAFETY: runs between fork and exec, where only async-signal-safe work
+    // is allowed: one prctl(PR_SET_PDEATHSIG) system call through rustix's
+    // raw-syscall backend, no allocation, no lock.
+    unsafe { command.pre_exec(die_with_parent) };
+    Ok(command)
+}
+
+/// A fresh abstract name for one connection of this process.
+fn fresh_name(link: Link) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("ferry-stacks-{link}-{}-{n}", std::process::id())
+}
+
+/// Listens on `link`, starts `command` as the server of `stack` (adding
+/// [`SERVE_ENV`]; ferry connections use `config`, the server's too, as far
+/// as its `async_spin`), and accepts its connection (within
+/// [`SETUP_TIMEOUT`]). Returns our end and the process.
+pub fn start(
+    stack: Stack,
+    link: Link,
+    config: &ConnectionConfig,
+    command: Command,
+) -> Result<(Conn, ServerProcess), StackError> {
+    start_with_workers(stack, link, config, None, command)
+}
+
+/// [`start`], the server's runtime with `workers` worker threads (`None`:
+/// one per CPU).
+pub fn start_with_workers(
+    stack: Stack,
+    link: Link,
+    config: &ConnectionConfig,
+    workers: Option<usize>,
+    mut command: Command,
+) -> Result<(Conn, ServerProcess), StackError> {
+    let name = fresh_name(link);
+    let mut listener = Listener::bind(link, &name, config)?;
+    let spec = ServeSpec {
+        stack,
+        link,
+        name,
+        spin: config.async_spin,
+        workers,
+    };
+    command.env(SERVE_ENV, spec.encode());
+    let child = command.spawn()?;
+    let mut server = ServerProcess {
+        child: Some(child),
+        label: format!("{stack} server over {link}"),
+    };
+    match listener.accept(SETUP_TIMEOUT) {
+        Ok(conn) => Ok((conn, server)),
+        Err(e) => {
+            server.kill();
+            Err(e)
+        }
+    }
+}
+
+/// A server process. Dropping it kills (SIGKILL) and reaps it if it still
+/// runs.
+pub struct ServerProcess {
+    child: Option<Child>,
+    label: String,
+}
+
+impl ServerProcess {
+    /// The process id.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits (at most `limit`) for the process to exit once its connection
+    /// is closed, and requires success; kills it on timeout.
+    pub fn finish(mut self, limit: Duration) -> Result<(), StackError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(StackError::Process(format!(
+                        "{} exited with {status}",
+                        self.label
+                    )))
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StackError::Process(format!(
+                    "{} still running {limit:?} after its connection closed: killed",
+                    self.label
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serve_spec_survives_its_line() {
+        for workers in [None, Some(1), Some(3)] {
+            let spec = ServeSpec {
+                stack: Stack::Grpc,
+                link: Link::Ferry,
+                name: "ferry-stacks-ferry-12-3".into(),
+                spin: Duration::from_nanos(20_500),
+                workers,
+            };
+            assert_eq!(ServeSpec::decode(&spec.encode()).expect("decoding"), spec);
+        }
+    }
+
+    #[test]
+    fn a_malformed_serve_spec_is_refused() {
+        for line in [
+            "",
+            "grpc",
+            "grpc ferry name",
+            "grpc ferry name x 0",
+            "rpc ferry n 1 0",
+        ] {
+            assert!(ServeSpec::decode(line).is_err(), "{line:?} was accepted");
+        }
+    }
+}
