@@ -61,6 +61,8 @@ mod readiness;
 mod config;
 mod endpoint;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod id_map;
 mod incoming;
 mod introduce;

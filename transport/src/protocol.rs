@@ -20,6 +20,12 @@
 /// Attributes before `fn`: `@allowed_while_waiting` lets the receiver
 /// dispatch the message while it waits for a synchronous reply.
 ///
+/// With ferry-transport's `fuzzing` feature, every message and reply also
+/// implements [`arbitrary::Arbitrary`](https://docs.rs/arbitrary) (each
+/// field's type must implement it too), and the receiver implements
+/// `ferry_transport::fuzzing::Protocol`, which the fuzzing checkers use to
+/// know its messages.
+///
 /// ```
 /// use ferry_transport::{Connection, ConnectionConfig, Context, Remote};
 /// use std::cell::RefCell;
@@ -160,6 +166,18 @@ macro_rules! protocol {
             )?
         )*
 
+        // Under ferry-transport's `fuzzing` feature: `Arbitrary` for every
+        // message and reply, and the receiver's message list for the
+        // checkers of `ferry_transport::fuzzing` (nothing otherwise).
+        $crate::__protocol_fuzzing! {
+            $Receiver {
+                $(
+                    $Message { $($field : $field_ty),* }
+                    $( -> $Reply { $($reply_field : $reply_ty),* } )? ;
+                )*
+            }
+        }
+
         #[doc = concat!("Handles the messages of [`", stringify!($Receiver), "`].")]
         $vis trait $Handler {
             $(
@@ -260,4 +278,68 @@ macro_rules! __protocol_call {
         let reply: $Reply = $handler.$method($connection, $message);
         $connection.send_reply(&*$incoming.envelope(), &reply)
     }};
+}
+
+/// `protocol!`'s fuzzing support, chosen by ferry-transport's own `fuzzing`
+/// feature: a `#[cfg_attr(feature = ...)]` emitted by `protocol!` would be
+/// evaluated in the crate that calls it, whose features are not ours.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_fuzzing {
+    (
+        $Receiver:ident {
+            $(
+                $Message:ident { $($field:ident : $field_ty:ty),* }
+                $( -> $Reply:ident { $($reply_field:ident : $reply_ty:ty),* } )? ;
+            )*
+        }
+    ) => {
+        $(
+            $crate::__protocol_arbitrary! { $Message { $($field : $field_ty),* } }
+            $( $crate::__protocol_arbitrary! { $Reply { $($reply_field : $reply_ty),* } } )?
+        )*
+
+        impl $crate::fuzzing::Protocol for $Receiver {
+            fn visit<V: $crate::fuzzing::Visitor>(visitor: &mut V) {
+                $( $crate::__protocol_visit!(visitor, $Message $($Reply)?); )*
+            }
+        }
+    };
+}
+
+/// Without the `fuzzing` feature, `protocol!` generates nothing for fuzzing.
+#[cfg(not(feature = "fuzzing"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_fuzzing {
+    ($($tokens:tt)*) => {};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_arbitrary {
+    ($Type:ident { $($field:ident : $field_ty:ty),* }) => {
+        impl<'a> $crate::fuzzing::arbitrary::Arbitrary<'a> for $Type {
+            #[allow(unused_variables)]
+            fn arbitrary(
+                u: &mut $crate::fuzzing::arbitrary::Unstructured<'a>,
+            ) -> $crate::fuzzing::arbitrary::Result<Self> {
+                ::core::result::Result::Ok($Type {
+                    $( $field: $crate::fuzzing::arbitrary::Arbitrary::arbitrary(u)?, )*
+                })
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_visit {
+    ($visitor:ident, $Message:ident) => {
+        $visitor.message::<$Message>()
+    };
+    ($visitor:ident, $Message:ident $Reply:ident) => {
+        $visitor.request::<$Message>()
+    };
 }
