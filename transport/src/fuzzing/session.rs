@@ -369,9 +369,6 @@ impl<P: Protocol> Target<P> {
                     std::thread::scope(|scope| {
                         let serving = scope.spawn(|| {
                             peer_now.serve(&catalog, answer, seed, Some(&stop));
-                            if answer != Answer::Valid && peer_now.answered > 0 {
-                                peer_now.corrupted = true;
-                            }
                         });
                         match call {
                             Some((calls, destination)) => {
