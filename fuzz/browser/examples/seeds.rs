@@ -269,8 +269,16 @@ fn session_seeds<P: Protocol>(target: &Target<P>, draws: usize) -> Vec<Vec<u8>> 
             let SessionReport {
                 handled, answered, ..
             } = report;
-            (handled + 4 * answered, input)
+            (
+                if handled == 0 {
+                    0
+                } else {
+                    8 * handled + answered
+                },
+                input,
+            )
         })
+        .filter(|(score, _)| *score > 0)
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0));
     scored.into_iter().take(8).map(|(_, input)| input).collect()

@@ -6,13 +6,16 @@
 //! fuzzer's bytes through `Arbitrary`, so they pass validation and reach
 //! deep into the handlers, and the mutations find what validation misses.
 //!
-//! Both ends are real `Connection`s in this process (`Connection::pair`):
-//! the victim, with the target's receivers registered (wrapped, as in
-//! [`Target::dispatch`]), and the peer, which the input drives. The peer
-//! answers every request the victim makes with a reply of the declared
-//! type built from the input (or, when the input says, a mutated one, one
-//! naming another message, or none and a hang-up), on a thread of its own
-//! while the victim runs.
+//! Both ends are real `Connection`s in this process (`Connection::pair`),
+//! driven from one thread: the victim, with the target's receivers
+//! registered (wrapped, as in [`Target::dispatch`]), and the peer, which
+//! the input drives. The peer answers the victim's requests with replies
+//! of the declared type built from the input: between steps for replies
+//! to requests the victim sends from its handlers, and, for a synchronous
+//! call the victim makes (`Call`), before the call (the reply waits in the
+//! ring for the call to read it), validly or, as the input says, mutated
+//! or naming another message. A handler of the victim that calls the peer
+//! synchronously gets no answer and waits for its own timeout.
 //!
 //! The input is read with [`arbitrary::Unstructured`]: the victim's trust,
 //! whether the peer reads what the victim sends (or never takes its
@@ -27,21 +30,21 @@ use super::target::Target;
 use super::watch::Watch;
 use crate::config::Trust;
 use crate::connection::Connection;
-use crate::error::{RecvError, Violation};
+use crate::error::Violation;
 use crate::outbox::Room;
 use crate::wire::{ENVELOPE_SIZE, Envelope, Flags};
 use arbitrary::Unstructured;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Steps in one session, at most.
 const MAX_STEPS: usize = 64;
 /// Ring size of the session's connection (each direction).
 const RING_CAPACITY: usize = 64 * 1024;
-/// How long the victim's synchronous calls wait (the peer answers at once,
-/// or hangs up).
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the victim's synchronous calls wait. The peer's answer is in
+/// the ring before the call is made; a mutated one may never name the call
+/// (its reply flag flipped), and the call then waits this long.
+const CALL_TIMEOUT: Duration = Duration::from_millis(10);
 /// How long a reply waits for room in a ring the other side does not read.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long the descriptor count may take to come down after an input.
@@ -152,30 +155,17 @@ impl Peer {
     }
 
     /// Reads what the victim sent, answering its requests, until nothing
-    /// is left (or `stop` says the victim is done, when `wait` is given).
-    fn serve(&mut self, catalog: &Catalog, answer: Answer, seed: &[u8], wait: Option<&AtomicBool>) {
-        let mut u = Unstructured::new(seed);
+    /// is left.
+    fn serve(&mut self, catalog: &Catalog) {
         loop {
-            let timeout = wait.map(|_| Duration::from_millis(1));
             // The frame is dropped (its room given back) once its envelope
             // is read.
-            let received = match timeout {
-                Some(timeout) => self
-                    .connection
-                    .recv_frame(Some(timeout))
-                    .map(|frame| *frame.envelope()),
-                None => self
-                    .connection
-                    .try_recv_frame()
-                    .map(|frame| *frame.envelope()),
-            };
-            let envelope = match received {
-                Ok(envelope) => envelope,
-                Err(RecvError::Empty | RecvError::TimedOut) => match wait {
-                    Some(stop) if !stop.load(Ordering::Acquire) => continue,
-                    _ => return,
-                },
-                Err(_) => return,
+            let received = self
+                .connection
+                .try_recv_frame()
+                .map(|frame| *frame.envelope());
+            let Ok(envelope) = received else {
+                return;
             };
             let flags = envelope.flags;
             if envelope.request_id == 0 || flags.has(Flags::REPLY) || flags.has(Flags::RAW) {
@@ -185,7 +175,18 @@ impl Peer {
             else {
                 continue;
             };
-            self.answer(catalog, entry, envelope, answer, &mut u);
+            // The answer to the victim's own synchronous calls was sent
+            // before the call (see `Step::Call`).
+            if flags.has(Flags::SYNC) {
+                continue;
+            }
+            self.answer(
+                catalog,
+                entry,
+                envelope,
+                Answer::Valid,
+                &mut Unstructured::new(&[]),
+            );
         }
     }
 
@@ -342,53 +343,49 @@ impl<P: Protocol> Target<P> {
                     let bytes = u.bytes(len).unwrap_or_default().to_vec();
                     peer_now.raw(&bytes);
                 }
-                Step::Dispatch | Step::Call => {
+                Step::Dispatch => {
+                    for _ in 0..64 {
+                        if !matches!(victim.dispatch(Some(Duration::ZERO)), Ok(1..)) {
+                            break;
+                        }
+                    }
+                    check_budgets(&victim, baseline, &mut report.most_fds_held)?;
+                }
+                Step::Call => {
+                    let requests: Vec<&Entry> = catalog.requests().collect();
+                    if requests.is_empty() {
+                        continue;
+                    }
+                    let entry = *requests[u.choose_index(requests.len()).unwrap_or(0)];
+                    let destination = u64::from(u.arbitrary::<u8>().unwrap_or(0));
                     let answer = match u.int_in_range(0..=7u8).unwrap_or(0) {
                         0 => Answer::Mutated,
                         1 => Answer::WrongMessage,
                         _ => Answer::Valid,
                     };
-                    let seed_len = u.int_in_range(0..=64usize).unwrap_or(0);
-                    let seed = u.bytes(seed_len).unwrap_or_default();
-                    let call = if step == Step::Call {
-                        let requests: Vec<&Entry> = catalog.requests().collect();
-                        match requests.is_empty() {
-                            true => None,
-                            false => {
-                                let entry = requests[u.choose_index(requests.len()).unwrap_or(0)];
-                                let destination = u64::from(u.arbitrary::<u8>().unwrap_or(0));
-                                entry.calls.map(|calls| (calls, destination))
-                            }
-                        }
-                    } else {
-                        None
+                    // The peer answers before the call is made: its reply
+                    // waits in the ring, behind what the peer sent before,
+                    // for the call to read it (a peer that answers at
+                    // once, without a thread to run it).
+                    let request = Envelope {
+                        destination,
+                        request_id: victim.calls.peek_next_id(),
+                        receiver: entry.receiver,
+                        schema: entry.schema,
+                        message: entry.message,
+                        flags: Flags(Flags::SYNC),
+                        fd_count: 0,
                     };
-                    let call_seed_len = u.int_in_range(0..=64usize).unwrap_or(0);
-                    let call_seed = u.bytes(call_seed_len).unwrap_or_default();
-                    let stop = AtomicBool::new(false);
-                    std::thread::scope(|scope| {
-                        let serving = scope.spawn(|| {
-                            peer_now.serve(&catalog, answer, seed, Some(&stop));
-                        });
-                        match call {
-                            Some((calls, destination)) => {
-                                let mut u = Unstructured::new(call_seed);
-                                let _ =
-                                    (calls.sync)(&mut victim, destination, &mut u, CALL_TIMEOUT);
-                            }
-                            None => {
-                                for _ in 0..64 {
-                                    if !matches!(victim.dispatch(Some(Duration::ZERO)), Ok(1..)) {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        stop.store(true, Ordering::Release);
-                        // Wakes the peer at once rather than at its next poll.
-                        let _ = victim.try_send_frame(b"");
-                        let _ = serving.join();
-                    });
+                    peer_now.answer(&catalog, &entry, request, answer, &mut u);
+                    if let Some(calls) = entry.calls {
+                        let _ = (calls.sync)(&mut victim, destination, &mut u, CALL_TIMEOUT);
+                    }
+                    // No call was made (its message could not be built from
+                    // what was left of the input): the answer is a reply to
+                    // a request never made, which the victim refuses.
+                    if victim.calls.peek_next_id() == request.request_id {
+                        peer_now.corrupted = true;
+                    }
                     check_budgets(&victim, baseline, &mut report.most_fds_held)?;
                 }
                 Step::HangUp => {
@@ -399,7 +396,7 @@ impl<P: Protocol> Target<P> {
                 }
             }
             if let Some(peer) = peer.as_mut().filter(|peer| peer.reads) {
-                peer.serve(&catalog, Answer::Valid, &[], None);
+                peer.serve(&catalog);
             }
         }
         // What is left is dispatched, the peer gone or serving.
