@@ -1,72 +1,20 @@
 //! What the checkers know of a user's protocol: its receivers and messages,
-//! listed by `protocol!` through [`Protocol::visit`], and turned into a
+//! listed by `protocol!` through `Protocol::visit`, and turned into a
 //! table of functions (build a message from fuzz bytes, check an archive)
 //! that the checkers use without naming the types.
 
 use super::finding::Finding;
+use super::protocol::{Fuzzable, Protocol, Visitor};
+use super::round_trip::check_archive;
 use super::watch::Watch;
 use crate::connection::Connection;
 use crate::error::{CallError, SendError};
-use crate::message::{Archivable, Message, Receiver, Remote, Request};
+use crate::message::{Message, Receiver, Remote, Request};
 use crate::wire::{ENVELOPE_SIZE, Envelope, Flags};
-use arbitrary::{Arbitrary, Unstructured};
-use rkyv::api::high::HighDeserializer;
+use arbitrary::Unstructured;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use std::time::Duration;
-
-/// A message or reply type the checkers can build from fuzz bytes, validate,
-/// deserialize and serialize again. Every type `protocol!` declares is one
-/// under the `fuzzing` feature.
-pub trait Fuzzable:
-    Archivable
-    + std::fmt::Debug
-    + for<'a> Arbitrary<'a>
-    + rkyv::Archive<Archived: rkyv::Deserialize<Self, HighDeserializer<rancor::Error>>>
-{
-}
-
-impl<T> Fuzzable for T where
-    T: Archivable
-        + std::fmt::Debug
-        + for<'a> Arbitrary<'a>
-        + rkyv::Archive<Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>>
-{
-}
-
-/// Receives each message of a [`Protocol`].
-pub trait Visitor {
-    /// A message without a reply.
-    fn message<M: Message + Fuzzable>(&mut self);
-    /// A message with a reply.
-    fn request<M: Request<Reply: Fuzzable> + Fuzzable>(&mut self);
-}
-
-/// The receivers a connection carries, for the checkers: `protocol!`
-/// implements it for each receiver it declares (under the `fuzzing`
-/// feature), and tuples of protocols are protocols.
-pub trait Protocol: 'static {
-    /// Calls `visitor` with each message of each receiver.
-    fn visit<V: Visitor>(visitor: &mut V);
-}
-
-macro_rules! tuple_protocol {
-    ($($P:ident),+) => {
-        impl<$($P: Protocol),+> Protocol for ($($P,)+) {
-            fn visit<V: Visitor>(visitor: &mut V) {
-                $( $P::visit(visitor); )+
-            }
-        }
-    };
-}
-tuple_protocol!(A);
-tuple_protocol!(A, B);
-tuple_protocol!(A, B, C);
-tuple_protocol!(A, B, C, D);
-tuple_protocol!(A, B, C, D, E);
-tuple_protocol!(A, B, C, D, E, F);
-tuple_protocol!(A, B, C, D, E, F, G);
-tuple_protocol!(A, B, C, D, E, F, G, H);
 
 /// Builds a value from fuzz bytes and archives it.
 pub(crate) type Build = fn(&mut Unstructured<'_>) -> Option<AlignedVec<16>>;
@@ -265,7 +213,7 @@ fn entry<M: Message + Fuzzable>(
         message: M::ID,
         allowed_while_waiting: M::ALLOWED_WHILE_WAITING,
         build: build::<M>,
-        check: super::decode::check_archive::<M>,
+        check: check_archive::<M>,
         reply,
         calls,
     }
@@ -279,7 +227,7 @@ impl Visitor for Catalog {
     fn request<M: Request<Reply: Fuzzable> + Fuzzable>(&mut self) {
         let reply = (
             build::<M::Reply> as Build,
-            super::decode::check_archive::<M::Reply> as CheckArchive,
+            check_archive::<M::Reply> as CheckArchive,
         );
         let calls = Calls {
             sync: send_sync::<M>,

@@ -20,10 +20,11 @@
 //! byte, bytes). Integers are little-endian; reading past the end yields
 //! zeros.
 
-use super::catalog::{Catalog, Protocol, frame_bytes};
+use super::catalog::{Catalog, frame_bytes};
 use super::fds::{FdSnapshot, attached_fds_held, one_at_a_time};
 use super::finding::{Check, Finding};
 use super::peer::{AttachedFd, HostilePeer, PeerOp};
+use super::protocol::Protocol;
 use super::target::Target;
 use super::watch::Watch;
 use crate::config::{ConnectionConfig, Trust};

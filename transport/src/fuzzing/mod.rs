@@ -68,15 +68,17 @@ pub mod dispatch;
 pub mod fds;
 mod finding;
 mod peer;
+mod protocol;
+mod round_trip;
 mod session;
 mod target;
 mod watch;
 
 pub use arbitrary;
-pub use catalog::{Fuzzable, Protocol, Visitor};
 pub use dispatch::{DispatchReport, dispatch_input};
 pub use finding::{Check, Finding};
 pub use peer::{AttachedFd, PeerOp};
+pub use protocol::{Fuzzable, Protocol, Visitor};
 pub use session::SessionReport;
 pub use target::Target;
 

@@ -22,10 +22,11 @@
 //! replies), `max_sync_nesting` and a small or the configured
 //! `max_deferred_bytes`; then up to 64 steps (see [`Step`]).
 
-use super::catalog::{Catalog, Entry, Protocol, frame_bytes};
+use super::catalog::{Catalog, Entry, frame_bytes};
 use super::dispatch::check_budgets;
 use super::fds::{ATTACHED_MEMFD, FdSnapshot, attached_fds_held, one_at_a_time};
 use super::finding::{Check, Finding};
+use super::protocol::Protocol;
 use super::target::Target;
 use super::watch::Watch;
 use crate::config::Trust;

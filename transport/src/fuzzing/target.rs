@@ -1,7 +1,7 @@
 //! What the dispatch and session checkers fuzz: a connection configured as
 //! the user configures it, with the user's handlers registered.
 
-use super::catalog::Protocol;
+use super::protocol::Protocol;
 use super::watch::Watch;
 use crate::config::ConnectionConfig;
 use crate::connection::{BoundReceiver, Connection};
