@@ -8,11 +8,15 @@
 //! shifts the bytes off 16-byte alignment by `1 + (selector >> 4 & 7)`.
 //!
 //! Checked, beyond "never panics": whatever a decoder accepts re-encodes to
-//! the same bytes, and what an encoder writes decodes to what it encoded; every archive that validates deserializes, serializes
-//! again, validates again and compares equal.
+//! the same bytes, and what an encoder writes decodes to what it encoded;
+//! every archive goes through `ferry_transport::fuzzing::decode::check_archive`
+//! (trusted and untrusted validation agree; an accepted archive's value
+//! re-encodes into an archive that validates and re-encodes identically).
 
 use crate::input::{Cursor, Writer};
 use crate::proto::*;
+use ferry_transport::fuzzing::Fuzzable;
+use ferry_transport::fuzzing::decode::check_archive;
 use ferry_transport::rkyv::{self, rancor, util::AlignedVec};
 use ferry_transport::wire::{
     ATTACHMENT_HEADER_SIZE, ENVELOPE_SIZE, Envelope, Flags, OUT_OF_LINE_BODY_SIZE,
@@ -172,43 +176,19 @@ fn request(bytes: &[u8]) {
     }
 }
 
-/// What every archived message type offers the `archive` check.
-pub trait Checked:
-    Sized
-    + ferry_transport::Archivable
-    + PartialEq
-    + std::fmt::Debug
-    + rkyv::Archive<
-        Archived: rkyv::Deserialize<Self, rkyv::api::high::HighDeserializer<rancor::Error>>,
-    >
-{
-}
-
-impl<T> Checked for T where
-    T: ferry_transport::Archivable
-        + PartialEq
-        + std::fmt::Debug
-        + rkyv::Archive<
-            Archived: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
-        >
-{
-}
-
-/// Validates `bytes` (copied to `misalign` bytes past a 16-aligned address)
-/// as an archive of `T`; when valid, checks the round trip.
-pub fn archive<T: Checked>(bytes: &[u8], misalign: usize) {
+/// Validates `bytes` as an archive of `T`, copied to `misalign` bytes past
+/// a 16-aligned address (refused or accepted, never undefined behaviour),
+/// then checks it with the public `fuzzing::decode::check_archive`: a
+/// trusted and an untrusted receiver agree, and an accepted archive's value
+/// re-encodes identically.
+pub fn archive<T: Fuzzable>(bytes: &[u8], misalign: usize) {
     let mut buffer = AlignedVec::<16>::with_capacity(misalign + bytes.len());
     buffer.extend_from_slice(&[0u8; 16][..misalign]);
     buffer.extend_from_slice(bytes);
-    let bytes = &buffer[misalign..];
-    let Ok(archived) = rkyv::access::<T::Archived, rancor::Error>(bytes) else {
-        return;
-    };
-    let value: T =
-        rkyv::deserialize::<T, rancor::Error>(archived).expect("a validated archive deserializes");
-    let again = rkyv::to_bytes::<rancor::Error>(&value).expect("serializes");
-    let archived =
-        rkyv::access::<T::Archived, rancor::Error>(&again).expect("our own archive validates");
-    let value2: T = rkyv::deserialize::<T, rancor::Error>(archived).expect("deserializes");
-    assert_eq!(value, value2);
+    let _ = std::hint::black_box(rkyv::access::<T::Archived, rancor::Error>(
+        &buffer[misalign..],
+    ));
+    if let Err(finding) = check_archive::<T>(bytes) {
+        panic!("{finding}");
+    }
 }

@@ -23,7 +23,9 @@ ferry_transport::protocol! {
 }
 
 /// One entry of a [`Catalog`] message.
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, arbitrary::Arbitrary, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(crate = ferry_transport::rkyv)]
 pub struct Entry {
     /// A name.
@@ -39,7 +41,9 @@ pub struct Entry {
 }
 
 /// A struct nested in [`Entry`].
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, arbitrary::Arbitrary, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(crate = ferry_transport::rkyv)]
 pub struct Child {
     /// An id.
@@ -55,7 +59,9 @@ pub struct Child {
 }
 
 /// An enum with data, in [`Entry`].
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, arbitrary::Arbitrary, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(crate = ferry_transport::rkyv)]
 pub enum Value {
     /// Nothing.

@@ -294,7 +294,7 @@ impl Connection {
         self.set_aside.exceeds(self.set_aside_budget())
     }
 
-    fn set_aside_budget(&self) -> Budget {
+    pub(crate) fn set_aside_budget(&self) -> Budget {
         Budget {
             bytes: self.config.max_deferred_bytes,
             fds: self.config.max_deferred_fds,

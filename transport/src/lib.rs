@@ -80,6 +80,8 @@ mod async_wait;
 mod config;
 mod endpoint;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod id_map;
 mod incoming;
 mod introduce;

@@ -111,6 +111,13 @@ impl<H> PendingCalls<H> {
         self.last_id
     }
 
+    /// The id the next request will get (the fuzzing session's peer
+    /// answers a call before it is made).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn peek_next_id(&self) -> u64 {
+        self.last_id + 1
+    }
+
     /// Records who waits for the reply to request `id`.
     pub(crate) fn expect(&mut self, id: u64, waiter: Waiter<H>) {
         if matches!(waiter, Waiter::Handler(..)) {

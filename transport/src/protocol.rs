@@ -30,6 +30,12 @@
 /// (WebKit guards messages by platform this way). A message compiled out is
 /// absent, as if never declared.
 ///
+/// With ferry-transport's `fuzzing` feature, every message and reply also
+/// implements [`arbitrary::Arbitrary`](https://docs.rs/arbitrary) (each
+/// field's type must implement it too), and the receiver implements
+/// `ferry_transport::fuzzing::Protocol`, which the fuzzing checkers use to
+/// know its messages.
+///
 /// ```
 /// use ferry_transport::{Connection, ConnectionConfig, Context, Remote};
 /// use std::cell::RefCell;
@@ -263,6 +269,18 @@ macro_rules! protocol {
             }
         )*
 
+        // Under ferry-transport's `fuzzing` feature: `Arbitrary` for every
+        // message and reply, and the receiver's message list for the
+        // checkers of `ferry_transport::fuzzing` (nothing otherwise).
+        $crate::__protocol_fuzzing! {
+            $Receiver {
+                $(
+                    [$(#[cfg($($cfg)*)])*] $Message { $($field : $field_ty),* }
+                    $( -> $Reply { $($reply_field : $reply_ty),* } )? ;
+                )*
+            }
+        }
+
         #[doc = concat!("Handles the messages of [`", stringify!($Receiver), "`].")]
         $vis trait $Handler {
             $(
@@ -446,4 +464,73 @@ macro_rules! __protocol_call {
         // The method's declaration already failed to compile.
         Ok(())
     }};
+}
+
+/// `protocol!`'s fuzzing support, chosen by ferry-transport's own `fuzzing`
+/// feature: a `#[cfg_attr(feature = ...)]` emitted by `protocol!` would be
+/// evaluated in the crate that calls it, whose features are not ours.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_fuzzing {
+    (
+        $Receiver:ident {
+            $(
+                $cfgs:tt $Message:ident { $($field:ident : $field_ty:ty),* }
+                $( -> $Reply:ident { $($reply_field:ident : $reply_ty:ty),* } )? ;
+            )*
+        }
+    ) => {
+        // A message's `#[cfg]`s (in `$cfgs`) apply to its impls and to its
+        // entry in the list, as to everything else `protocol!` writes for it.
+        $(
+            $crate::__protocol_arbitrary! { $cfgs $Message { $($field : $field_ty),* } }
+            $( $crate::__protocol_arbitrary! { $cfgs $Reply { $($reply_field : $reply_ty),* } } )?
+        )*
+
+        impl $crate::fuzzing::Protocol for $Receiver {
+            fn visit<V: $crate::fuzzing::Visitor>(visitor: &mut V) {
+                $( $crate::__protocol_visit! { visitor, $cfgs $Message $($Reply)? } )*
+            }
+        }
+    };
+}
+
+/// Without the `fuzzing` feature, `protocol!` generates nothing for fuzzing.
+#[cfg(not(feature = "fuzzing"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_fuzzing {
+    ($($tokens:tt)*) => {};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_arbitrary {
+    ([$(#[$cfg:meta])*] $Type:ident { $($field:ident : $field_ty:ty),* }) => {
+        $(#[$cfg])*
+        impl<'a> $crate::fuzzing::arbitrary::Arbitrary<'a> for $Type {
+            #[allow(unused_variables)]
+            fn arbitrary(
+                u: &mut $crate::fuzzing::arbitrary::Unstructured<'a>,
+            ) -> $crate::fuzzing::arbitrary::Result<Self> {
+                ::core::result::Result::Ok($Type {
+                    $( $field: $crate::fuzzing::arbitrary::Arbitrary::arbitrary(u)?, )*
+                })
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_visit {
+    ($visitor:ident, [$(#[$cfg:meta])*] $Message:ident) => {
+        $(#[$cfg])*
+        let () = $visitor.message::<$Message>();
+    };
+    ($visitor:ident, [$(#[$cfg:meta])*] $Message:ident $Reply:ident) => {
+        $(#[$cfg])*
+        let () = $visitor.request::<$Message>();
+    };
 }

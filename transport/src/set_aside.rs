@@ -51,6 +51,17 @@ impl SetAside {
         Some(incoming)
     }
 
+    /// Whether the queue holds more than `budget` allows even without its
+    /// newest message (it may exceed its budget by that one message).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn exceeds_by_more_than_one(&self, budget: Budget) -> bool {
+        let (bytes, fds) = self
+            .queue
+            .back()
+            .map_or((0, 0), |newest| (charge(newest), newest.held_fds()));
+        self.bytes - bytes > budget.bytes || self.fds - fds > budget.fds
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -26,6 +26,34 @@ pub struct Outer {
     pub flag: bool,
 }
 
+// Under the `fuzzing` feature, `protocol!` implements `Arbitrary` for
+// every message, so the types inside them need it too.
+#[cfg(feature = "fuzzing")]
+mod arbitrary_fields {
+    use super::{Inner, Outer};
+    use ferry_transport::fuzzing::arbitrary::{Arbitrary, Result, Unstructured};
+
+    impl<'a> Arbitrary<'a> for Inner {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            Ok(Inner {
+                id: u.arbitrary()?,
+                tags: u.arbitrary()?,
+            })
+        }
+    }
+
+    impl<'a> Arbitrary<'a> for Outer {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            Ok(Outer {
+                name: u.arbitrary()?,
+                inners: u.arbitrary()?,
+                best: u.arbitrary()?,
+                flag: u.arbitrary()?,
+            })
+        }
+    }
+}
+
 ferry_transport::protocol! {
     /// A test service: counts notes, adds, echoes, sleeps, hangs.
     pub receiver Service handled_by ServiceHandler {
