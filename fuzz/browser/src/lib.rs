@@ -17,7 +17,7 @@
 
 use ferry_examples::browser_protocol::*;
 use ferry_transport::fuzzing::Target;
-use ferry_transport::{Context, Remote, WaitStrategy};
+use ferry_transport::{Context, Remote, ReplyHandle, WaitStrategy};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -28,6 +28,7 @@ pub type AllProtocols = (
     WebResourceLoader,
     RemoteRenderingBackend,
     AuxiliaryProcess,
+    NetworkProcess,
     WebPage,
     WebPageProxy,
 );
@@ -66,7 +67,12 @@ pub struct Network {
 }
 
 impl NetworkConnectionHandler for Network {
-    fn load_resource(&self, context: &mut Context, message: &ArchivedLoadResource) {
+    fn load_resource(
+        &self,
+        context: &mut Context,
+        message: &ArchivedLoadResource,
+        reply: ReplyHandle<ResourceLoaded>,
+    ) {
         let loader = Remote::<WebResourceLoader>::new(message.request_id.to_native());
         let url = message.url.as_str();
         let body: Vec<u8> = url.bytes().rev().take(CHUNK).collect();
@@ -86,9 +92,18 @@ impl NetworkConnectionHandler for Network {
         let sent = body.len() as u64;
         let _ = context.try_send(loader, &DataReceived { data: body });
         let _ = context.try_send(loader, &LoadFinished { sent });
+        // The demo answers when the load is complete (here at once); a
+        // cancelled load is answered all the same, as the demo does.
+        black_box(reply.is_cancelled());
+        reply.reply(&ResourceLoaded { sent });
     }
 
-    fn get_cookies(&self, _: &mut Context, message: &ArchivedGetCookies) -> Cookies {
+    fn get_cookies(
+        &self,
+        _: &mut Context,
+        message: &ArchivedGetCookies,
+        reply: ReplyHandle<Cookies>,
+    ) {
         black_box(message.url.as_str());
         let header = self
             .jar
@@ -97,7 +112,9 @@ impl NetworkConnectionHandler for Network {
             .map(|(name, value)| format!("{name}={value}"))
             .collect::<Vec<_>>()
             .join("; ");
-        Cookies { header }
+        // The demo's cookie-store thread answers through the handle; the
+        // queue of answers given later is the same from this thread.
+        reply.reply(&Cookies { header });
     }
 
     fn set_cookie(&self, _: &mut Context, message: &ArchivedSetCookie) {
