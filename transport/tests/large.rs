@@ -7,6 +7,7 @@
 mod support;
 
 use ferry_transport::{ConnectionConfig, Remote, Trust};
+use std::time::Duration;
 use support::proto::*;
 use support::*;
 
@@ -26,6 +27,10 @@ fn child() {
 }
 
 const GIB: usize = 1 << 30;
+/// How long either side of the 1 GiB test waits: filling, copying and
+/// checking a gibibyte in a debug build takes seconds, and many times more
+/// on a loaded machine (CI runs the suites in parallel on two cores).
+const GIB_TIMEOUT: Duration = Duration::from_secs(180);
 const PAGE: usize = 4096;
 
 /// The bytes of every page after its 8-byte index.
@@ -63,7 +68,7 @@ fn check_pages(buf: &[u8]) -> Result<(), String> {
 
 fn child_gib_receiver() {
     let (mut conn, control) = child_connect();
-    let frame = conn.recv_frame(Some(OP_TIMEOUT)).expect("the 1 GiB frame");
+    let frame = conn.recv_frame(Some(GIB_TIMEOUT)).expect("the 1 GiB frame");
     assert_eq!(frame.bytes().len(), GIB);
     check_pages(frame.bytes()).unwrap();
     drop(frame);
@@ -79,13 +84,13 @@ fn one_gib_raw_frame() {
     let (mut conn, peer) = connect_peer("gib-receiver", &ConnectionConfig::default(), &[]);
     let mut payload = vec![0u8; GIB];
     fill_pages(&mut payload);
-    conn.send_frame(&payload, Some(OP_TIMEOUT))
+    conn.send_frame(&payload, Some(GIB_TIMEOUT))
         .expect("send 1 GiB");
     drop(payload);
     let stats = conn.stats();
     assert_eq!((stats.frames_sent, stats.out_of_line_sent), (1, 1));
     assert_eq!(stats.fds_sent, 1, "the blob travels as a descriptor");
-    peer.expect_word(b"intact");
+    peer.expect_word_within(b"intact", GIB_TIMEOUT);
     drop(conn);
     peer.expect_success();
 }

@@ -122,7 +122,12 @@ impl Peer {
 
     /// Receives a control message and checks it is `expected`.
     pub fn expect_word(&self, expected: &[u8]) {
-        let got = self.hear();
+        self.expect_word_within(expected, OP_TIMEOUT);
+    }
+
+    /// [`expect_word`](Self::expect_word), waiting at most `timeout`.
+    pub fn expect_word_within(&self, expected: &[u8], timeout: Duration) {
+        let got = hear_within(&self.control, timeout);
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(expected),
@@ -194,9 +199,14 @@ pub fn tell(control: &Channel, message: &[u8]) {
 
 /// Receives a control message (bounded wait).
 pub fn hear(control: &Channel) -> Vec<u8> {
+    hear_within(control, OP_TIMEOUT)
+}
+
+/// [`hear`], waiting at most `timeout`.
+pub fn hear_within(control: &Channel, timeout: Duration) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let received = control
-        .recv(&mut buf, Some(OP_TIMEOUT))
+        .recv(&mut buf, Some(timeout))
         .expect("receiving a control message");
     buf.truncate(received.len);
     buf
