@@ -68,7 +68,9 @@
 //! A child that received garbage from a peer may report it
 //! ([`ControlMessage::Report`]); the [`ReportPolicy`] decides (by default
 //! nothing happens). A report is untrusted: the accused must be alive and a
-//! child the accuser was introduced to (either way); a child that accuses
+//! child the accuser was introduced to (either way), or one whose request
+//! to the accuser is in flight (a service may judge the request itself);
+//! a child that accuses
 //! one it never met, or one that never existed, is cut off itself (a false
 //! accuser is suspect). A report about a child that has already left is
 //! passed on as [`ReportOutcome::AccusedGone`] without asking the policy.
@@ -1013,14 +1015,22 @@ impl Broker {
     }
 
     /// A child reports a peer. The report is checked before the policy sees
-    /// it: the accused must be a child the accuser was introduced to.
+    /// it: the accused must be a child the accuser was introduced to, or
+    /// one whose introduction to the accuser is in flight.
     fn judge(&mut self, from: InstanceId, accused: PeerId, reason: String) {
         let Some(accuser) = self.children.get_mut(&from) else {
             return;
         };
         accuser.reports += 1;
         let over_limit = accuser.reports > self.config.max_reports_per_child;
-        let linked = accuser.introduced.contains(&accused.instance);
+        // Introduced, or being introduced: a service asked to create a
+        // connection may judge the request itself (its metadata is the
+        // requester's words), before its answer reaches the broker.
+        let linked = accuser.introduced.contains(&accused.instance)
+            || self
+                .pending
+                .values()
+                .any(|p| p.target == from && p.requester == accused.instance);
         let accuser_peer = accuser.peer.clone();
         let accused_entry = self.children.get(&accused.instance);
         let accused_alive =

@@ -5,7 +5,8 @@
 //! A report is untrusted input like any other message a child sends. The
 //! broker therefore checks it before the policy sees it (see
 //! [`Broker`](crate::Broker), "Reports"): only a child introduced to the
-//! accused may accuse it (a child that accuses a stranger is cut off itself),
+//! accused (or being introduced: a service may judge a connection request
+//! itself) may accuse it (a child that accuses a stranger is cut off itself),
 //! and a child's reports beyond
 //! [`BrokerConfig::max_reports_per_child`](crate::BrokerConfig::max_reports_per_child)
 //! are ignored. The policy then decides with both identities in hand, so it
