@@ -53,6 +53,7 @@ use crate::input::{Cursor, Writer};
 use crate::proto::*;
 use ferry_handoff::Channel;
 use ferry_ring::{BlobWriter, Producer, Region, ring_size};
+use ferry_transport::fuzzing::fds::open_fds;
 use ferry_transport::rkyv::vec::ArchivedVec;
 use ferry_transport::wire::{ENVELOPE_SIZE, Flags};
 use ferry_transport::{
@@ -808,20 +809,6 @@ fn warm_up() {
         let pair = Connection::pair(ConnectionConfig::default().ring_capacity(4096));
         drop(pair.expect("a connection pair"));
     });
-}
-
-/// What `/proc/self/fd` lists: each descriptor and what it is.
-fn open_fds() -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let target = std::fs::read_link(&path).ok()?;
-            Some(format!("{} -> {}", path.display(), target.display()))
-        })
-        .collect()
 }
 
 /// Descriptors of the kinds the peer attaches that this process holds:
