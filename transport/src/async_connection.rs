@@ -2,7 +2,7 @@
 //! operation that would wait is a future that parks the task on the
 //! connection's readiness descriptor instead of blocking the thread.
 
-use crate::async_wait::{self, ReadinessFd, Side};
+use crate::async_wait::{self, ReadinessFd, Side, Spin};
 use crate::call::{Reply, envelope_for, reply_to};
 use crate::connection::Connection;
 use crate::error::{CallError, DispatchError, RecvError, SendError};
@@ -55,6 +55,10 @@ const CONTROL_FULL_BACKOFF: Duration = Duration::from_millis(1);
 pub struct AsyncConnection {
     connection: Connection,
     fd: ReadinessFd,
+    /// The spin of waits for frames (receive, dispatch, a call's reply).
+    recv_spin: Spin,
+    /// The spin of waits for room.
+    send_spin: Spin,
 }
 
 impl AsyncConnection {
@@ -66,7 +70,13 @@ impl AsyncConnection {
     /// Outside a tokio runtime with I/O enabled (as `AsyncFd` does).
     pub fn new(connection: Connection) -> io::Result<AsyncConnection> {
         let fd = async_wait::register(connection.readiness_fd())?;
-        Ok(AsyncConnection { connection, fd })
+        let spin = connection.config.async_spin;
+        Ok(AsyncConnection {
+            connection,
+            fd,
+            recv_spin: Spin::new(spin),
+            send_spin: Spin::new(spin),
+        })
     }
 
     /// The connection, for what needs no waiting (registering receivers,
@@ -92,12 +102,11 @@ impl AsyncConnection {
     /// connection ended: the receive then says how). `Pending` registers
     /// `cx`'s waker for the peer's next send or its hang-up.
     pub fn poll_recv_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RecvError>> {
-        let spin = self.connection.config.async_spin;
         let mut side = FrameSide {
             connection: &mut self.connection,
             messages_set_aside: false,
         };
-        async_wait::poll_ready(&mut side, &self.fd, spin, cx)
+        async_wait::poll_ready(&mut side, &self.fd, &mut self.recv_spin, cx)
     }
 
     /// Ready when a frame with a body of `len` bytes can be sent without
@@ -109,13 +118,12 @@ impl AsyncConnection {
         cx: &mut Context<'_>,
         len: usize,
     ) -> Poll<Result<(), SendError>> {
-        let spin = self.connection.config.async_spin;
         let room = self.connection.outbox.lock().room_for(len);
         let mut side = RoomSide {
             connection: &mut self.connection,
             room,
         };
-        async_wait::poll_ready(&mut side, &self.fd, spin, cx)
+        async_wait::poll_ready(&mut side, &self.fd, &mut self.send_spin, cx)
     }
 
     // ---- raw frames ----
@@ -188,12 +196,11 @@ impl AsyncConnection {
 
     /// Waits for `room` bytes of ring room (envelope included).
     fn poll_room(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<Result<(), SendError>> {
-        let spin = self.connection.config.async_spin;
         let mut side = RoomSide {
             connection: &mut self.connection,
             room,
         };
-        async_wait::poll_ready(&mut side, &self.fd, spin, cx)
+        async_wait::poll_ready(&mut side, &self.fd, &mut self.send_spin, cx)
     }
 
     /// Dispatches incoming messages to their handlers
@@ -217,12 +224,11 @@ impl AsyncConnection {
     /// Ready when a message (in the ring, or set aside by a call) can be
     /// dispatched.
     fn poll_dispatch_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RecvError>> {
-        let spin = self.connection.config.async_spin;
         let mut side = FrameSide {
             connection: &mut self.connection,
             messages_set_aside: true,
         };
-        async_wait::poll_ready(&mut side, &self.fd, spin, cx)
+        async_wait::poll_ready(&mut side, &self.fd, &mut self.recv_spin, cx)
     }
 
     /// A synchronous call as a future: sends the request (flagged

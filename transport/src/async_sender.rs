@@ -5,7 +5,7 @@
 //! release of room wakes every sender waiting for it.
 
 use crate::async_connection::AsyncConnection;
-use crate::async_wait::{self, ReadinessFd, Side};
+use crate::async_wait::{self, ReadinessFd, Side, Spin};
 use crate::call::{Reply, envelope_for};
 use crate::error::{CallError, SendError};
 use crate::message::{Message, Remote, Request};
@@ -27,6 +27,8 @@ pub struct AsyncSender {
     /// Whether this sender is armed for room (the producer's arming is
     /// shared by every waiter: it ends with the last).
     armed: bool,
+    /// The spin of waits for room.
+    spin: Spin,
 }
 
 impl AsyncConnection {
@@ -51,10 +53,12 @@ impl AsyncSender {
     /// Outside a tokio runtime with I/O enabled (as `AsyncFd` does).
     pub fn new(sender: ConnectionSender) -> io::Result<AsyncSender> {
         let fd = async_wait::register(std::os::fd::AsFd::as_fd(&sender.inner().notify))?;
+        let spin = Spin::new(sender.config().async_spin);
         Ok(AsyncSender {
             sender,
             fd,
             armed: false,
+            spin,
         })
     }
 
@@ -82,13 +86,12 @@ impl AsyncSender {
     }
 
     fn poll_room(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<Result<(), SendError>> {
-        let spin = self.sender.config().async_spin;
         let mut side = SenderSide {
             sender: &self.sender,
             armed: &mut self.armed,
             room,
         };
-        async_wait::poll_ready(&mut side, &self.fd, spin, cx)
+        async_wait::poll_ready(&mut side, &self.fd, &mut self.spin, cx)
     }
 
     /// Sends `payload` as one frame, waiting for room for at most the

@@ -1,7 +1,8 @@
 //! How an async operation waits for its side of a connection (the `tokio`
-//! feature): poll the ring for a short spin, then arm the readiness
-//! descriptor and let tokio's reactor wake the task when the peer signals it
-//! (or hangs up, which makes the descriptor readable for good).
+//! feature): poll the ring, yielding to the executor between polls, for a
+//! short spin (see [`Spin`]), then arm the readiness descriptor and let
+//! tokio's reactor wake the task when the peer signals it (or hangs up,
+//! which makes the descriptor readable for good).
 //!
 //! The same fence-and-recheck protocol as the blocking waits: arming
 //! announces the wait in shared memory and then checks the ring again, so a
@@ -35,9 +36,6 @@ pub(crate) trait Side {
     fn reactor_failed(error: io::Error) -> Self::Error;
 }
 
-/// How often the spin reads the clock.
-const POLLS_PER_CLOCK_READ: u32 = 16;
-
 /// The readiness descriptor as tokio's reactor sees it: a duplicate of the
 /// connection's end of the notification socketpair (so each half registers
 /// its own).
@@ -58,36 +56,72 @@ pub(crate) fn register(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<ReadinessF
         .map_err(io::Error::from)
 }
 
-/// Polls until `side` is ready: spins for at most `spin`, then arms and
-/// waits for the descriptor. `Poll::Pending` leaves the side armed and the
-/// task's waker registered with the reactor.
+/// A waiter's spin: how long it may poll before it sleeps on the
+/// descriptor, and since when the current wait has been polling.
+///
+/// The spin yields between polls instead of holding the thread: a waiting
+/// task that is not ready wakes itself and returns `Pending`, so the
+/// executor runs every other ready task (and its reactor) before polling
+/// it again. The thread stays awake, which is what the spin buys (a peer
+/// that answers within it is seen without the reactor, the descriptor's
+/// syscalls or a sleeping thread's wake-up), but no task waits behind it.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    budget: Duration,
+    since: Option<Instant>,
+}
+
+impl Spin {
+    pub(crate) fn new(budget: Duration) -> Spin {
+        Spin {
+            budget,
+            since: None,
+        }
+    }
+
+    /// Whether a wait that is not ready yet may poll again rather than
+    /// sleep: the first call of a wait starts its clock.
+    fn may_poll_again(&mut self) -> bool {
+        if self.budget.is_zero() {
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        since.elapsed() < self.budget
+    }
+
+    /// The wait is over (ready, failed, or asleep on the descriptor): the
+    /// next one spins anew.
+    fn end(&mut self) {
+        self.since = None;
+    }
+}
+
+/// Polls until `side` is ready: while `spin` allows, yields to the
+/// executor between polls (see [`Spin`]); then arms and waits for the
+/// descriptor. `Poll::Pending` leaves the task woken (spinning) or the side
+/// armed and the task's waker registered with the reactor (sleeping).
 pub(crate) fn poll_ready<S: Side>(
     side: &mut S,
     fd: &ReadinessFd,
-    spin: Duration,
+    spin: &mut Spin,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), S::Error>> {
     match side.ready() {
-        Ok(true) => return Poll::Ready(Ok(())),
+        Ok(true) => {
+            spin.end();
+            return Poll::Ready(Ok(()));
+        }
         Ok(false) => {}
-        Err(error) => return Poll::Ready(Err(error)),
-    }
-    if !spin.is_zero() {
-        let start = Instant::now();
-        'spin: loop {
-            for _ in 0..POLLS_PER_CLOCK_READ {
-                std::hint::spin_loop();
-                match side.ready() {
-                    Ok(true) => return Poll::Ready(Ok(())),
-                    Ok(false) => {}
-                    Err(error) => return Poll::Ready(Err(error)),
-                }
-            }
-            if start.elapsed() >= spin {
-                break 'spin;
-            }
+        Err(error) => {
+            spin.end();
+            return Poll::Ready(Err(error));
         }
     }
+    if spin.may_poll_again() {
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    spin.end();
     loop {
         match side.arm() {
             Ok(true) => return Poll::Ready(Ok(())),

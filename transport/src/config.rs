@@ -118,14 +118,15 @@ pub struct ConnectionConfig {
     /// [`Connection::open`]: crate::Connection::open
     /// [`ring_capacity`]: Self::ring_capacity
     pub max_ring_capacity: usize,
-    /// How long an async operation (the `tokio` feature) polls the ring
-    /// before it arms the readiness descriptor and yields to the executor.
-    /// Waking a task through the descriptor costs a system call on both
-    /// sides and, when the executor's thread sleeps, a wake-up of its CPU
-    /// (tens of µs); a peer that answers within the spin is seen without
-    /// either. The spin runs inside `poll` and is the only time a waiting
-    /// task holds its executor thread. Default [`DEFAULT_ASYNC_SPIN`];
-    /// `Duration::ZERO` never spins.
+    /// How long an async operation (the `tokio` feature) keeps polling the
+    /// ring before it arms the readiness descriptor and sleeps. Waking a
+    /// task through the descriptor costs a system call on both sides and,
+    /// when the executor's thread sleeps, a wake-up of its CPU (tens of
+    /// µs); a peer that answers within the spin is seen without either.
+    /// The spin yields between polls (the task wakes itself and returns
+    /// `Pending`), so every other task of the executor runs while it
+    /// lasts: it keeps the thread awake, it never holds it. Default
+    /// [`DEFAULT_ASYNC_SPIN`]; `Duration::ZERO` never spins.
     pub async_spin: Duration,
 }
 

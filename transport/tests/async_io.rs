@@ -380,3 +380,43 @@ async fn async_halves_several_sending_tasks_and_a_call() {
     let _ = driver.await;
     peer.expect_success();
 }
+
+/// A waiting task's spin yields to the other tasks of its thread: on a
+/// current-thread runtime, a receive whose spin budget is an hour still
+/// lets the task that sends it the frame run. (Both ends in this process on
+/// purpose: the frame can only come from a task of the spinning thread.)
+/// The runtime runs on a thread of its own, so that a spin holding the
+/// thread fails the test instead of hanging it.
+#[test]
+fn a_spinning_wait_lets_the_other_tasks_of_its_thread_run() {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let received = runtime.block_on(async {
+            let config = ConnectionConfig::default().async_spin(Duration::from_secs(3600));
+            let (a, b) = Connection::pair(config).expect("a connection pair");
+            let (mut a, mut b) = (
+                AsyncConnection::new(a).unwrap(),
+                AsyncConnection::new(b).unwrap(),
+            );
+            let receiver = tokio::spawn(async move {
+                let frame = a.recv_frame().await.expect("a frame");
+                frame.bytes().to_vec()
+            });
+            // The receiver starts waiting (and spinning) first.
+            tokio::task::yield_now().await;
+            b.send_frame(b"from a task of the same thread")
+                .await
+                .expect("send");
+            receiver.await.expect("the receiver")
+        });
+        let _ = done.send(received);
+    });
+    let received = outcome
+        .recv_timeout(OP_TIMEOUT)
+        .expect("the spinning receive held its thread");
+    assert_eq!(received, b"from a task of the same thread");
+}
