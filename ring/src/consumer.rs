@@ -175,6 +175,7 @@ impl Consumer {
     }
 
     /// The next frame, without waiting.
+    #[inline]
     pub fn try_peek(&mut self) -> Result<Frame<'_>, RecvError> {
         match self.poll_frame()? {
             Some(at) => Ok(self.frame(at)),
@@ -290,6 +291,7 @@ impl Consumer {
 
     /// Makes every frame released with [`Frame::release_deferred`] available
     /// to the producer with a single store of the head (unless pinned).
+    #[inline]
     pub fn flush(&mut self) {
         if self.read == self.published || self.pins > 0 || PinToken::frames_kept(&self.pin_token) {
             return;
@@ -309,6 +311,7 @@ impl Consumer {
 
     /// The validated frame at the read position, `None` when the ring is
     /// empty, or why this end cannot receive. Skips a padding frame.
+    #[inline]
     fn poll_frame(&mut self) -> Result<Option<FrameAt>, RecvError> {
         if let Some(corruption) = self.corrupt {
             return Err(RecvError::Corrupt(corruption));
@@ -530,6 +533,7 @@ impl<'a> Frame<'a> {
     }
 
     /// Frees the frame's room for the producer now.
+    #[inline]
     pub fn release(self) {
         let consumer = self.finish();
         consumer.flush();
@@ -538,6 +542,7 @@ impl<'a> Frame<'a> {
     /// Frees the frame's room at the next [`Consumer::flush`] or
     /// [`release`](Self::release), or when the consumer finds the ring empty
     /// (unless [pinned](Consumer::pin)): a batch costs one store.
+    #[inline]
     pub fn release_deferred(self) {
         self.finish();
     }
@@ -546,6 +551,7 @@ impl<'a> Frame<'a> {
     /// but keeps its payload readable in place: the consumer publishes no
     /// head until the returned frame is dropped (it goes on reading later
     /// frames meanwhile). For a trusted producer, as [`payload`](Self::payload).
+    #[inline]
     pub fn keep_in_place(self) -> PinnedFrame {
         let (payload, len) = (self.payload, self.at.len);
         let token = Arc::clone(&self.consumer.pin_token);

@@ -130,6 +130,7 @@ impl Producer {
     }
 
     /// Reserves room for a `len`-byte payload without waiting.
+    #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
         match self.poll_room(len)? {
             Some(()) => Ok(self.grant(len)),
@@ -152,6 +153,7 @@ impl Producer {
     /// `len`-byte frame fits; the next `try_reserve(len)` then succeeds
     /// (nothing else writes this ring). For a caller that must handle the
     /// failure before it holds the grant's borrow.
+    #[inline]
     pub fn wait_for_room(
         &mut self,
         len: usize,
@@ -254,6 +256,7 @@ impl Producer {
 
     /// Publishes every frame committed with [`Grant::commit_deferred`] with a
     /// single store of the tail (and at most one wake-up).
+    #[inline]
     pub fn flush(&mut self) {
         if self.tail == self.published {
             return;
@@ -273,6 +276,7 @@ impl Producer {
 
     /// `Ok(Some(()))` when a `len`-byte frame fits now, `Ok(None)` when the
     /// ring is full, or why this end cannot send at all.
+    #[inline]
     fn poll_room(&mut self, len: usize) -> Result<Option<()>, SendError> {
         if let Some(corruption) = self.corrupt {
             return Err(SendError::Corrupt(corruption));
@@ -443,6 +447,7 @@ pub struct Grant<'a> {
 impl<'a> Grant<'a> {
     /// Publishes the frame now (one store of the tail; a `futex_wake` only if
     /// the consumer sleeps).
+    #[inline]
     pub fn commit(self) {
         let producer = self.finish();
         producer.flush();
@@ -451,6 +456,7 @@ impl<'a> Grant<'a> {
     /// Completes the frame but publishes it only at the next
     /// [`Producer::flush`] or [`commit`](Grant::commit), or when the producer
     /// finds the ring full: a batch costs one publish.
+    #[inline]
     pub fn commit_deferred(self) {
         self.finish();
     }

@@ -551,18 +551,25 @@ impl Connection {
     /// by every operation that may wait (a relaxed load when nothing
     /// forked). If the new watch cannot be made (descriptor table full), the
     /// next operation tries again; waits stay bounded meanwhile.
+    #[inline]
     pub(crate) fn watched_here(&mut self) {
         if self.hangup.is_inherited() {
-            let watched = watch_peer(
-                &self.control,
-                &self.outbox.lock().tx,
-                &self.inbox.rx,
-                &self.notify,
-                &self.routed,
-            );
-            if let Ok(watch) = watched {
-                self.hangup = watch;
-            }
+            self.watch_here_anew();
+        }
+    }
+
+    /// [`watched_here`](Self::watched_here) in a forked process.
+    #[cold]
+    fn watch_here_anew(&mut self) {
+        let watched = watch_peer(
+            &self.control,
+            &self.outbox.lock().tx,
+            &self.inbox.rx,
+            &self.notify,
+            &self.routed,
+        );
+        if let Ok(watch) = watched {
+            self.hangup = watch;
         }
     }
 

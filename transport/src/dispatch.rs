@@ -358,7 +358,17 @@ impl Connection {
     /// Sends the answers reply handles gave on other threads since the last
     /// call (nothing to do costs one relaxed load). Once the connection has
     /// ended they are dropped.
+    #[inline]
     pub(crate) fn send_late_replies(&mut self) -> Result<(), DispatchError> {
+        if !self.late.has_queued() {
+            return Ok(());
+        }
+        self.send_queued_late_replies()
+    }
+
+    /// [`send_late_replies`](Self::send_late_replies) once answers wait.
+    #[cold]
+    fn send_queued_late_replies(&mut self) -> Result<(), DispatchError> {
         while let Some(reply) = self.late.pop() {
             if !self.lifecycle.is_open() {
                 continue;

@@ -165,6 +165,7 @@ impl LateReplies {
     }
 
     /// Whether answers wait to be sent (one relaxed load).
+    #[inline]
     pub(crate) fn has_queued(&self) -> bool {
         self.shared.queued.load(Ordering::Relaxed)
     }
