@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Each measurement starts a server process (this binary again, serving
-//! the stack over the link; see `ferry_stacks::process`) and a
-//! multi-threaded tokio runtime here; `C` tasks share one client and call
+//! the stack over the link; see `ferry_stacks::process`), both processes
+//! on the same kind of tokio runtime (`--runtime`: current-thread, where
+//! one thread runs every task, or multi-thread); `C` tasks share one
+//! client and call
 //! `echo` back to back with a payload of `--size` bytes, each timing its own
 //! calls, for `--seconds` after a warm-up. Every reply is checked against
 //! its request. Runs are interleaved (every stack and link once, then
@@ -20,7 +22,7 @@ use crate::cpu::Pressure;
 use crate::driver::new_histogram;
 use clap::Args;
 use ferry_stacks::process::{self, ServeSpec};
-use ferry_stacks::{Link, Stack};
+use ferry_stacks::{Flavor, Link, Stack};
 use ferry_transport::ConnectionConfig;
 use hdrhistogram::Histogram;
 use std::io::Write as _;
@@ -43,9 +45,15 @@ pub struct RpcOptions {
     /// (e.g. 0,20us,100us): each value is a separate ferry measurement.
     #[arg(long, value_name = "LIST", default_value = "default")]
     spin: String,
-    /// Worker threads of each process's tokio runtime (default: one per CPU).
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
+    /// Each process's tokio runtime, comma-separated: current-thread,
+    /// multi-thread (one worker per CPU) or multi-thread:N; each is a
+    /// separate measurement of every link.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "current-thread,multi-thread"
+    )]
+    runtime: String,
     /// Payload bytes per call (request and reply).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     size: usize,
@@ -76,13 +84,25 @@ pub fn serve_if_server() -> Option<ExitCode> {
     })
 }
 
-/// One configuration measured: stack, link, spin (ferry only), concurrency.
+/// One configuration measured: stack, runtime, link, spin (ferry only),
+/// concurrency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Case {
     stack: Stack,
+    runtime: Flavor,
     link: Link,
     spin: Option<Duration>,
     concurrency: usize,
+}
+
+impl Case {
+    /// Whether `other` runs on the same server process as this case.
+    fn same_server(&self, other: &Case) -> bool {
+        self.stack == other.stack
+            && self.runtime == other.runtime
+            && self.link == other.link
+            && self.spin == other.spin
+    }
 }
 
 /// One measurement's figures.
@@ -142,21 +162,25 @@ fn run(options: &RpcOptions) -> Result<()> {
             .ok_or_else(|| format!("bad concurrency {s:?}").into())
     })?;
     let spins = list(&options.spin, parse_spin)?;
+    let runtimes = list(&options.runtime, |s| Ok(s.parse::<Flavor>()?))?;
     let mut cases = Vec::new();
     for &stack in &stacks {
-        for &link in &links {
-            let link_spins: Vec<Option<Duration>> = match link {
-                Link::Ferry => spins.iter().copied().map(Some).collect(),
-                Link::Unix => vec![None],
-            };
-            for spin in link_spins {
-                for &concurrency in &concurrencies {
-                    cases.push(Case {
-                        stack,
-                        link,
-                        spin,
-                        concurrency,
-                    });
+        for &runtime in &runtimes {
+            for &link in &links {
+                let link_spins: Vec<Option<Duration>> = match link {
+                    Link::Ferry => spins.iter().copied().map(Some).collect(),
+                    Link::Unix => vec![None],
+                };
+                for spin in link_spins {
+                    for &concurrency in &concurrencies {
+                        cases.push(Case {
+                            stack,
+                            runtime,
+                            link,
+                            spin,
+                            concurrency,
+                        });
+                    }
                 }
             }
         }
@@ -165,21 +189,20 @@ fn run(options: &RpcOptions) -> Result<()> {
     let started = Instant::now();
     let mut results: Vec<(Case, Vec<Figures>)> = cases.iter().map(|&c| (c, Vec::new())).collect();
     for run in 0..options.runs.max(1) {
-        // One server process per (stack, link, spin); its concurrencies in turn.
+        // One server process per (stack, runtime, link, spin); its
+        // concurrencies in turn.
         let mut index = 0;
         while index < results.len() {
             let first = results[index].0;
             let group: Vec<usize> = (index..results.len())
-                .take_while(|&i| {
-                    let case = results[i].0;
-                    case.stack == first.stack && case.link == first.link && case.spin == first.spin
-                })
+                .take_while(|&i| results[i].0.same_server(&first))
                 .collect();
             eprint!(
-                "\rrun {}/{}: {} over {}{}        ",
+                "\rrun {}/{}: {} on {} over {}{}        ",
                 run + 1,
                 options.runs.max(1),
                 first.stack,
+                first.runtime,
                 first.link,
                 first
                     .spin
@@ -215,14 +238,14 @@ fn measure_group(
     options: &RpcOptions,
 ) -> Result<Vec<Figures>> {
     let config = ConnectionConfig::default().async_spin(case.spin.unwrap_or(Duration::ZERO));
-    let (conn, server) = process::start_with_workers(
+    let (conn, server) = process::start_on(
         case.stack,
         case.link,
         &config,
-        options.workers,
+        case.runtime,
         process::self_command()?,
     )?;
-    let runtime = process::runtime(options.workers)?;
+    let runtime = case.runtime.build()?;
     let figures = runtime.block_on(async {
         let caller = ferry_stacks::stack::client(case.stack, conn).await?;
         let mut all = Vec::new();
@@ -337,13 +360,10 @@ fn report(
         })
         .collect();
     println!(
-        "# ferry-bench rpc: {} B payload, {} s per measurement, medians of {} runs, {} tokio workers per process",
+        "# ferry-bench rpc: {} B payload, {} s per measurement, medians of {} runs; both processes on the runtime of the row",
         options.size,
         options.seconds,
         options.runs.max(1),
-        options
-            .workers
-            .map_or_else(|| "default".to_owned(), |n| n.to_string())
     );
     println!(
         "# load average {load_before} before, {load_after} after; {:.0} s in all; CPU pressure: share of the time other tasks waited for a CPU",
@@ -351,12 +371,13 @@ fn report(
     );
     println!();
     println!(
-        "| stack | link | spin | concurrency | p50 µs | p99 µs | calls/s | CPU pressure % | p50 vs uds | calls/s vs uds |"
+        "| stack | runtime | link | spin | concurrency | p50 µs | p99 µs | calls/s | CPU pressure % | p50 vs uds | calls/s vs uds |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         let baseline = rows.iter().find(|other| {
             other.case.stack == row.case.stack
+                && other.case.runtime == row.case.runtime
                 && other.case.link == Link::Unix
                 && other.case.concurrency == row.case.concurrency
         });
@@ -368,8 +389,9 @@ fn report(
             _ => (String::new(), String::new()),
         };
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} |",
             row.case.stack,
+            row.case.runtime,
             row.case.link,
             row.case
                 .spin
@@ -390,6 +412,7 @@ fn report(
             .map(|row| {
                 serde_json::json!({
                     "stack": row.case.stack.name(),
+                    "runtime": row.case.runtime.name(),
                     "link": row.case.link.name(),
                     "spin_ns": row.case.spin.map(|s| s.as_nanos() as u64),
                     "concurrency": row.case.concurrency,

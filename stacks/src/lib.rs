@@ -29,5 +29,5 @@ pub mod tarpc_echo;
 
 pub use error::StackError;
 pub use link::{Conn, Link};
-pub use process::{ServeSpec, ServerProcess};
+pub use process::{Flavor, ServeSpec, ServerProcess};
 pub use stack::{Caller, Stack};

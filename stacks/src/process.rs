@@ -32,14 +32,77 @@ pub struct ServeSpec {
     pub name: String,
     /// The server's `ConnectionConfig::async_spin`.
     pub spin: Duration,
-    /// The server runtime's worker threads (`None`: tokio's default, one
-    /// per CPU).
-    pub workers: Option<usize>,
+    /// The server's tokio runtime.
+    pub runtime: Flavor,
+}
+
+/// The tokio runtime a process runs its stack on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// One thread runs every task and the reactor: nothing is handed
+    /// between threads, and a spinning wait keeps that one thread awake.
+    CurrentThread,
+    /// tokio's work-stealing runtime with this many worker threads (`None`:
+    /// one per CPU).
+    MultiThread(Option<usize>),
+}
+
+impl Flavor {
+    /// The name on command lines and in reports: `current-thread`,
+    /// `multi-thread` (one worker per CPU) or `multi-thread:N`.
+    pub fn name(&self) -> String {
+        match self {
+            Flavor::CurrentThread => "current-thread".into(),
+            Flavor::MultiThread(None) => "multi-thread".into(),
+            Flavor::MultiThread(Some(n)) => format!("multi-thread:{n}"),
+        }
+    }
+
+    /// Builds the runtime.
+    pub fn build(&self) -> Result<tokio::runtime::Runtime, StackError> {
+        let mut builder = match self {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Flavor::MultiThread(workers) => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if let Some(workers) = workers {
+                    builder.worker_threads(*workers);
+                }
+                builder
+            }
+        };
+        Ok(builder.enable_all().build()?)
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = StackError;
+
+    fn from_str(text: &str) -> Result<Flavor, StackError> {
+        let bad = || {
+            StackError::Process(format!(
+                "unknown runtime {text:?} (current-thread, multi-thread or multi-thread:N)"
+            ))
+        };
+        match text.split_once(':') {
+            None if text == "current-thread" => Ok(Flavor::CurrentThread),
+            None if text == "multi-thread" => Ok(Flavor::MultiThread(None)),
+            Some(("multi-thread", n)) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Flavor::MultiThread(Some(n))),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
 }
 
 impl ServeSpec {
-    /// The spec as one line (`STACK LINK NAME SPIN_NS WORKERS`, workers 0
-    /// for the default).
+    /// The spec as one line (`STACK LINK NAME SPIN_NS RUNTIME`).
     pub fn encode(&self) -> String {
         format!(
             "{} {} {} {} {}",
@@ -47,7 +110,7 @@ impl ServeSpec {
             self.link,
             self.name,
             self.spin.as_nanos(),
-            self.workers.unwrap_or(0)
+            self.runtime
         )
     }
 
@@ -60,13 +123,16 @@ impl ServeSpec {
         let link = word()?.parse()?;
         let name = word()?.to_owned();
         let spin = Duration::from_nanos(word()?.parse().map_err(|_| bad())?);
-        let workers: usize = word()?.parse().map_err(|_| bad())?;
+        let runtime = word()?.parse()?;
+        if words.next().is_some() {
+            return Err(bad());
+        }
         Ok(ServeSpec {
             stack,
             link,
             name,
             spin,
-            workers: (workers > 0).then_some(workers),
+            runtime,
         })
     }
 
@@ -81,18 +147,10 @@ impl ServeSpec {
     pub fn run(&self) -> Result<(), StackError> {
         let config = ConnectionConfig::default().async_spin(self.spin);
         let conn = link::connect(self.link, &self.name, &config, SETUP_TIMEOUT)?;
-        runtime(self.workers)?.block_on(stack::serve(self.stack, conn))
+        self.runtime
+            .build()?
+            .block_on(stack::serve(self.stack, conn))
     }
-}
-
-/// A multi-threaded tokio runtime with `workers` worker threads (`None`:
-/// one per CPU).
-pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, StackError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
-    Ok(builder.enable_all().build()?)
 }
 
 /// The command that re-executes this binary (for [`start`]): stdin and
@@ -129,16 +187,15 @@ pub fn start(
     config: &ConnectionConfig,
     command: Command,
 ) -> Result<(Conn, ServerProcess), StackError> {
-    start_with_workers(stack, link, config, None, command)
+    start_on(stack, link, config, Flavor::MultiThread(None), command)
 }
 
-/// [`start`], the server's runtime with `workers` worker threads (`None`:
-/// one per CPU).
-pub fn start_with_workers(
+/// [`start`], the server running on a `runtime` of that flavor.
+pub fn start_on(
     stack: Stack,
     link: Link,
     config: &ConnectionConfig,
-    workers: Option<usize>,
+    runtime: Flavor,
     mut command: Command,
 ) -> Result<(Conn, ServerProcess), StackError> {
     let name = fresh_name(link);
@@ -148,7 +205,7 @@ pub fn start_with_workers(
         link,
         name,
         spin: config.async_spin,
-        workers,
+        runtime,
     };
     command.env(SERVE_ENV, spec.encode());
     let child = command.spawn()?;
@@ -228,13 +285,17 @@ mod tests {
 
     #[test]
     fn a_serve_spec_survives_its_line() {
-        for workers in [None, Some(1), Some(3)] {
+        for runtime in [
+            Flavor::CurrentThread,
+            Flavor::MultiThread(None),
+            Flavor::MultiThread(Some(3)),
+        ] {
             let spec = ServeSpec {
                 stack: Stack::Grpc,
                 link: Link::Ferry,
                 name: "ferry-stacks-ferry-12-3".into(),
                 spin: Duration::from_nanos(20_500),
-                workers,
+                runtime,
             };
             assert_eq!(ServeSpec::decode(&spec.encode()).expect("decoding"), spec);
         }
@@ -246,8 +307,11 @@ mod tests {
             "",
             "grpc",
             "grpc ferry name",
-            "grpc ferry name x 0",
-            "rpc ferry n 1 0",
+            "grpc ferry name x multi-thread",
+            "rpc ferry n 1 multi-thread",
+            "grpc ferry n 1 0",
+            "grpc ferry n 1 multi-thread:0",
+            "grpc ferry n 1 current-thread extra",
         ] {
             assert!(ServeSpec::decode(line).is_err(), "{line:?} was accepted");
         }
