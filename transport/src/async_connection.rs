@@ -6,7 +6,7 @@ use crate::async_wait::{self, ReadinessFd, Side, Spin};
 use crate::call::{Reply, envelope_for, reply_to};
 use crate::connection::Connection;
 use crate::error::{CallError, DispatchError, RecvError, SendError};
-use crate::message::{Message, Remote, Request};
+use crate::message::{Message, Remote, Request, View};
 use crate::outbox::Room;
 use crate::pending::Waiter;
 use crate::raw::Received;
@@ -187,8 +187,19 @@ impl AsyncConnection {
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
+        self.send_as::<M>(to, message).await
+    }
+
+    /// Sends `view` as message `M` ([`Connection::send_as`] as a future).
+    pub async fn send_as<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+    ) -> Result<(), SendError> {
         let timeout = self.connection.config.send_timeout;
-        let sending = self.retry_send(Body::Typed, |connection| connection.try_send(to, message));
+        let sending = self.retry_send(Body::Typed, |connection| {
+            connection.send_typed(envelope_for::<M>(to, 0, 0), view, &[], Room::Try)
+        });
         async_wait::within(timeout, sending)
             .await
             .unwrap_or(Err(SendError::TimedOut))

@@ -8,7 +8,7 @@ use crate::async_connection::AsyncConnection;
 use crate::async_wait::{self, ReadinessFd, Side, Spin};
 use crate::call::{Reply, envelope_for};
 use crate::error::{CallError, SendError};
-use crate::message::{Message, Remote, Request};
+use crate::message::{Message, Remote, Request, View};
 use crate::outbox::Room;
 use crate::sender::ConnectionSender;
 use crate::wire::Flags;
@@ -109,8 +109,19 @@ impl AsyncSender {
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
-        self.retry_send(None, |sender| sender.try_send(to, message))
-            .await
+        self.send_as::<M>(to, message).await
+    }
+
+    /// Sends `view` as message `M` ([`Connection::send_as`] as a future).
+    pub async fn send_as<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+    ) -> Result<(), SendError> {
+        self.retry_send(None, |sender| {
+            sender.send_typed(envelope_for::<M>(to, 0, 0), view, &[], Room::Try)
+        })
+        .await
     }
 
     /// A synchronous call as a future: sends the request and waits for its

@@ -5,7 +5,7 @@
 use crate::connection::{Connection, Context, ReplyHandler};
 use crate::error::{CallError, RecvError, SendError, Violation};
 use crate::incoming::{Incoming, access_archive};
-use crate::message::{Archivable, Message, Receiver, Remote, Request};
+use crate::message::{Archivable, Message, Receiver, Remote, Request, View};
 use crate::outbox::Room;
 use crate::pending::{CallCanceller, ReplyTo, RequestId, Waiter};
 use crate::wire::{Envelope, Flags, decode_no_reply};
@@ -98,8 +98,19 @@ impl Connection {
         to: Remote<M::Receiver>,
         message: &M,
     ) -> Result<(), SendError> {
+        self.send_as::<M>(to, message)
+    }
+
+    /// Sends `view` as message `M` (see [`View`]): serialized from the
+    /// sender's own buffers into the ring, received as an `M`. Waits for
+    /// room as [`send`](Self::send) does.
+    pub fn send_as<M: Message>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+    ) -> Result<(), SendError> {
         let room = Room::Wait(self.config.send_timeout);
-        self.send_typed(envelope_for::<M>(to, 0, 0), message, &[], room)
+        self.send_typed(envelope_for::<M>(to, 0, 0), view, &[], room)
     }
 
     /// Sends `message` if the ring has room now.
@@ -238,11 +249,22 @@ impl Connection {
         message: &M,
         timeout: Duration,
     ) -> Result<Reply<M::Reply>, CallError> {
+        self.send_sync_as::<M>(to, message, timeout)
+    }
+
+    /// [`send_sync`](Self::send_sync) with a [`View`] of the request:
+    /// serialized from the caller's own buffers, received as an `M`.
+    pub fn send_sync_as<M: Request>(
+        &mut self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+        timeout: Duration,
+    ) -> Result<Reply<M::Reply>, CallError> {
         let deadline = Instant::now().checked_add(timeout);
         let epoch = self.calls.cancel_epoch();
         let id = self.calls.next_id();
         let envelope = envelope_for::<M>(to, id, Flags::SYNC);
-        self.send_typed(envelope, message, &[], Room::Wait(Some(timeout)))?;
+        self.send_typed(envelope, view, &[], Room::Wait(Some(timeout)))?;
         self.calls.expect(id, Waiter::Sync(reply_to::<M>()));
         self.calls.enter_sync();
         // A handler's panic further in unwinds through here: the call then

@@ -118,8 +118,8 @@ pub use introduce::{
     IntroductionError, connect, connect_retrying, decode_request,
 };
 pub use message::{
-    Archivable, Message, Receiver, Remote, Request, assert_distinct_ids, hash32, hash32_continue,
-    schema_of,
+    Archivable, Message, Receiver, Remote, Request, View, assert_distinct_ids, hash32,
+    hash32_continue, schema_of,
 };
 pub use outbox::FrameWriter;
 pub use pending::{CallCanceller, RequestId};

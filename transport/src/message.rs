@@ -54,6 +54,94 @@ pub trait Message: Archivable {
     const ALLOWED_WHILE_WAITING: bool;
 }
 
+/// What can be sent as message `M`: `M` itself, or a *view* of it, a type
+/// of the sender's whose archive is `M`'s archive, byte for byte. A view
+/// borrows the sender's own bytes and strings (rkyv's
+/// `#[rkyv(with = AsVec)]` for `&[T]`, `#[rkyv(with = AsString)]` for
+/// `&str`), so a large message is serialized from the sender's buffers
+/// straight into the ring instead of being copied into an `M` first. The
+/// peer cannot tell: it receives an `M`. Declare a view with rkyv's derive
+/// and `#[rkyv(as = ArchivedM)]`, field by field as `M` declares them; the
+/// compiler refuses a view whose archive is not `M`'s. A borrowed field
+/// takes `omit_bounds` and the struct the serializer bounds below: with the
+/// derive's own bound on the field, rustc does not see that
+/// `AsString`'s archive of a `&str` is an `ArchivedString`.
+///
+/// ```
+/// # #[cfg(not(miri))] {
+/// use ferry_transport::rkyv::{self, with::{AsString, AsVec}};
+/// use ferry_transport::{Connection, ConnectionConfig, Context, Remote};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// ferry_transport::protocol! {
+///     pub receiver Store handled_by StoreHandler {
+///         fn put => Put { key: String, data: Vec<u8> };
+///     }
+/// }
+///
+/// /// `Put`, borrowing the sender's key and bytes.
+/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// #[rkyv(crate = ferry_transport::rkyv, as = ArchivedPut)]
+/// #[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator,
+///                         __S::Error: rkyv::rancor::Source))]
+/// struct PutView<'a> {
+///     #[rkyv(with = AsString, omit_bounds)]
+///     key: &'a str,
+///     #[rkyv(with = AsVec, omit_bounds)]
+///     data: &'a [u8],
+/// }
+///
+/// struct Sizes(Arc<AtomicUsize>);
+/// impl StoreHandler for Sizes {
+///     fn put(&self, _: &mut Context, put: &ArchivedPut) {
+///         assert_eq!(put.key.as_str(), "frame-1");
+///         self.0.store(put.data.len(), Ordering::Relaxed);
+///     }
+/// }
+///
+/// let (mut tx, mut rx) = Connection::pair(ConnectionConfig::default())?;
+/// let size = Arc::new(AtomicUsize::new(0));
+/// rx.register(1, Store::handler(Sizes(size.clone())));
+/// let frame = vec![7u8; 64 * 1024]; // the sender's own buffer
+/// let view = PutView { key: "frame-1", data: &frame };
+/// tx.send_as::<Put>(Remote::new(1), &view)?;
+/// rx.dispatch(Some(std::time::Duration::from_secs(5)))?;
+/// assert_eq!(size.load(Ordering::Relaxed), 64 * 1024);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A view is sent only as the message whose archive it has:
+///
+/// ```compile_fail
+/// use ferry_transport::rkyv::{self, with::AsString};
+/// use ferry_transport::{Connection, ConnectionConfig, Remote};
+///
+/// ferry_transport::protocol! {
+///     pub receiver Store handled_by StoreHandler {
+///         fn put => Put { key: String };
+///         fn remove => Remove { key: String };
+///     }
+/// }
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// #[rkyv(crate = ferry_transport::rkyv, as = ArchivedPut)]
+/// #[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator,
+///                         __S::Error: rkyv::rancor::Source))]
+/// struct PutView<'a> {
+///     #[rkyv(with = AsString, omit_bounds)]
+///     key: &'a str,
+/// }
+///
+/// let (mut tx, _rx) = Connection::pair(ConnectionConfig::default()).unwrap();
+/// // `Remove` has the same fields, but its archive is another type.
+/// tx.send_as::<Remove>(Remote::new(1), &PutView { key: "k" }).unwrap();
+/// ```
+pub trait View<M: Message>: Archivable<Archived = <M as rkyv::Archive>::Archived> {}
+
+impl<M: Message, V> View<M> for V where V: Archivable<Archived = <M as rkyv::Archive>::Archived> {}
+
 /// A message that has a reply: it can be sent with
 /// [`Connection::send_with_reply`](crate::Connection::send_with_reply) or
 /// [`Connection::send_sync`](crate::Connection::send_sync).

@@ -16,7 +16,7 @@ use crate::config::ConnectionConfig;
 use crate::connection::Connection;
 use crate::error::{CallError, DispatchError, SendError, Violation};
 use crate::incoming::Incoming;
-use crate::message::{Archivable, Message, Remote, Request};
+use crate::message::{Archivable, Message, Remote, Request, View};
 use crate::outbox::Room;
 use crate::raw::raw_envelope;
 use crate::routed::{Delivery, RoutedCalls};
@@ -198,8 +198,17 @@ impl ConnectionSender {
     /// Sends `message` to `to`, waiting for room for at most the configured
     /// `send_timeout` ([`Connection::send`]).
     pub fn send<M: Message>(&self, to: Remote<M::Receiver>, message: &M) -> Result<(), SendError> {
+        self.send_as::<M>(to, message)
+    }
+
+    /// Sends `view` as message `M` ([`Connection::send_as`]).
+    pub fn send_as<M: Message>(
+        &self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+    ) -> Result<(), SendError> {
         let room = Room::Wait(self.inner.config.send_timeout);
-        self.send_typed(envelope_for::<M>(to, 0, 0), message, &[], room)
+        self.send_typed(envelope_for::<M>(to, 0, 0), view, &[], room)
     }
 
     /// Sends `message` if the ring has room now.
@@ -240,10 +249,21 @@ impl ConnectionSender {
         message: &M,
         timeout: Duration,
     ) -> Result<Reply<M::Reply>, CallError> {
+        self.send_sync_as::<M>(to, message, timeout)
+    }
+
+    /// [`send_sync`](Self::send_sync) with a [`View`] of the request
+    /// ([`Connection::send_sync_as`]).
+    pub fn send_sync_as<M: Request>(
+        &self,
+        to: Remote<M::Receiver>,
+        view: &impl View<M>,
+        timeout: Duration,
+    ) -> Result<Reply<M::Reply>, CallError> {
         let deadline = Instant::now().checked_add(timeout);
         let id = self.issue::<M>()?;
         let envelope = envelope_for::<M>(to, id, Flags::SYNC);
-        if let Err(error) = self.send_typed(envelope, message, &[], Room::Wait(Some(timeout))) {
+        if let Err(error) = self.send_typed(envelope, view, &[], Room::Wait(Some(timeout))) {
             self.inner.routed.abandon(id);
             return Err(error.into());
         }

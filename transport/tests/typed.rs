@@ -974,3 +974,113 @@ fn send_waits_at_most_the_send_timeout() {
     );
     assert!(conn.is_open(), "a timeout does not end the connection");
 }
+
+/// `Note`, borrowing the sender's text (see `ferry_transport::View`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(crate = ferry_transport::rkyv, as = ArchivedNote)]
+#[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator,
+                        __S::Error: rkyv::rancor::Source))]
+struct NoteView<'a> {
+    seq: u64,
+    #[rkyv(with = rkyv::with::AsString, omit_bounds)]
+    text: &'a str,
+    checksum: u64,
+}
+
+/// `Big`, borrowing the sender's bytes.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(crate = ferry_transport::rkyv, as = ArchivedBig)]
+#[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator,
+                        __S::Error: rkyv::rancor::Source))]
+struct BigView<'a> {
+    #[rkyv(with = rkyv::with::AsVec, omit_bounds)]
+    data: &'a [u8],
+    checksum: u64,
+    reply_len: u64,
+}
+
+/// Views of messages, serialized from the sender's own buffers, reach a
+/// service in another process as the messages they stand for: notes (each
+/// checked against its checksum by the service), a call whose request is a
+/// 256 KiB view (in the ring) and one of 4 MiB (out of line), from the
+/// connection and from a split sender. The archives are byte for byte
+/// those of the messages.
+fn views_reach_the_service_as_their_messages(trust: Trust) {
+    // The archive of a view is the archive of its message.
+    let text = "borrowed, not copied";
+    let owned = Note {
+        seq: 7,
+        text: text.into(),
+        checksum: 99,
+    };
+    let view = NoteView {
+        seq: 7,
+        text,
+        checksum: 99,
+    };
+    assert_eq!(
+        rkyv::to_bytes::<rkyv::rancor::Error>(&owned)
+            .unwrap()
+            .as_slice(),
+        rkyv::to_bytes::<rkyv::rancor::Error>(&view)
+            .unwrap()
+            .as_slice()
+    );
+
+    let config = service_config(trust);
+    let (mut conn, peer) = connect_peer("service", &config, &[]);
+    const NOTES: u64 = 300;
+    for seq in 0..NOTES {
+        let note = note(seq);
+        let view = NoteView {
+            seq,
+            text: &note.text,
+            checksum: note.checksum,
+        };
+        conn.send_as::<Note>(service(), &view)
+            .expect("send a note view");
+    }
+    for (len, salt) in [(256 << 10, 0x21_u8), (4 << 20, 0x42)] {
+        let data = pattern(len, salt);
+        let view = BigView {
+            data: &data,
+            checksum: fnv64(&data),
+            reply_len: 32,
+        };
+        let reply = conn
+            .send_sync_as::<Big>(service(), &view, OP_TIMEOUT)
+            .expect("a call with a view");
+        assert!(reply.intact, "the service saw a {len}-byte view intact");
+        assert_eq!(reply.checksum.to_native(), fnv64(&data));
+    }
+    assert_eq!(conn.stats().out_of_line_sent, 1, "only the 4 MiB view");
+    let (sender, mut conn) = conn.split().expect("split");
+    let last = note(NOTES);
+    let view = NoteView {
+        seq: NOTES,
+        text: &last.text,
+        checksum: last.checksum,
+    };
+    sender
+        .send_as::<Note>(service(), &view)
+        .expect("a view from the sending half");
+    let tally = conn
+        .send_sync(service(), &Tally {}, OP_TIMEOUT)
+        .expect("tally");
+    assert_eq!(tally.notes.to_native(), NOTES + 1);
+    assert_eq!(tally.bad.to_native(), 0, "every note's checksum matched");
+    assert_eq!(tally.next_seq.to_native(), NOTES + 1, "in order");
+    drop(tally);
+    drop((sender, conn));
+    peer.expect_success();
+}
+
+#[test]
+fn views_reach_the_service_as_their_messages_trusted() {
+    views_reach_the_service_as_their_messages(Trust::Trusted);
+}
+
+#[test]
+fn views_reach_the_service_as_their_messages_untrusted() {
+    views_reach_the_service_as_their_messages(Trust::Untrusted);
+}
