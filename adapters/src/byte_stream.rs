@@ -6,9 +6,13 @@
 //! larger than the ring's in-place maximum
 //! ([`max_inline_payload`](ByteStream::max_inline_payload)) writes only that
 //! much (a partial write, as `AsyncWrite` allows; `write_all` loops), so a
-//! byte stream never takes the slower out-of-line path. Reads copy a frame's
-//! bytes into the reader's buffer; what does not fit is kept for the next
-//! read. A zero-length frame is the end-of-stream marker.
+//! byte stream never takes the slower out-of-line path. A vectored write
+//! (HTTP/2 writes a frame's header and its payload as two buffers) gathers
+//! its buffers into one frame, as `writev` gathers them into one socket
+//! write. Reads copy a frame's bytes into the reader's buffer, and then the
+//! frames already there while the buffer has room; what does not fit is
+//! kept for the next read. A zero-length frame is the end-of-stream
+//! marker.
 //!
 //! # Shutdown
 //!
@@ -39,6 +43,8 @@ pub struct ByteStream {
     port: Port,
     /// The rest of the last frame, which did not fit the reader's buffer.
     leftover: BytesMut,
+    /// A vectored write's buffers, gathered into one frame.
+    gathered: Vec<u8>,
     /// Whether the peer's end of stream was read.
     read_ended: bool,
     /// Whether our end of stream was sent.
@@ -59,6 +65,7 @@ impl ByteStream {
         ByteStream {
             port,
             leftover: BytesMut::new(),
+            gathered: Vec::new(),
             read_ended: false,
             write_shut: false,
         }
@@ -85,6 +92,7 @@ impl AsyncRead for ByteStream {
             let n = this.leftover.len().min(buf.remaining());
             buf.put_slice(&this.leftover[..n]);
             this.leftover.advance(n);
+            this.read_more(buf);
             return Poll::Ready(Ok(()));
         }
         if this.read_ended || buf.remaining() == 0 {
@@ -101,7 +109,10 @@ impl AsyncRead for ByteStream {
             Chunk::Data
         };
         match this.port.poll_recv(cx, take) {
-            Poll::Ready(Ok(Some(Chunk::Data))) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(Some(Chunk::Data))) => {
+                this.read_more(buf);
+                Poll::Ready(Ok(()))
+            }
             // The marker, or a clean close without one: end of stream.
             Poll::Ready(Ok(Some(Chunk::End) | None)) => {
                 this.read_ended = true;
@@ -113,6 +124,43 @@ impl AsyncRead for ByteStream {
     }
 }
 
+impl ByteStream {
+    /// After a frame was read into `buf`: the frames already there too,
+    /// while `buf` has room (the rest of the last one kept), without
+    /// waiting. An end-of-stream marker ends the stream after what was
+    /// read; an error is left for the next read to report.
+    fn read_more(&mut self, buf: &mut ReadBuf<'_>) {
+        while self.leftover.is_empty() && buf.remaining() > 0 && !self.read_ended {
+            let leftover = &mut self.leftover;
+            let take = |bytes: &[u8]| {
+                if bytes.is_empty() {
+                    return Chunk::End;
+                }
+                let n = bytes.len().min(buf.remaining());
+                buf.put_slice(&bytes[..n]);
+                leftover.extend_from_slice(&bytes[n..]);
+                Chunk::Data
+            };
+            match self.port.try_recv(take) {
+                Some(Chunk::Data) => {}
+                Some(Chunk::End) => self.read_ended = true,
+                None => break,
+            }
+        }
+    }
+
+    /// Whether writes are refused: our end of stream was sent.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.write_shut {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the byte stream was shut down for writing",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl AsyncWrite for ByteStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -120,12 +168,7 @@ impl AsyncWrite for ByteStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.write_shut {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the byte stream was shut down for writing",
-            )));
-        }
+        this.check_writable()?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -135,6 +178,41 @@ impl AsyncWrite for ByteStream {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// The buffers gathered, in order, into one frame of at most
+    /// [`max_inline_payload`](ByteStream::max_inline_payload) bytes.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check_writable()?;
+        let max = this.port.max_inline_payload();
+        // A retried write (the ring was full) is gathered anew from the
+        // same buffers: `AsyncWrite` callers pass them again.
+        this.gathered.clear();
+        for buf in bufs {
+            let room = max - this.gathered.len();
+            if room == 0 {
+                break;
+            }
+            this.gathered.extend_from_slice(&buf[..buf.len().min(room)]);
+        }
+        if this.gathered.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = this.gathered.len();
+        match this.port.poll_send(cx, &this.gathered) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Every write is in the ring when it returns: nothing to flush.

@@ -90,6 +90,16 @@ impl Port {
         Poll::Pending
     }
 
+    /// Takes the next frame if one is there now, handing its bytes to
+    /// `take`; `None` when none is (or the connection ended: the next
+    /// [`poll_recv`](Self::poll_recv) says how).
+    pub(crate) fn try_recv<R>(&mut self, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self.connection.get_mut().try_recv_frame() {
+            Ok(frame) => Some(take(frame.bytes())),
+            Err(_) => None,
+        }
+    }
+
     /// Sends `bytes` as one frame if the ring has room now: `Ok(false)`
     /// when it has not.
     pub(crate) fn try_send(&mut self, bytes: &[u8]) -> io::Result<bool> {

@@ -3,14 +3,15 @@
 //! whole and in order; shutdown is a half-close (end of stream for the
 //! peer after the data, writes refused after it, reading goes on); a peer
 //! that closes cleanly without shutting down also gives end of stream; a
-//! peer that dies gives an error, never a clean end.
+//! peer that dies gives an error, never a clean end; a vectored write
+//! goes out as one frame, and a read takes every frame already there.
 
 mod support;
 
 use ferry_adapters::ByteStream;
 use std::io;
 use support::{EXIT_TIMEOUT, HELPERS, die, pattern, run_bounded, start};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// The peer's roles:
 /// - `echo`: copies what it reads back until end of stream, then shuts
@@ -96,6 +97,63 @@ fn a_write_larger_than_the_ring_maximum_is_split_and_arrives_whole() {
         assert!(back == message, "the echoed bytes differ");
     });
     peer.expect_success();
+}
+
+#[test]
+fn a_vectored_write_is_one_frame() {
+    let (connection, peer) = start("echo");
+    run_bounded(async move {
+        let mut stream = ByteStream::from_connection(connection).expect("a byte stream");
+        let middle = pattern(3, 3000);
+        let parts = [
+            io::IoSlice::new(b"header "),
+            io::IoSlice::new(&middle),
+            io::IoSlice::new(b" trailer"),
+        ];
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        assert!(AsyncWrite::is_write_vectored(&stream));
+        let written = stream.write_vectored(&parts).await.expect("writing");
+        assert_eq!(written, total, "every buffer in one write");
+        assert_eq!(stream.get_ref().get_ref().stats().frames_sent, 1);
+        // Three more frames, then our end of stream: the echo reads them,
+        // then writes back what each read returned.
+        for word in [&b"one"[..], b"two", b"three"] {
+            stream.write_all(word).await.expect("writing");
+        }
+        stream.shutdown().await.expect("shutting down");
+        let mut expected = b"header ".to_vec();
+        expected.extend_from_slice(&middle);
+        expected.extend_from_slice(b" trailer");
+        expected.extend_from_slice(b"onetwothree");
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await.expect("the echo");
+        assert!(back == expected, "the echoed bytes differ");
+    });
+    peer.expect_success();
+}
+
+/// A read takes every frame already there, as far as the buffer holds,
+/// and keeps the rest of the last one. (In one process: the frames are
+/// all in the ring before the read, whatever the scheduler does.)
+#[test]
+fn a_read_takes_the_frames_already_there() {
+    run_bounded(async move {
+        let config = ferry_transport::ConnectionConfig::default();
+        let (ours, mut theirs) = ferry_transport::Connection::pair(config).expect("a pair");
+        let mut stream = ByteStream::from_connection(ours).expect("a byte stream");
+        for word in [&b"one "[..], b"two ", b"three ", b"four"] {
+            theirs
+                .try_send_frame(word)
+                .expect("a frame into an empty ring");
+        }
+        let mut buf = [0u8; 12];
+        let n = stream.read(&mut buf).await.expect("reading");
+        assert_eq!(&buf[..n], b"one two thre", "three frames and a part");
+        let n = stream.read(&mut buf).await.expect("reading");
+        assert_eq!(&buf[..n], b"e four", "the rest, then the last frame");
+        theirs.try_send_frame(b"").expect("the end of stream");
+        assert_eq!(stream.read(&mut buf).await.expect("reading"), 0);
+    });
 }
 
 #[test]
