@@ -30,12 +30,19 @@ impl Wake for Slots {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let wakers = {
+        let [recv, send] = {
             let mut slots = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             [slots[0].take(), slots[1].take()]
         };
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
+        match (recv, send) {
+            // One task reading and writing (tarpc's dispatch, a stream not
+            // split): woken once.
+            (Some(recv), Some(send)) if recv.will_wake(&send) => recv.wake(),
+            (recv, send) => {
+                for waker in [recv, send].into_iter().flatten() {
+                    waker.wake();
+                }
+            }
         }
     }
 }
