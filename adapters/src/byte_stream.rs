@@ -99,16 +99,10 @@ impl AsyncRead for ByteStream {
             return Poll::Ready(Ok(()));
         }
         let leftover = &mut this.leftover;
-        let take = |bytes: &[u8]| {
-            if bytes.is_empty() {
-                return Chunk::End;
-            }
-            let n = bytes.len().min(buf.remaining());
-            buf.put_slice(&bytes[..n]);
-            leftover.extend_from_slice(&bytes[n..]);
-            Chunk::Data
-        };
-        match this.port.poll_recv(cx, take) {
+        match this
+            .port
+            .poll_recv(cx, |bytes| take_chunk(bytes, buf, leftover))
+        {
             Poll::Ready(Ok(Some(Chunk::Data))) => {
                 this.read_more(buf);
                 Poll::Ready(Ok(()))
@@ -124,6 +118,18 @@ impl AsyncRead for ByteStream {
     }
 }
 
+/// A frame's bytes into the reader's buffer, what does not fit into
+/// `leftover`; an empty frame is the end-of-stream marker.
+fn take_chunk(bytes: &[u8], buf: &mut ReadBuf<'_>, leftover: &mut BytesMut) -> Chunk {
+    if bytes.is_empty() {
+        return Chunk::End;
+    }
+    let n = bytes.len().min(buf.remaining());
+    buf.put_slice(&bytes[..n]);
+    leftover.extend_from_slice(&bytes[n..]);
+    Chunk::Data
+}
+
 impl ByteStream {
     /// After a frame was read into `buf`: the frames already there too,
     /// while `buf` has room (the rest of the last one kept), without
@@ -132,16 +138,7 @@ impl ByteStream {
     fn read_more(&mut self, buf: &mut ReadBuf<'_>) {
         while self.leftover.is_empty() && buf.remaining() > 0 && !self.read_ended {
             let leftover = &mut self.leftover;
-            let take = |bytes: &[u8]| {
-                if bytes.is_empty() {
-                    return Chunk::End;
-                }
-                let n = bytes.len().min(buf.remaining());
-                buf.put_slice(&bytes[..n]);
-                leftover.extend_from_slice(&bytes[n..]);
-                Chunk::Data
-            };
-            match self.port.try_recv(take) {
+            match self.port.try_recv(|bytes| take_chunk(bytes, buf, leftover)) {
                 Some(Chunk::Data) => {}
                 Some(Chunk::End) => self.read_ended = true,
                 None => break,
@@ -181,7 +178,8 @@ impl AsyncWrite for ByteStream {
     }
 
     /// The buffers gathered, in order, into one frame of at most
-    /// [`max_inline_payload`](ByteStream::max_inline_payload) bytes.
+    /// [`max_inline_payload`](ByteStream::max_inline_payload) bytes (a
+    /// lone buffer is written as it is, without the copy).
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,6 +188,16 @@ impl AsyncWrite for ByteStream {
         let this = self.get_mut();
         this.check_writable()?;
         let max = this.port.max_inline_payload();
+        // One buffer with bytes, or a first one that fills a frame alone,
+        // goes out as it is: nothing to gather.
+        let mut with_bytes = bufs.iter().filter(|buf| !buf.is_empty());
+        match (with_bytes.next(), with_bytes.next()) {
+            (None, _) => return Poll::Ready(Ok(0)),
+            (Some(first), second) if second.is_none() || first.len() >= max => {
+                return Pin::new(this).poll_write(cx, first);
+            }
+            _ => {}
+        }
         // A retried write (the ring was full) is gathered anew from the
         // same buffers: `AsyncWrite` callers pass them again.
         this.gathered.clear();
@@ -199,9 +207,6 @@ impl AsyncWrite for ByteStream {
                 break;
             }
             this.gathered.extend_from_slice(&buf[..buf.len().min(room)]);
-        }
-        if this.gathered.is_empty() {
-            return Poll::Ready(Ok(0));
         }
         let n = this.gathered.len();
         match this.port.poll_send(cx, &this.gathered) {
