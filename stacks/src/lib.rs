@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod example;
 pub mod grpc_echo;
 pub mod link;
 pub mod process;
