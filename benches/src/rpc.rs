@@ -153,6 +153,8 @@ fn parse_spin(text: &str) -> Result<Duration> {
 }
 
 fn run(options: &RpcOptions) -> Result<()> {
+    // The server processes turn tracing off; so does the calling side.
+    process::quiet_tracing();
     let stacks = list(&options.stack, |s| Ok(s.parse::<Stack>()?))?;
     let links = list(&options.link, |s| Ok(s.parse::<Link>()?))?;
     let concurrencies = list(&options.concurrency, |s| {

@@ -26,6 +26,7 @@ pub fn main(stack: Stack, label: &str) -> Result<(), Box<dyn std::error::Error>>
         .as_deref()
         .unwrap_or("ferry")
         .parse()?;
+    process::quiet_tracing();
     let config = ConnectionConfig::default();
     let (conn, server) = process::start(stack, link, &config, process::self_command()?)?;
     println!(

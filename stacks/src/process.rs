@@ -143,14 +143,29 @@ impl ServeSpec {
     }
 
     /// The server process's work: connects, serves until the other process
-    /// closes the connection, and returns.
+    /// closes the connection, and returns. Tracing is off in it
+    /// ([`quiet_tracing`]).
     pub fn run(&self) -> Result<(), StackError> {
+        quiet_tracing();
         let config = ConnectionConfig::default().async_spin(self.spin);
         let conn = link::connect(self.link, &self.name, &config, SETUP_TIMEOUT)?;
         self.runtime
             .build()?
             .block_on(stack::serve(self.stack, conn))
     }
+}
+
+/// Turns tracing off for the whole process, as an application that has
+/// no use for the stacks' spans would: tarpc enables `tracing`'s `log`
+/// feature, so with no subscriber installed every span tarpc and tonic
+/// open per call is offered to `log` instead — about a fifth of a
+/// tarpc process's CPU at 16 concurrent calls (`perf record`), the same
+/// cost over either link. Both processes of a measurement call this
+/// ([`ServeSpec::run`] and ferry-bench's `rpc`), so both links are
+/// measured without it. A subscriber installed earlier stays.
+pub fn quiet_tracing() {
+    // An error means a subscriber is already set, which is then kept.
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
 }
 
 /// The command that re-executes this binary (for [`start`]): stdin and
