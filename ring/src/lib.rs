@@ -83,7 +83,7 @@ pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RING_ALIGN};
 pub use notifier::{MAX_DRAINED_PER_CLEAR, Notifier, NotifierError};
 pub use pinned::PinnedFrame;
 pub use placement::{RingSpan, check_layout};
-pub use producer::{Grant, Producer};
+pub use producer::{FoundRoom, Grant, Producer};
 pub use region::{MAX_REGION_SIZE, Region};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY, channel, create, init, ring_size};
 pub use stats::Stats;

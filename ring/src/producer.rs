@@ -145,26 +145,47 @@ impl Producer {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<Grant<'_>, SendError> {
-        self.wait_for_room(len, timeout)?;
+        // Found on this producer just now: granted without a second look.
+        let FoundRoom { len, .. } = self.wait_for_room(len, timeout)?;
         Ok(self.grant(len))
     }
 
+    /// Takes the room [`wait_for_room`](Self::wait_for_room) found: the
+    /// grant without a second look at the ring's state when nothing was
+    /// reserved since (nothing else writes this ring, so the room is still
+    /// there). A token from another producer, or one outdated by a reserve,
+    /// is checked like [`try_reserve`](Self::try_reserve).
+    #[inline]
+    pub fn take_room(&mut self, room: FoundRoom) -> Result<Grant<'_>, SendError> {
+        let capacity = self.ring.capacity() as u64;
+        if room.tail == self.tail
+            && room.len <= self.max_payload()
+            && self.tail + self.bytes_needed(room.len) as u64 - self.cached_head <= capacity
+        {
+            return Ok(self.grant(room.len));
+        }
+        self.try_reserve(room.len)
+    }
+
     /// Waits, per the wait strategy and for at most `timeout`, until a
-    /// `len`-byte frame fits; the next `try_reserve(len)` then succeeds
-    /// (nothing else writes this ring). For a caller that must handle the
-    /// failure before it holds the grant's borrow.
+    /// `len`-byte frame fits, and says where: [`take_room`](Self::take_room)
+    /// then grants it (nothing else writes this ring). For a caller that
+    /// must handle the failure before it holds the grant's borrow.
     #[inline]
     pub fn wait_for_room(
         &mut self,
         len: usize,
         timeout: Option<Duration>,
-    ) -> Result<(), SendError> {
+    ) -> Result<FoundRoom, SendError> {
         let mut waiter = RoomWaiter {
             producer: self,
             len,
         };
         match wait::block_on(&mut waiter, timeout) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(FoundRoom {
+                tail: self.tail,
+                len,
+            }),
             Err(Blocked::TimedOut) => Err(SendError::TimedOut),
             Err(Blocked::Failed(e)) => Err(e),
         }
@@ -403,6 +424,18 @@ impl std::fmt::Debug for Producer {
 }
 
 /// Waiting for room, as seen by the wait loop.
+/// Room for a frame that [`Producer::wait_for_room`] found, for
+/// [`Producer::take_room`]: no borrow of the producer, so a caller can
+/// handle a failed wait before it holds a grant.
+#[derive(Debug)]
+#[must_use = "the room is taken with `Producer::take_room`"]
+pub struct FoundRoom {
+    /// The producer's tail when the room was found.
+    tail: u64,
+    /// The payload length it was found for.
+    len: usize,
+}
+
 struct RoomWaiter<'a> {
     producer: &'a mut Producer,
     len: usize,

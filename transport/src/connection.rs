@@ -443,8 +443,9 @@ impl Connection {
     pub fn stats(&self) -> TransportStats {
         let outbox = self.outbox.read();
         TransportStats {
-            frames_sent: outbox.published.frames,
-            frames_received: self.inbox.frames,
+            // The rings count every frame (out-of-line ones included).
+            frames_sent: outbox.tx.stats().frames,
+            frames_received: self.inbox.rx.stats().frames,
             out_of_line_sent: outbox.published.out_of_line,
             out_of_line_received: self.inbox.out_of_line,
             fds_sent: outbox.published.fds,
@@ -575,6 +576,7 @@ impl Connection {
 
     /// Takes the next frame off the ring. `wait`: `None` to try once,
     /// `Some(timeout)` to wait.
+    #[inline]
     pub(crate) fn next_incoming(
         &mut self,
         wait: Option<Option<Duration>>,
@@ -599,6 +601,7 @@ impl Connection {
 
     /// Gives back what a received frame holds (its room in the ring, or its
     /// private buffer).
+    #[inline]
     pub(crate) fn finish(&mut self, incoming: &mut Incoming) {
         self.inbox.finish(incoming);
     }

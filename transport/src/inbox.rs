@@ -46,7 +46,6 @@ pub(crate) struct Inbox {
     spare_buffers: Vec<AlignedVec<16>>,
     /// Attachments received so far (the sender numbers them).
     attachments: u64,
-    pub(crate) frames: u64,
     pub(crate) out_of_line: u64,
     pub(crate) fds: u64,
 }
@@ -60,7 +59,6 @@ impl Inbox {
             max_message_size: config.max_message_size,
             spare_buffers: Vec::new(),
             attachments: 0,
-            frames: 0,
             out_of_line: 0,
             fds: 0,
         }
@@ -68,6 +66,7 @@ impl Inbox {
 
     /// Takes the next frame. `wait`: `None` to try once, `Some(timeout)` to
     /// wait.
+    #[inline]
     pub(crate) fn next(
         &mut self,
         wait: Option<Option<Duration>>,
@@ -106,7 +105,6 @@ impl Inbox {
             body,
             fds: Vec::new(),
         };
-        self.frames += 1;
         if let Err(violation) = self.complete(&mut incoming, control) {
             self.finish(&mut incoming);
             return Err(InboxError::Violation(violation));
@@ -116,6 +114,7 @@ impl Inbox {
 
     /// Validates the envelope, then collects the descriptors and opens the
     /// blob the envelope announces.
+    #[inline]
     fn complete(&mut self, incoming: &mut Incoming, control: &Channel) -> Result<(), Violation> {
         // The envelope is read once, into a local: what is validated is
         // what is used.
@@ -188,6 +187,7 @@ impl Inbox {
 
     /// Gives back what a received frame holds: its pin on the ring (the head
     /// is published once no frame is kept in place) or its private buffer.
+    #[inline]
     pub(crate) fn finish(&mut self, incoming: &mut Incoming) {
         match std::mem::replace(&mut incoming.body, Body::Finished) {
             Body::InPlace(frame) => {

@@ -16,7 +16,7 @@ use crate::wire::{
     encode_out_of_line_body,
 };
 use ferry_handoff::Channel;
-use ferry_ring::{BlobWriter, Grant, Producer};
+use ferry_ring::{BlobWriter, FoundRoom, Grant, Producer};
 use rkyv::rancor;
 use rkyv::ser::writer::Buffer;
 use rkyv::util::{AlignedVec, with_arena};
@@ -55,7 +55,6 @@ pub(crate) struct Outbox {
 pub(crate) struct Published {
     /// Attachments sent (the receiver counts them too).
     attachments: u64,
-    pub(crate) frames: u64,
     pub(crate) out_of_line: u64,
     pub(crate) fds: u64,
 }
@@ -277,11 +276,12 @@ impl Outbox {
     }
 
     /// Waits for room for a `len`-byte raw frame (see `reserve_frame`).
+    #[inline]
     pub(crate) fn wait_for_frame_room(
         &mut self,
         len: usize,
         timeout: Option<Duration>,
-    ) -> Result<(), SendError> {
+    ) -> Result<FoundRoom, SendError> {
         let max = self.max_inline().min(self.max_message_size);
         if len > max {
             return Err(SendError::TooLarge { len, max });
@@ -291,19 +291,17 @@ impl Outbox {
             .map_err(from_ring_send)
     }
 
-    /// Takes the room `wait_for_frame_room` found for a `len`-byte raw frame,
-    /// for the caller to fill.
+    /// Takes the room `wait_for_frame_room` found, for the caller to fill
+    /// (no second look at the ring).
+    #[inline]
     pub(crate) fn reserve_frame(
         &mut self,
         envelope: Envelope,
-        len: usize,
+        room: FoundRoom,
     ) -> Result<FrameWriter<'_>, SendError> {
-        let mut grant = reserve(&mut self.tx, ENVELOPE_SIZE + len, Room::Try)?;
+        let mut grant = self.tx.take_room(room).map_err(from_ring_send)?;
         envelope.write_to(&mut grant);
-        Ok(FrameWriter {
-            grant,
-            frames_sent: &mut self.published.frames,
-        })
+        Ok(FrameWriter { grant })
     }
 }
 
@@ -340,7 +338,6 @@ impl Published {
             self.fds += fds.len() as u64;
         }
         grant.commit();
-        self.frames += 1;
         Ok(())
     }
 }
@@ -348,14 +345,12 @@ impl Published {
 /// A frame being written in place by the raw API.
 pub struct FrameWriter<'a> {
     grant: Grant<'a>,
-    frames_sent: &'a mut u64,
 }
 
 impl FrameWriter<'_> {
     /// Publishes the frame.
     pub fn commit(self) {
         self.grant.commit();
-        *self.frames_sent += 1;
     }
 
     /// Completes the frame but publishes it only at the next
@@ -364,7 +359,6 @@ impl FrameWriter<'_> {
     /// the peer at most one wake-up.
     pub fn commit_deferred(self) {
         self.grant.commit_deferred();
-        *self.frames_sent += 1;
     }
 }
 

@@ -76,11 +76,11 @@ impl Connection {
         // failure is reported to the lifecycle while waiting for the room,
         // before the grant is taken (nothing else writes this ring, so the
         // room is still there).
-        let waited = self.own_outbox()?.wait_for_frame_room(len, timeout);
-        if let Err(error) = waited {
-            return Err(self.send_failed(error));
-        }
-        self.own_outbox()?.reserve_frame(raw_envelope(), len)
+        let room = match self.own_outbox()?.wait_for_frame_room(len, timeout) {
+            Ok(room) => room,
+            Err(error) => return Err(self.send_failed(error)),
+        };
+        self.own_outbox()?.reserve_frame(raw_envelope(), room)
     }
 
     /// The send path, if the connection is not split: a grant in place

@@ -141,6 +141,7 @@ impl Envelope {
     /// Reads and validates the envelope at the start of `frame`, for a
     /// receiver that accepts at most `max_fds` descriptors per message.
     /// Never panics, whatever the bytes: fuzzers call it directly.
+    #[inline]
     pub fn decode(frame: &[u8], max_fds: usize) -> Result<Envelope, EnvelopeError> {
         let Some(bytes) = frame.get(..ENVELOPE_SIZE) else {
             return Err(EnvelopeError::Short(frame.len()));
