@@ -45,6 +45,11 @@ pub struct Consumer {
     /// Shared with every frame kept in place; while any exists, the head is
     /// not published either (see `Frame::keep_in_place`).
     pin_token: Arc<PinToken>,
+    /// A clone of `pin_token` a frame kept in place gave back
+    /// ([`give_back`](Self::give_back)), for the next one: a frame taken
+    /// and given back on this thread then costs no atomic read-modify-write
+    /// of the count. Only ever touched through `&mut self`.
+    spare_pin: Option<Arc<PinToken>>,
     /// The head last stored to shared memory.
     published: u64,
     /// The producer's tail as last loaded (and validated).
@@ -86,6 +91,7 @@ impl Consumer {
             read: positions.head,
             pins: 0,
             pin_token: PinToken::new(Arc::clone(ring.attachment())),
+            spare_pin: None,
             published: positions.head,
             cached_tail: positions.head,
             space_seq: ring.header().consumer.space_seq.load(Ordering::Relaxed),
@@ -233,6 +239,24 @@ impl Consumer {
         self.pins += 1;
     }
 
+    /// Gives back a frame this consumer kept in place: the same as dropping
+    /// it, then [`flush`](Self::flush), except that its share of the pin
+    /// count is kept for the next frame kept in place, which then costs no
+    /// atomic read-modify-write (dropping one and cloning the next cost two
+    /// per frame). A frame of another consumer is simply dropped.
+    #[inline]
+    pub fn give_back(&mut self, frame: PinnedFrame) {
+        let token = frame.into_token();
+        if self.spare_pin.is_none() && Arc::ptr_eq(&token, &self.pin_token) {
+            // Counted as a spare by `frames_kept`: the frame is gone, and
+            // its reads happened before this, on this thread.
+            self.spare_pin = Some(token);
+        } else {
+            drop(token);
+        }
+        self.flush();
+    }
+
     /// Releases one [`pin`](Self::pin); the last one publishes the head.
     pub fn unpin(&mut self) {
         self.pins = self.pins.saturating_sub(1);
@@ -293,7 +317,10 @@ impl Consumer {
     /// to the producer with a single store of the head (unless pinned).
     #[inline]
     pub fn flush(&mut self) {
-        if self.read == self.published || self.pins > 0 || PinToken::frames_kept(&self.pin_token) {
+        if self.read == self.published
+            || self.pins > 0
+            || PinToken::frames_kept(&self.pin_token, self.spare_pin.is_some())
+        {
             return;
         }
         let header = self.ring.header();
@@ -554,13 +581,19 @@ impl<'a> Frame<'a> {
     #[inline]
     pub fn keep_in_place(self) -> PinnedFrame {
         let (payload, len) = (self.payload, self.at.len);
-        let token = Arc::clone(&self.consumer.pin_token);
+        let consumer = &mut *self.consumer;
+        let token = consumer
+            .spare_pin
+            .take()
+            .unwrap_or_else(|| Arc::clone(&consumer.pin_token));
         self.finish();
         // SAFETY: `payload..payload + len` is this frame's validated payload
-        // inside the region `token` keeps mapped; with `token` cloned, the
-        // consumer's `flush` (the only place a head is stored, `drop`
-        // included) publishes no head until the clone is dropped, so the
-        // room is not given back to the producer meanwhile. Dropping,
+        // inside the region `token` keeps mapped; `token` is a clone of the
+        // consumer's (new, or the spare a frame gave back, which no longer
+        // counts as the spare once taken), so the consumer's `flush` (the
+        // only place a head is stored, `drop` included) publishes no head
+        // until the frame is dropped or given back, and the room is not
+        // given back to the producer meanwhile. Dropping,
         // replacing or moving the consumer changes nothing: the token also
         // keeps the consumer side of the ring claimed, so no second consumer
         // can attach through this region and release the room. Leaking the

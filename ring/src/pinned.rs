@@ -24,21 +24,26 @@ impl PinToken {
         })
     }
 
-    /// Whether a frame holding a clone of `token` still exists. When this
-    /// returns `false`, every such frame has been dropped, and their reads
-    /// of the ring happened before whatever the caller does next, so
-    /// publishing the head past them is safe.
+    /// Whether a frame holding a clone of `token` still exists, when the
+    /// consumer holds `token` and, if `spare` is true, one spare clone
+    /// (`Consumer::give_back`). When this returns `false`, every such frame
+    /// has been dropped or given back, and their reads of the ring happened
+    /// before whatever the caller does next, so publishing the head past
+    /// them is safe.
     ///
     /// Why the count can be trusted: clones are made only by
-    /// `Frame::keep_in_place`, under `&mut Consumer`, on the thread that
-    /// calls this (no clone can appear concurrently; the type is private to
-    /// the crate, so no `Weak` or other clone exists). Frames may be dropped
-    /// on other threads: each drop is a Release decrement, the decrements
-    /// form one release sequence, and a count of 1 read here (whatever the
-    /// ordering of `strong_count`'s load) followed by the Acquire fence
+    /// `Frame::keep_in_place` (which may take the spare instead), under
+    /// `&mut Consumer`, on the thread that calls this (no clone can appear
+    /// concurrently; the type is private to the crate, so no `Weak` or other
+    /// clone exists), and the spare is taken or stored only under that same
+    /// `&mut Consumer`, so `spare` is exact. A frame given back became the
+    /// spare on this thread, after its reads. Frames may be dropped on other
+    /// threads: each drop is a Release decrement, the decrements form one
+    /// release sequence, and the consumer's own count read here (whatever
+    /// the ordering of `strong_count`'s load) followed by the Acquire fence
     /// synchronises with every one of them.
-    pub(crate) fn frames_kept(token: &Arc<PinToken>) -> bool {
-        if Arc::strong_count(token) > 1 {
+    pub(crate) fn frames_kept(token: &Arc<PinToken>, spare: bool) -> bool {
+        if Arc::strong_count(token) > 1 + usize::from(spare) {
             return true;
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
@@ -58,7 +63,7 @@ impl PinToken {
 pub struct PinnedFrame {
     payload: *const u8,
     len: usize,
-    _token: Arc<PinToken>,
+    token: Arc<PinToken>,
 }
 
 impl PinnedFrame {
@@ -74,8 +79,14 @@ impl PinnedFrame {
         PinnedFrame {
             payload,
             len,
-            _token: token,
+            token,
         }
+    }
+
+    /// Its share of the pin count (`Consumer::give_back`); the bytes are
+    /// not read through this value again.
+    pub(crate) fn into_token(self) -> Arc<PinToken> {
+        self.token
     }
 
     /// The payload (16-aligned).

@@ -524,3 +524,51 @@ fn pinned_consumer_does_not_give_room_back() {
     rx.unpin();
     tx.try_send(&[1; 48]).unwrap();
 }
+
+#[test]
+fn frames_given_back_hold_the_head_until_the_last_kept_one_is_gone() {
+    // Two frames of the largest payload fill the ring: the producer has room
+    // again only once the consumer published a head past one of them.
+    let (mut tx, mut rx) = channel(4096);
+    let max = tx.max_payload();
+    tx.try_send(&vec![1u8; max]).unwrap();
+    tx.try_send(&vec![2u8; max]).unwrap();
+
+    // A frame of another ring given back is dropped, not kept as this
+    // consumer's spare (it would then count this ring's frames on the other
+    // ring's token).
+    let (mut other_tx, mut other_rx) = channel(4096);
+    other_tx.try_send(b"other").unwrap();
+    let foreign = other_rx.try_peek().unwrap().keep_in_place();
+    rx.give_back(foreign);
+
+    let first = rx.try_peek().unwrap().keep_in_place();
+    let second = rx.try_peek().unwrap().keep_in_place();
+    rx.give_back(second);
+    assert!(
+        !tx.has_room(max).unwrap(),
+        "head published while a frame is kept"
+    );
+    assert!(first.bytes().iter().all(|&b| b == 1));
+    rx.give_back(first);
+    assert!(
+        tx.has_room(max).unwrap(),
+        "head not published once every frame is back"
+    );
+
+    // The next frame kept takes the spare; dropping it (not giving it
+    // back) releases it too.
+    tx.try_send(&vec![3u8; max]).unwrap();
+    tx.try_send(&vec![4u8; max]).unwrap();
+    let third = rx.try_peek().unwrap().keep_in_place();
+    rx.flush();
+    assert!(
+        !tx.has_room(max).unwrap(),
+        "head published past a kept spare"
+    );
+    assert!(third.bytes().iter().all(|&b| b == 3));
+    drop(third);
+    rx.flush();
+    assert!(tx.has_room(max).unwrap());
+    assert_eq!(recv(&mut rx), vec![4u8; max]);
+}

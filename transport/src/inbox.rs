@@ -190,10 +190,7 @@ impl Inbox {
     #[inline]
     pub(crate) fn finish(&mut self, incoming: &mut Incoming) {
         match std::mem::replace(&mut incoming.body, Body::Finished) {
-            Body::InPlace(frame) => {
-                drop(frame);
-                self.rx.flush();
-            }
+            Body::InPlace(frame) => self.rx.give_back(frame),
             Body::Copied(buffer) => {
                 if self.spare_buffers.len() < MAX_SPARE_BUFFERS {
                     self.spare_buffers.push(buffer);
