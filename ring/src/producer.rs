@@ -31,6 +31,8 @@ use std::time::Duration;
 /// ```
 pub struct Producer {
     ring: RingRef,
+    /// Unique among this process's producers: which one found a room.
+    id: u64,
     /// Where the next frame goes (may run ahead of `published`).
     tail: u64,
     /// The tail last stored to shared memory.
@@ -61,6 +63,7 @@ impl Producer {
         let (ring, positions) = RingRef::attach(region, offset, Side::Producer)?;
         let announcer = Announcer::new(&ring.header().producer_parked.parked);
         Ok(Producer {
+            id: next_producer_id(),
             tail: positions.tail,
             published: positions.tail,
             cached_head: positions.head,
@@ -150,21 +153,40 @@ impl Producer {
         Ok(self.grant(len))
     }
 
-    /// Takes the room [`wait_for_room`](Self::wait_for_room) found: the
-    /// grant without a second look at the ring's state when nothing was
-    /// reserved since (nothing else writes this ring, so the room is still
-    /// there). A token from another producer, or one outdated by a reserve,
-    /// is checked like [`try_reserve`](Self::try_reserve).
+    /// Room for a `len`-byte payload if there is some now, to take with
+    /// [`take_room`](Self::take_room); `None` when the ring is full or this
+    /// end cannot send (which [`wait_for_room`](Self::wait_for_room) or
+    /// [`try_reserve`](Self::try_reserve) then report).
+    #[inline]
+    pub fn room_now(&mut self, len: usize) -> Option<FoundRoom> {
+        match self.poll_room(len) {
+            Ok(Some(())) => Some(self.found_room(len)),
+            _ => None,
+        }
+    }
+
+    /// Takes the room [`wait_for_room`](Self::wait_for_room) or
+    /// [`room_now`](Self::room_now) found: the grant without a second look
+    /// at the ring's state when this producer found it, with nothing
+    /// reserved since (nothing else writes this ring and the
+    /// consumer only frees room, so the room is still there). Any other
+    /// token (another producer's, or one outdated by a reserve) is checked
+    /// like [`try_reserve`](Self::try_reserve).
     #[inline]
     pub fn take_room(&mut self, room: FoundRoom) -> Result<Grant<'_>, SendError> {
-        let capacity = self.ring.capacity() as u64;
-        if room.tail == self.tail
-            && room.len <= self.max_payload()
-            && self.tail + self.bytes_needed(room.len) as u64 - self.cached_head <= capacity
-        {
+        if room.producer == self.id && room.tail == self.tail {
             return Ok(self.grant(room.len));
         }
         self.try_reserve(room.len)
+    }
+
+    /// The token for room for a `len`-byte payload found just now.
+    fn found_room(&self, len: usize) -> FoundRoom {
+        FoundRoom {
+            producer: self.id,
+            tail: self.tail,
+            len,
+        }
     }
 
     /// Waits, per the wait strategy and for at most `timeout`, until a
@@ -182,10 +204,7 @@ impl Producer {
             len,
         };
         match wait::block_on(&mut waiter, timeout) {
-            Ok(()) => Ok(FoundRoom {
-                tail: self.tail,
-                len,
-            }),
+            Ok(()) => Ok(self.found_room(len)),
             Err(Blocked::TimedOut) => Err(SendError::TimedOut),
             Err(Blocked::Failed(e)) => Err(e),
         }
@@ -423,19 +442,28 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// Waiting for room, as seen by the wait loop.
-/// Room for a frame that [`Producer::wait_for_room`] found, for
-/// [`Producer::take_room`]: no borrow of the producer, so a caller can
-/// handle a failed wait before it holds a grant.
+/// A new producer id (a plain counter: ids only have to differ).
+fn next_producer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Room for a frame that [`Producer::wait_for_room`] or
+/// [`Producer::room_now`] found, for [`Producer::take_room`]: no borrow of
+/// the producer, so a caller can handle a failed wait before it holds a
+/// grant.
 #[derive(Debug)]
 #[must_use = "the room is taken with `Producer::take_room`"]
 pub struct FoundRoom {
+    /// The id of the producer that found it.
+    producer: u64,
     /// The producer's tail when the room was found.
     tail: u64,
     /// The payload length it was found for.
     len: usize,
 }
 
+/// Waiting for room, as seen by the wait loop.
 struct RoomWaiter<'a> {
     producer: &'a mut Producer,
     len: usize,

@@ -572,3 +572,32 @@ fn frames_given_back_hold_the_head_until_the_last_kept_one_is_gone() {
     assert!(tx.has_room(max).unwrap());
     assert_eq!(recv(&mut rx), vec![4u8; max]);
 }
+
+#[test]
+fn room_found_by_another_producer_or_before_a_reserve_is_looked_for_again() {
+    let (mut tx, mut rx) = channel(4096);
+    let (mut full, _full_rx) = channel(4096);
+    let max = tx.max_payload();
+    // Both producers at the same tail; `tx`'s frames were read, `full`'s not.
+    for _ in 0..2 {
+        tx.try_send(&vec![0u8; max]).unwrap();
+        full.try_send(&vec![0u8; max]).unwrap();
+        recv(&mut rx);
+    }
+    let room = tx.room_now(max).expect("room on tx");
+    assert!(matches!(full.take_room(room), Err(SendError::Full)));
+
+    // Found, then used by another reserve: looked for again.
+    let room = tx.room_now(max).expect("room on tx");
+    tx.try_send(&vec![1u8; max]).unwrap();
+    tx.try_send(&vec![2u8; max]).unwrap();
+    assert!(matches!(tx.take_room(room), Err(SendError::Full)));
+
+    assert_eq!(recv(&mut rx), vec![1u8; max]);
+    let room = tx.wait_for_room(max, SECOND).unwrap();
+    let mut grant = tx.take_room(room).unwrap();
+    grant.fill(3);
+    grant.commit();
+    assert_eq!(recv(&mut rx), vec![2u8; max]);
+    assert_eq!(recv(&mut rx), vec![3u8; max]);
+}

@@ -16,7 +16,8 @@ use crate::config::{ATTACHMENT_TIMEOUT, ConnectionConfig, Trust};
 use crate::error::{AttachmentError, BlobRefusal, Cause, Violation};
 use crate::incoming::{Body, Incoming};
 use crate::wire::{
-    ATTACHMENT_HEADER_SIZE, Envelope, Flags, decode_attachment_header, decode_out_of_line_body,
+    ATTACHMENT_HEADER_SIZE, ENVELOPE_SIZE, Envelope, Flags, decode_attachment_header,
+    decode_out_of_line_body,
 };
 use ferry_handoff::Channel;
 use ferry_ring::{Consumer, SealedBlob};
@@ -110,6 +111,30 @@ impl Inbox {
             return Err(InboxError::Violation(violation));
         }
         Ok(incoming)
+    }
+
+    /// The next frame if it is there and plain: read in place (a trusted
+    /// peer), its envelope valid, no descriptors (so no blob either), its
+    /// body within the size limit. Anything else, including an untrusted
+    /// peer's frame (validated only once copied out), is left in the ring
+    /// for [`next`](Self::next): `None`.
+    #[inline]
+    pub(crate) fn next_plain(&mut self) -> Option<Incoming> {
+        if self.trust != Trust::Trusted {
+            return None;
+        }
+        let frame = self.rx.try_peek().ok()?;
+        let envelope = Envelope::decode(frame.payload(), self.max_fds).ok()?;
+        // `decode` succeeded: the frame holds at least the envelope.
+        let body_len = frame.len() - ENVELOPE_SIZE;
+        if envelope.fd_count != 0 || body_len > self.max_message_size {
+            return None;
+        }
+        Some(Incoming {
+            envelope,
+            body: Body::InPlace(frame.keep_in_place()),
+            fds: Vec::new(),
+        })
     }
 
     /// Validates the envelope, then collects the descriptors and opens the

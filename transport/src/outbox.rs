@@ -275,6 +275,17 @@ impl Outbox {
         self.own_armed
     }
 
+    /// Room for a `len`-byte raw frame if there is some now and the frame
+    /// is within the limits; `None` for everything else, which
+    /// `wait_for_frame_room` then waits for or reports.
+    #[inline]
+    pub(crate) fn frame_room_now(&mut self, len: usize) -> Option<FoundRoom> {
+        if len > self.max_inline().min(self.max_message_size) {
+            return None;
+        }
+        self.tx.room_now(ENVELOPE_SIZE + len)
+    }
+
     /// Waits for room for a `len`-byte raw frame (see `reserve_frame`).
     #[inline]
     pub(crate) fn wait_for_frame_room(

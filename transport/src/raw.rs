@@ -10,6 +10,7 @@ use crate::message::{Message, Receiver, Request};
 use crate::outbox::{FrameWriter, Outbox, Room};
 use crate::shared_outbox::OutboxCell;
 use crate::wire::{Envelope, Flags};
+use ferry_ring::FoundRoom;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -71,16 +72,35 @@ impl Connection {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<FrameWriter<'_>, SendError> {
-        self.check_sendable(0)?;
-        // The grant borrows the outbox until the caller commits it, so a
-        // failure is reported to the lifecycle while waiting for the room,
-        // before the grant is taken (nothing else writes this ring, so the
-        // room is still there).
-        let room = match self.own_outbox()?.wait_for_frame_room(len, timeout) {
-            Ok(room) => room,
-            Err(error) => return Err(self.send_failed(error)),
+        // The grant borrows the outbox until the caller commits it, so the
+        // room is found first (a token, no borrow), and a failure is
+        // reported to the lifecycle before the grant is taken (nothing else
+        // writes this ring, so the room is still there).
+        let room = match self.frame_room_now(len) {
+            Some(room) => room,
+            None => {
+                self.check_sendable(0)?;
+                match self.own_outbox()?.wait_for_frame_room(len, timeout) {
+                    Ok(room) => room,
+                    Err(error) => return Err(self.send_failed(error)),
+                }
+            }
         };
         self.own_outbox()?.reserve_frame(raw_envelope(), room)
+    }
+
+    /// Room for a `len`-byte frame right now on an open, unsplit
+    /// connection in this process: the common case, without the checks
+    /// and errors of the waiting path, which handles everything else.
+    #[inline]
+    fn frame_room_now(&mut self, len: usize) -> Option<FoundRoom> {
+        if !self.lifecycle.is_open() || self.hangup.is_inherited() {
+            return None;
+        }
+        match &mut self.outbox {
+            OutboxCell::Own(outbox) => outbox.frame_room_now(len),
+            OutboxCell::Shared(_) => None,
+        }
     }
 
     /// The send path, if the connection is not split: a grant in place
@@ -103,7 +123,10 @@ impl Connection {
     /// Receives the next frame, waiting for at most `timeout` (`None`: as
     /// long as it takes).
     pub fn recv_frame(&mut self, timeout: Option<Duration>) -> Result<Received<'_>, RecvError> {
-        let incoming = self.next_incoming_answering(timeout)?;
+        let incoming = match self.ready_incoming() {
+            Some(incoming) => incoming,
+            None => self.next_incoming_answering(timeout)?,
+        };
         Ok(Received {
             connection: self,
             incoming,
@@ -112,8 +135,13 @@ impl Connection {
 
     /// Receives the next frame if one is there.
     pub fn try_recv_frame(&mut self) -> Result<Received<'_>, RecvError> {
-        let _ = self.send_late_replies();
-        let incoming = self.next_incoming(None)?;
+        let incoming = match self.ready_incoming() {
+            Some(incoming) => incoming,
+            None => {
+                let _ = self.send_late_replies();
+                self.next_incoming(None)?
+            }
+        };
         Ok(Received {
             connection: self,
             incoming,
