@@ -181,7 +181,7 @@ impl Consumer {
     }
 
     /// The next frame, without waiting.
-    #[inline]
+    #[inline(always)]
     pub fn try_peek(&mut self) -> Result<Frame<'_>, RecvError> {
         match self.poll_frame()? {
             Some(at) => Ok(self.frame(at)),

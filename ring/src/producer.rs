@@ -133,7 +133,7 @@ impl Producer {
     }
 
     /// Reserves room for a `len`-byte payload without waiting.
-    #[inline]
+    #[inline(always)]
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
         match self.poll_room(len)? {
             Some(()) => Ok(self.grant(len)),

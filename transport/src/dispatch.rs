@@ -394,6 +394,7 @@ impl Connection {
     /// what is left of `timeout`). An answer that cannot be sent is what the
     /// receive reports if it ended the connection; otherwise the next
     /// `dispatch` would, and pull-style receiving drops it.
+    #[inline(never)]
     pub(crate) fn next_incoming_answering(
         &mut self,
         timeout: Option<Duration>,

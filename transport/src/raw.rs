@@ -67,6 +67,7 @@ impl Connection {
     /// Reserves room for a `len`-byte frame in the ring and lets the caller
     /// write it in place; [`FrameWriter::commit`] sends it. `len` must not
     /// exceed [`max_inline_payload`](Self::max_inline_payload).
+    #[inline]
     pub fn reserve_frame(
         &mut self,
         len: usize,
@@ -75,18 +76,29 @@ impl Connection {
         // The grant borrows the outbox until the caller commits it, so the
         // room is found first (a token, no borrow), and a failure is
         // reported to the lifecycle before the grant is taken (nothing else
-        // writes this ring, so the room is still there).
+        // writes this ring, so the room is still there). Inlined into the
+        // caller, with the waiting path out of line: the writer is then not
+        // returned through memory.
         let room = match self.frame_room_now(len) {
             Some(room) => room,
-            None => {
-                self.check_sendable(0)?;
-                match self.own_outbox()?.wait_for_frame_room(len, timeout) {
-                    Ok(room) => room,
-                    Err(error) => return Err(self.send_failed(error)),
-                }
-            }
+            None => self.wait_for_frame_room(len, timeout)?,
         };
         self.own_outbox()?.reserve_frame(raw_envelope(), room)
+    }
+
+    /// [`reserve_frame`](Self::reserve_frame)'s general path: every check,
+    /// then a wait for the room, a failure reported to the lifecycle.
+    #[inline(never)]
+    fn wait_for_frame_room(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<FoundRoom, SendError> {
+        self.check_sendable(0)?;
+        match self.own_outbox()?.wait_for_frame_room(len, timeout) {
+            Ok(room) => Ok(room),
+            Err(error) => Err(self.send_failed(error)),
+        }
     }
 
     /// Room for a `len`-byte frame right now on an open, unsplit
@@ -105,13 +117,11 @@ impl Connection {
 
     /// The send path, if the connection is not split: a grant in place
     /// would otherwise have to hold the senders' lock.
+    #[inline]
     fn own_outbox(&mut self) -> Result<&mut Outbox, SendError> {
         match &mut self.outbox {
             OutboxCell::Own(outbox) => Ok(outbox),
-            OutboxCell::Shared(_) => Err(SendError::Io(Cause::new(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "reserve_frame needs a connection that is not split (use send_frame)",
-            )))),
+            OutboxCell::Shared(_) => Err(split_error()),
         }
     }
 
@@ -122,6 +132,7 @@ impl Connection {
 
     /// Receives the next frame, waiting for at most `timeout` (`None`: as
     /// long as it takes).
+    #[inline]
     pub fn recv_frame(&mut self, timeout: Option<Duration>) -> Result<Received<'_>, RecvError> {
         let incoming = match self.ready_incoming() {
             Some(incoming) => incoming,
@@ -147,6 +158,15 @@ impl Connection {
             incoming,
         })
     }
+}
+
+/// Why `reserve_frame` refuses a split connection.
+#[cold]
+fn split_error() -> SendError {
+    SendError::Io(Cause::new(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "reserve_frame needs a connection that is not split (use send_frame)",
+    )))
 }
 
 /// A frame received with the raw API. Its bytes may be in place in the
