@@ -440,7 +440,7 @@ pub fn measure<W: Workload>(workload: W, options: &CustomOptions) -> Result<()> 
     }
     let size = end.size;
     let mut rows: Vec<LatencyRow> = Vec::new();
-    for _ in 0..options.runs.max(1) {
+    for round in 0..options.runs.max(1) {
         for &rate in &rates {
             let key = Key {
                 transport: Transport::Ferry,
@@ -477,6 +477,7 @@ pub fn measure<W: Workload>(workload: W, options: &CustomOptions) -> Result<()> 
                 }
             };
             row.runs.push(Summary::of(&histogram));
+            row.rounds.push(round);
             row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
             // One connection serves every run: its counters are running
             // totals already.

@@ -473,6 +473,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                     }
                 };
                 row.runs.push(Summary::of(&histogram));
+                row.rounds.push(plan.run);
                 row.merged.add(&histogram).map_err(|e| format!("{e:?}"))?;
                 row.counters = row.counters.plus(counters);
                 row.open.extend(open.map(|open| *open));
@@ -487,6 +488,7 @@ fn run(mode: Mode, options: &Options) -> Result<bool> {
                     }
                 };
                 row.runs.push((messages, elapsed));
+                row.rounds.push(plan.run);
                 row.counters = row.counters.plus(counters);
             }
             Err(e) => {

@@ -137,6 +137,8 @@ pub struct LatencyRow {
     pub key: Key,
     /// Each run's percentiles.
     pub runs: Vec<Summary>,
+    /// The round each run was measured in (see [`paired_ratio`]).
+    pub rounds: Vec<usize>,
     /// All runs' round trips together (for the plots).
     pub merged: Histogram<u64>,
     /// Both ends' counters over all runs.
@@ -153,6 +155,7 @@ impl LatencyRow {
         LatencyRow {
             key,
             runs: Vec::new(),
+            rounds: Vec::new(),
             merged: new_histogram(),
             counters: Counters::default(),
             open: Vec::new(),
@@ -199,6 +202,8 @@ pub struct ThroughputRow {
     pub key: Key,
     /// Each run: messages and time.
     pub runs: Vec<(u64, Duration)>,
+    /// The round each run was measured in (see [`paired_ratio`]).
+    pub rounds: Vec<usize>,
     /// Both ends' counters over all runs.
     pub counters: Counters,
 }
@@ -209,6 +214,7 @@ impl ThroughputRow {
         ThroughputRow {
             key,
             runs: Vec::new(),
+            rounds: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -243,16 +249,66 @@ fn per_message(key: &Key, counters: &Counters) -> Option<(f64, f64)> {
     Some((counters.wakes as f64 / sent, counters.parks as f64 / sent))
 }
 
-fn floor_p50(rows: &[LatencyRow], size: usize, floor: Transport) -> Option<f64> {
-    rows.iter()
-        .find(|r| r.key.transport == floor && r.key.size == size && !r.runs.is_empty())
-        .map(|r| r.median().p50)
+/// A row's ratio to a floor: the median, over the rounds both were
+/// measured in, of the row's value over the floor's in the same round.
+/// Every round runs each transport once, one after the other, so the two
+/// values of a round saw the same host; the ratio of the two medians
+/// could compare runs from different moods of the host (this VM's
+/// cross-core latency switches between about 250 and 800 ns for minutes
+/// at a time, for every transport at once). `None` when no round has both.
+pub fn paired_ratio(
+    (values, rounds): (&[f64], &[usize]),
+    (floor, floor_rounds): (&[f64], &[usize]),
+) -> Option<f64> {
+    let ratios: Vec<f64> = values
+        .iter()
+        .zip(rounds)
+        .filter_map(|(&value, round)| {
+            let at = floor_rounds.iter().position(|r| r == round)?;
+            let floor = floor[at];
+            (floor > 0.0 && value.is_finite()).then(|| value / floor)
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
 }
 
-fn floor_rate(rows: &[ThroughputRow], size: usize, floor: Transport) -> Option<f64> {
-    rows.iter()
-        .find(|r| r.key.transport == floor && r.key.size == size && !r.runs.is_empty())
-        .map(|r| r.median().0)
+impl LatencyRow {
+    /// Each run's p50, in the order of `rounds`.
+    fn run_p50s(&self) -> Vec<f64> {
+        self.runs.iter().map(|s| s.p50).collect()
+    }
+}
+
+impl ThroughputRow {
+    /// Each run's messages per second, in the order of `rounds`.
+    fn run_rates(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|&(n, t)| n as f64 / t.as_secs_f64())
+            .collect()
+    }
+}
+
+/// `row`'s p50 over `floor`'s at its size (see [`paired_ratio`]).
+fn latency_ratio(rows: &[LatencyRow], row: &LatencyRow, floor: Transport) -> Option<f64> {
+    let floor = rows
+        .iter()
+        .find(|r| r.key.transport == floor && r.key.size == row.key.size && !r.runs.is_empty())?;
+    paired_ratio(
+        (&row.run_p50s(), &row.rounds),
+        (&floor.run_p50s(), &floor.rounds),
+    )
+}
+
+/// `row`'s rate over `floor`'s at its size (see [`paired_ratio`]).
+fn throughput_ratio(rows: &[ThroughputRow], row: &ThroughputRow, floor: Transport) -> Option<f64> {
+    let floor = rows
+        .iter()
+        .find(|r| r.key.transport == floor && r.key.size == row.key.size && !r.runs.is_empty())?;
+    paired_ratio(
+        (&row.run_rates(), &row.rounds),
+        (&floor.run_rates(), &floor.rounds),
+    )
 }
 
 /// A size as people write it: 64, 1K, 64K, 1M.
@@ -266,11 +322,8 @@ pub fn size_label(size: usize) -> String {
     }
 }
 
-fn ratio(value: f64, floor: Option<f64>) -> String {
-    match floor {
-        Some(floor) if floor > 0.0 && value.is_finite() => format!("{:.2}", value / floor),
-        _ => "-".into(),
-    }
+fn ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}"))
 }
 
 fn per_message_cells(key: &Key, counters: &Counters) -> (String, String) {
@@ -325,8 +378,8 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
             s.p99,
             s.p999,
             s.max,
-            ratio(s.p50, floor_p50(rows, row.key.size, Transport::FloorSpin)),
-            ratio(s.p50, floor_p50(rows, row.key.size, Transport::FloorFutex)),
+            ratio(latency_ratio(rows, row, Transport::FloorSpin)),
+            ratio(latency_ratio(rows, row, Transport::FloorFutex)),
             wakes,
             parks,
             s.samples,
@@ -452,8 +505,8 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
             rate_label(rate),
             format!("{}-{}", rate_label(lo), rate_label(hi)),
             rate * row.key.size as f64 / 1e9,
-            ratio(rate, floor_rate(rows, row.key.size, Transport::FloorSpin)),
-            ratio(rate, floor_rate(rows, row.key.size, Transport::FloorFutex)),
+            ratio(throughput_ratio(rows, row, Transport::FloorSpin)),
+            ratio(throughput_ratio(rows, row, Transport::FloorFutex)),
             wakes,
             parks,
             messages,
@@ -462,11 +515,8 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
     out
 }
 
-fn ratio_json(value: f64, floor: Option<f64>) -> Value {
-    match floor {
-        Some(floor) if floor > 0.0 && value.is_finite() => json!(value / floor),
-        _ => Value::Null,
-    }
+fn ratio_json(ratio: Option<f64>) -> Value {
+    ratio.map_or(Value::Null, |r| json!(r))
 }
 
 /// The percentiles the JSON lists from the merged histogram of a row.
@@ -565,14 +615,13 @@ pub fn latency_json(rows: &[LatencyRow]) -> Vec<Value> {
             let (lo, hi) = row.p50_spread();
             object.insert("p50_ns_runs_min".into(), json!(lo));
             object.insert("p50_ns_runs_max".into(), json!(hi));
-            let size = row.key.size;
             object.insert(
                 "ratio_floor_spin".into(),
-                ratio_json(s.p50, floor_p50(rows, size, Transport::FloorSpin)),
+                ratio_json(latency_ratio(rows, row, Transport::FloorSpin)),
             );
             object.insert(
                 "ratio_floor_futex".into(),
-                ratio_json(s.p50, floor_p50(rows, size, Transport::FloorFutex)),
+                ratio_json(latency_ratio(rows, row, Transport::FloorFutex)),
             );
             object.insert(
                 "runs_summary".into(),
@@ -622,16 +671,42 @@ pub fn throughput_json(rows: &[ThroughputRow]) -> Vec<Value> {
             let (lo, hi) = row.spread();
             object.insert("msgs_per_s_runs_min".into(), json!(lo));
             object.insert("msgs_per_s_runs_max".into(), json!(hi));
-            let size = row.key.size;
             object.insert(
                 "ratio_floor_spin".into(),
-                ratio_json(rate, floor_rate(rows, size, Transport::FloorSpin)),
+                ratio_json(throughput_ratio(rows, row, Transport::FloorSpin)),
             );
             object.insert(
                 "ratio_floor_futex".into(),
-                ratio_json(rate, floor_rate(rows, size, Transport::FloorFutex)),
+                ratio_json(throughput_ratio(rows, row, Transport::FloorFutex)),
             );
             Value::Object(object)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paired_ratio;
+
+    #[test]
+    fn a_ratio_pairs_each_run_with_the_floor_of_its_round() {
+        // The host switched speed after round 1: the floor ran at 250 then
+        // 800, the transport at 500 then 1200. The ratio of the medians
+        // (800 / 500 = 1.6 or worse) would mix the moods; each round's own
+        // ratio is 2.0 or 1.5.
+        let values = [500.0, 500.0, 1200.0, 1200.0, 1200.0];
+        let floor = [250.0, 250.0, 800.0, 800.0, 800.0];
+        let rounds = [0, 1, 2, 3, 4];
+        assert_eq!(
+            paired_ratio((&values, &rounds), (&floor, &rounds)),
+            Some(1.5)
+        );
+        // A round the floor lacks (its measurement failed) is left out.
+        let floor_rounds = [0, 1, 2];
+        assert_eq!(
+            paired_ratio((&values, &rounds), (&floor[..3], &floor_rounds)),
+            Some(2.0)
+        );
+        assert_eq!(paired_ratio((&values, &rounds), (&[], &[])), None);
+    }
 }
