@@ -15,7 +15,7 @@ use crate::error::{
     CallError, Cause, DispatchError, OpenError, RecvError, RingRecvOutcome, SendError, Violation,
     from_ring_recv,
 };
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Inbox, InboxError, Ready};
 use crate::incoming::Incoming;
 use crate::lifecycle::{Lifecycle, Transition};
 use crate::outbox::Outbox;
@@ -599,16 +599,17 @@ impl Connection {
         }
     }
 
-    /// The common case of a busy connection, in few instructions: a frame
-    /// already in the ring that [`Inbox::next_plain`] takes, on a connection
-    /// open in this process with no late replies to send first. `None`
-    /// leaves everything else (nothing there, descriptors, a blob, a
-    /// violation, a closed or forked connection) to `next_incoming`, which
-    /// finds any frame left here where it was.
+    /// The common cases of a busy connection, in few instructions: a frame
+    /// already in the ring that [`Inbox::next_plain`] takes, or an empty
+    /// ring, on a connection open in this process with no late replies to
+    /// send first. [`Ready::Other`] leaves everything else (descriptors, a
+    /// blob, a violation, an untrusted peer's frame, a closed or forked
+    /// connection) to `next_incoming`, which finds any frame left here
+    /// where it was.
     #[inline]
-    pub(crate) fn ready_incoming(&mut self) -> Option<Incoming> {
+    pub(crate) fn ready_incoming(&mut self) -> Ready {
         if !self.lifecycle.is_open() || self.late.has_queued() || self.hangup.is_inherited() {
-            return None;
+            return Ready::Other;
         }
         self.inbox.next_plain()
     }

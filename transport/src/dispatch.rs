@@ -4,6 +4,7 @@
 
 use crate::connection::{BoundReceiver, Connection};
 use crate::error::{CallError, DispatchError, RecvError, SendError, Violation, reply_failed};
+use crate::inbox::Ready;
 use crate::incoming::Incoming;
 use crate::message::{Archivable, Receiver};
 use crate::outbox::Room;
@@ -65,7 +66,10 @@ impl Connection {
         batch: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, DispatchError> {
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        // Read the clock only once it is needed: a message already there
+        // (a busy peer) costs no clock read, and a clock read costs about
+        // as much as a small message.
+        let mut deadline = LazyDeadline::new(timeout);
         let batch = batch.max(1);
         let mut count = 0;
         while count < batch {
@@ -80,35 +84,38 @@ impl Connection {
             self.route(incoming)?;
             count += 1;
         }
-        let mut wait = if count == 0 { Some(timeout) } else { None };
+        // Only a call that dispatched nothing yet waits.
+        let mut may_wait = count == 0 && timeout != Some(Duration::ZERO);
         while count < batch {
-            self.send_late_replies()?;
-            match self.next_incoming(wait) {
-                Ok(incoming) => self.route(incoming)?,
-                Err(RecvError::TimedOut) if wait.is_some() => {
-                    // A reply handle's wake ends the wait early: send what
-                    // it queued and wait on for what is left of `timeout`.
-                    let now = Instant::now();
-                    match deadline {
-                        Some(deadline) if now < deadline => wait = Some(Some(deadline - now)),
-                        // No timeout, or one too long to have a deadline.
-                        None => {}
-                        _ => {
-                            self.send_late_replies()?;
-                            return Ok(count);
-                        }
+            // The common cases first (a plain frame there, or nothing and no
+            // wait asked for), then the general path, late replies first.
+            let next = match self.ready_incoming() {
+                Ready::Frame(incoming) => Ok(incoming),
+                Ready::Empty if !may_wait => return Ok(count),
+                Ready::Empty | Ready::Other => {
+                    self.send_late_replies()?;
+                    match self.next_incoming(None) {
+                        Err(RecvError::Empty) if may_wait => match deadline.remaining() {
+                            Some(wait) => self.next_incoming(Some(wait)),
+                            None => return Ok(count),
+                        },
+                        other => other,
                     }
-                    continue;
                 }
+            };
+            match next {
+                Ok(incoming) => self.route(incoming)?,
+                // A reply handle's wake ends the wait early: send what it
+                // queued (next turn) and wait on for what is left.
+                Err(RecvError::TimedOut) if may_wait => continue,
                 Err(RecvError::Empty | RecvError::TimedOut) => return Ok(count),
                 Err(RecvError::Disconnected) if count > 0 => return Ok(count),
                 Err(error) => return Err(error.into()),
             }
             count += 1;
-            wait = None;
-            // The clock is read every few messages: a read costs about as
-            // much as a small message.
-            if count % CLOCK_EVERY == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            may_wait = false;
+            // The clock is read every few messages.
+            if count % CLOCK_EVERY == 0 && deadline.passed() {
                 break;
             }
         }
@@ -462,5 +469,43 @@ impl Connection {
             Err(SendError::TimedOut) => Err(self.protocol_violation(Violation::RepliesNotTaken)),
             sent => sent.map_err(reply_failed),
         }
+    }
+}
+
+/// A deadline `timeout` from the first moment it is asked for: the clock
+/// is not read until a dispatch has to wait, or has run a long batch.
+struct LazyDeadline {
+    timeout: Option<Duration>,
+    /// `None` until computed; then `None` inside for no deadline (no
+    /// timeout, or one too long to have an `Instant`).
+    at: Option<Option<Instant>>,
+}
+
+impl LazyDeadline {
+    fn new(timeout: Option<Duration>) -> Self {
+        LazyDeadline { timeout, at: None }
+    }
+
+    fn at(&mut self) -> Option<Instant> {
+        let timeout = self.timeout;
+        *self
+            .at
+            .get_or_insert_with(|| timeout.and_then(|timeout| Instant::now().checked_add(timeout)))
+    }
+
+    /// How long a wait may still take: `Some(None)` as long as it takes,
+    /// `None` once the deadline has passed.
+    fn remaining(&mut self) -> Option<Option<Duration>> {
+        match self.at() {
+            None => Some(None),
+            Some(at) => at
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .map(Some),
+        }
+    }
+
+    fn passed(&mut self) -> bool {
+        self.at().is_some_and(|at| Instant::now() >= at)
     }
 }

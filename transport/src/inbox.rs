@@ -36,6 +36,16 @@ pub(crate) enum InboxError {
     Violation(Violation),
 }
 
+/// What [`Inbox::next_plain`] found.
+pub(crate) enum Ready {
+    /// A plain frame, taken.
+    Frame(Incoming),
+    /// Nothing in the ring (and the ring neither closed nor broken).
+    Empty,
+    /// Something for the general path (`Inbox::next`); nothing was taken.
+    Other,
+}
+
 /// The ring this end reads, with what receiving needs besides.
 pub(crate) struct Inbox {
     pub(crate) rx: Consumer,
@@ -117,20 +127,26 @@ impl Inbox {
     /// peer), its envelope valid, no descriptors (so no blob either), its
     /// body within the size limit. Anything else, including an untrusted
     /// peer's frame (validated only once copied out), is left in the ring
-    /// for [`next`](Self::next): `None`.
+    /// for [`next`](Self::next): [`Ready::Other`].
     #[inline]
-    pub(crate) fn next_plain(&mut self) -> Option<Incoming> {
+    pub(crate) fn next_plain(&mut self) -> Ready {
         if self.trust != Trust::Trusted {
-            return None;
+            return Ready::Other;
         }
-        let frame = self.rx.try_peek().ok()?;
-        let envelope = Envelope::decode(frame.payload(), self.max_fds).ok()?;
+        let frame = match self.rx.try_peek() {
+            Ok(frame) => frame,
+            Err(ferry_ring::RecvError::Empty) => return Ready::Empty,
+            Err(_) => return Ready::Other,
+        };
+        let Ok(envelope) = Envelope::decode(frame.payload(), self.max_fds) else {
+            return Ready::Other;
+        };
         // `decode` succeeded: the frame holds at least the envelope.
         let body_len = frame.len() - ENVELOPE_SIZE;
         if envelope.fd_count != 0 || body_len > self.max_message_size {
-            return None;
+            return Ready::Other;
         }
-        Some(Incoming {
+        Ready::Frame(Incoming {
             envelope,
             body: Body::InPlace(frame.keep_in_place()),
             fds: Vec::new(),

@@ -5,6 +5,7 @@
 
 use crate::connection::{Connection, Context};
 use crate::error::{Cause, DispatchError, RecvError, SendError};
+use crate::inbox::Ready;
 use crate::incoming::{Incoming, access_archive};
 use crate::message::{Message, Receiver, Request};
 use crate::outbox::{FrameWriter, Outbox, Room};
@@ -135,8 +136,8 @@ impl Connection {
     #[inline]
     pub fn recv_frame(&mut self, timeout: Option<Duration>) -> Result<Received<'_>, RecvError> {
         let incoming = match self.ready_incoming() {
-            Some(incoming) => incoming,
-            None => self.next_incoming_answering(timeout)?,
+            Ready::Frame(incoming) => incoming,
+            Ready::Empty | Ready::Other => self.next_incoming_answering(timeout)?,
         };
         Ok(Received {
             connection: self,
@@ -147,8 +148,8 @@ impl Connection {
     /// Receives the next frame if one is there.
     pub fn try_recv_frame(&mut self) -> Result<Received<'_>, RecvError> {
         let incoming = match self.ready_incoming() {
-            Some(incoming) => incoming,
-            None => {
+            Ready::Frame(incoming) => incoming,
+            Ready::Empty | Ready::Other => {
                 let _ = self.send_late_replies();
                 self.next_incoming(None)?
             }
