@@ -99,19 +99,20 @@ pub(crate) fn block_on<W: Waiter>(
         return Ok(ready);
     }
     // Pure spinning without a deadline never needs the time.
-    let clocked = timeout.is_some() || side.strategy() != WaitStrategy::Spin;
-    let start = if clocked { Some(Instant::now()) } else { None };
-    let deadline = start
-        .zip(timeout)
-        .and_then(|(start, t)| start.checked_add(t));
-    // When to stop polling and sleep: never for Spin (nor for a spin too
-    // long to represent), at once for Park.
-    let spin_until = match side.strategy() {
-        WaitStrategy::Spin => None,
-        WaitStrategy::Park => start,
-        WaitStrategy::SpinThenPark { spin } => start.and_then(|start| start.checked_add(spin)),
+    let strategy = side.strategy();
+    let clocked = timeout.is_some() || strategy != WaitStrategy::Spin;
+    // The clock is first read at the first check below, and the deadline
+    // and the end of the spin are counted from then. A spin with a
+    // deadline makes that check after a first round of polls (a deadline
+    // of zero at once): a wait the peer ends within it, as a round trip's
+    // usually is, reads no clock. A sleeping strategy checks at once.
+    let mut started = false;
+    let mut deadline = None;
+    let mut spin_until = None;
+    let mut spins: u32 = match (strategy, timeout) {
+        (WaitStrategy::Spin, Some(timeout)) if !timeout.is_zero() => 1,
+        _ => 0,
     };
-    let mut spins: u32 = 0;
     let mut parking = false;
     loop {
         let seq = side.wake_seq().load(Ordering::Acquire);
@@ -123,6 +124,17 @@ pub(crate) fn block_on<W: Waiter>(
         let mut remaining = None;
         if clocked && (parking || spins % SPINS_PER_CLOCK_READ == 0) {
             let now = Instant::now();
+            if !started {
+                started = true;
+                deadline = timeout.and_then(|t| now.checked_add(t));
+                // When to stop polling and sleep: never for Spin (nor for a
+                // spin too long to represent), at once for Park.
+                spin_until = match strategy {
+                    WaitStrategy::Spin => None,
+                    WaitStrategy::Park => Some(now),
+                    WaitStrategy::SpinThenPark { spin } => now.checked_add(spin),
+                };
+            }
             if let Some(deadline) = deadline {
                 if now >= deadline {
                     return Err(Blocked::TimedOut);
