@@ -272,42 +272,52 @@ pub fn paired_ratio(
     (!ratios.is_empty()).then(|| median(ratios))
 }
 
-impl LatencyRow {
-    /// Each run's p50, in the order of `rounds`.
-    fn run_p50s(&self) -> Vec<f64> {
+/// A row measured in rounds, for [`floor_ratio`].
+trait Rounds {
+    fn key(&self) -> &Key;
+    /// Each run's value, in the order of `rounds`.
+    fn values(&self) -> Vec<f64>;
+    fn rounds(&self) -> &[usize];
+}
+
+impl Rounds for LatencyRow {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+    /// Each run's p50.
+    fn values(&self) -> Vec<f64> {
         self.runs.iter().map(|s| s.p50).collect()
+    }
+    fn rounds(&self) -> &[usize] {
+        &self.rounds
     }
 }
 
-impl ThroughputRow {
-    /// Each run's messages per second, in the order of `rounds`.
-    fn run_rates(&self) -> Vec<f64> {
+impl Rounds for ThroughputRow {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+    /// Each run's messages per second.
+    fn values(&self) -> Vec<f64> {
         self.runs
             .iter()
             .map(|&(n, t)| n as f64 / t.as_secs_f64())
             .collect()
     }
+    fn rounds(&self) -> &[usize] {
+        &self.rounds
+    }
 }
 
-/// `row`'s p50 over `floor`'s at its size (see [`paired_ratio`]).
-fn latency_ratio(rows: &[LatencyRow], row: &LatencyRow, floor: Transport) -> Option<f64> {
+/// `row` over `floor` at its size (see [`paired_ratio`]).
+fn floor_ratio<R: Rounds>(rows: &[R], row: &R, floor: Transport) -> Option<f64> {
+    let size = row.key().size;
     let floor = rows
         .iter()
-        .find(|r| r.key.transport == floor && r.key.size == row.key.size && !r.runs.is_empty())?;
+        .find(|r| r.key().transport == floor && r.key().size == size && !r.rounds().is_empty())?;
     paired_ratio(
-        (&row.run_p50s(), &row.rounds),
-        (&floor.run_p50s(), &floor.rounds),
-    )
-}
-
-/// `row`'s rate over `floor`'s at its size (see [`paired_ratio`]).
-fn throughput_ratio(rows: &[ThroughputRow], row: &ThroughputRow, floor: Transport) -> Option<f64> {
-    let floor = rows
-        .iter()
-        .find(|r| r.key.transport == floor && r.key.size == row.key.size && !r.runs.is_empty())?;
-    paired_ratio(
-        (&row.run_rates(), &row.rounds),
-        (&floor.run_rates(), &floor.rounds),
+        (&row.values(), row.rounds()),
+        (&floor.values(), floor.rounds()),
     )
 }
 
@@ -378,8 +388,8 @@ pub fn latency_table(rows: &[LatencyRow]) -> String {
             s.p99,
             s.p999,
             s.max,
-            ratio(latency_ratio(rows, row, Transport::FloorSpin)),
-            ratio(latency_ratio(rows, row, Transport::FloorFutex)),
+            ratio(floor_ratio(rows, row, Transport::FloorSpin)),
+            ratio(floor_ratio(rows, row, Transport::FloorFutex)),
             wakes,
             parks,
             s.samples,
@@ -505,8 +515,8 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
             rate_label(rate),
             format!("{}-{}", rate_label(lo), rate_label(hi)),
             rate * row.key.size as f64 / 1e9,
-            ratio(throughput_ratio(rows, row, Transport::FloorSpin)),
-            ratio(throughput_ratio(rows, row, Transport::FloorFutex)),
+            ratio(floor_ratio(rows, row, Transport::FloorSpin)),
+            ratio(floor_ratio(rows, row, Transport::FloorFutex)),
             wakes,
             parks,
             messages,
@@ -617,11 +627,11 @@ pub fn latency_json(rows: &[LatencyRow]) -> Vec<Value> {
             object.insert("p50_ns_runs_max".into(), json!(hi));
             object.insert(
                 "ratio_floor_spin".into(),
-                ratio_json(latency_ratio(rows, row, Transport::FloorSpin)),
+                ratio_json(floor_ratio(rows, row, Transport::FloorSpin)),
             );
             object.insert(
                 "ratio_floor_futex".into(),
-                ratio_json(latency_ratio(rows, row, Transport::FloorFutex)),
+                ratio_json(floor_ratio(rows, row, Transport::FloorFutex)),
             );
             object.insert(
                 "runs_summary".into(),
@@ -673,11 +683,11 @@ pub fn throughput_json(rows: &[ThroughputRow]) -> Vec<Value> {
             object.insert("msgs_per_s_runs_max".into(), json!(hi));
             object.insert(
                 "ratio_floor_spin".into(),
-                ratio_json(throughput_ratio(rows, row, Transport::FloorSpin)),
+                ratio_json(floor_ratio(rows, row, Transport::FloorSpin)),
             );
             object.insert(
                 "ratio_floor_futex".into(),
-                ratio_json(throughput_ratio(rows, row, Transport::FloorFutex)),
+                ratio_json(floor_ratio(rows, row, Transport::FloorFutex)),
             );
             Value::Object(object)
         })
