@@ -168,13 +168,18 @@ impl Producer {
     /// Takes the room [`wait_for_room`](Self::wait_for_room) or
     /// [`room_now`](Self::room_now) found: the grant without a second look
     /// at the ring's state when this producer found it, with nothing
-    /// reserved since (nothing else writes this ring and the
-    /// consumer only frees room, so the room is still there). Any other
-    /// token (another producer's, or one outdated by a reserve) is checked
-    /// like [`try_reserve`](Self::try_reserve).
+    /// reserved since (nothing else writes this ring and the consumer only
+    /// frees room, so the room is still there), and the ring found neither
+    /// corrupt nor disconnected since. Any other token (another producer's,
+    /// or one outdated by a reserve) is checked like
+    /// [`try_reserve`](Self::try_reserve), which reports those too.
     #[inline]
     pub fn take_room(&mut self, room: FoundRoom) -> Result<Grant<'_>, SendError> {
-        if room.producer == self.id && room.tail == self.tail {
+        if room.producer == self.id
+            && room.tail == self.tail
+            && self.corrupt.is_none()
+            && !self.disconnect.is_set()
+        {
             return Ok(self.grant(room.len));
         }
         self.try_reserve(room.len)

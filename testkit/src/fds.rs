@@ -12,6 +12,23 @@ pub fn open_fd_count() -> usize {
         .count()
 }
 
+/// [`open_fd_count`] once it holds still: the same in two reads 20 ms
+/// apart (for at most 5 s). A descriptor another thread of the process is
+/// about to close (a connection's teardown, a helper thread of the test)
+/// then cannot be taken for one the code under test let go of.
+pub fn settled_fd_count() -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut count = open_fd_count();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = open_fd_count();
+        if now == count || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        count = now;
+    }
+}
+
 /// The (device, inode) of the file `fd` refers to.
 pub fn identity(fd: BorrowedFd<'_>) -> (u64, u64) {
     let stat = rustix::fs::fstat(fd).expect("fstat");

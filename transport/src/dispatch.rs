@@ -104,7 +104,14 @@ impl Connection {
                 }
             };
             match next {
-                Ok(incoming) => self.route(incoming)?,
+                Ok(incoming) => {
+                    // A batch of more than one message starts the clock
+                    // (a dispatch of one, a round trip's, reads none).
+                    if count == 1 {
+                        deadline.start();
+                    }
+                    self.route(incoming)?
+                }
                 // A reply handle's wake ends the wait early: send what it
                 // queued (next turn) and wait on for what is left.
                 Err(RecvError::TimedOut) if may_wait => continue,
@@ -473,7 +480,10 @@ impl Connection {
 }
 
 /// A deadline `timeout` from the first moment it is asked for: the clock
-/// is not read until a dispatch has to wait, or has run a long batch.
+/// is not read until a dispatch has to wait or goes on to a second
+/// message. A batch then ends at most the first message's handling plus
+/// `CLOCK_EVERY` messages after `timeout` (it was `CLOCK_EVERY` messages
+/// when the clock was read on entry).
 struct LazyDeadline {
     timeout: Option<Duration>,
     /// `None` until computed; then `None` inside for no deadline (no
@@ -503,6 +513,10 @@ impl LazyDeadline {
                 .filter(|d| !d.is_zero())
                 .map(Some),
         }
+    }
+
+    fn start(&mut self) {
+        self.at();
     }
 
     fn passed(&mut self) -> bool {

@@ -50,8 +50,10 @@ pub(crate) struct Outbox {
     own_armed: bool,
     /// rkyv's scratch space for serializing in place. Owned rather than
     /// rkyv's thread-local one, whose take-and-put-back cost about 240
-    /// instructions per message (callgrind). It keeps its largest block, as
-    /// the thread-local one does: the sender's own messages size it.
+    /// instructions per message (callgrind). It starts at 1 KiB and keeps
+    /// its largest block, as the thread-local one does: what it holds is
+    /// bounded by the largest archive this end itself serialized (the
+    /// peer's input never sizes it), for the connection's lifetime.
     arena: Arena,
 }
 

@@ -38,7 +38,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 pub use ferry_testkit::bounded::bounded;
-pub use ferry_testkit::fds::open_fd_count;
+pub use ferry_testkit::fds::{open_fd_count, settled_fd_count};
 pub use ferry_testkit::payload::{Sizes, check_frame, make_frame, write_frame};
 pub use ferry_testkit::process::{EXIT_TIMEOUT, OP_TIMEOUT};
 pub use ferry_testkit::shm::RawMap;
