@@ -419,18 +419,14 @@ impl Connection {
             Err(RecvError::Empty) => {}
             other => return other,
         }
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let mut wait = timeout;
+        let mut deadline = LazyDeadline::new(timeout);
         loop {
+            let Some(wait) = deadline.remaining() else {
+                return Err(RecvError::TimedOut);
+            };
             let _ = self.send_late_replies();
             match self.next_incoming(Some(wait)) {
-                Err(RecvError::TimedOut) => match (timeout, deadline) {
-                    (None, _) => {}
-                    (Some(_), Some(deadline)) if Instant::now() < deadline => {
-                        wait = Some(deadline - Instant::now());
-                    }
-                    _ => return Err(RecvError::TimedOut),
-                },
+                Err(RecvError::TimedOut) => {}
                 other => return other,
             }
         }
@@ -480,8 +476,8 @@ impl Connection {
 }
 
 /// A deadline `timeout` from the first moment it is asked for: the clock
-/// is not read until a dispatch has to wait or goes on to a second
-/// message. A batch then ends at most the first message's handling plus
+/// is not read until a receive has to wait, or a dispatch goes on to a
+/// second message. A batch then ends at most the first message's handling plus
 /// `CLOCK_EVERY` messages after `timeout` (it was `CLOCK_EVERY` messages
 /// when the clock was read on entry).
 struct LazyDeadline {
@@ -496,30 +492,41 @@ impl LazyDeadline {
         LazyDeadline { timeout, at: None }
     }
 
-    fn at(&mut self) -> Option<Instant> {
-        let timeout = self.timeout;
-        *self
-            .at
-            .get_or_insert_with(|| timeout.and_then(|timeout| Instant::now().checked_add(timeout)))
+    /// The deadline, computed from `now` if this is the first time it is
+    /// asked for.
+    fn at_from(&mut self, timeout: Duration, now: Instant) -> Option<Instant> {
+        *self.at.get_or_insert_with(|| now.checked_add(timeout))
     }
 
     /// How long a wait may still take: `Some(None)` as long as it takes,
-    /// `None` once the deadline has passed.
+    /// `None` once the deadline has passed. One clock read, none without a
+    /// timeout.
     fn remaining(&mut self) -> Option<Option<Duration>> {
-        match self.at() {
+        let Some(timeout) = self.timeout else {
+            return Some(None);
+        };
+        let now = Instant::now();
+        match self.at_from(timeout, now) {
             None => Some(None),
             Some(at) => at
-                .checked_duration_since(Instant::now())
+                .checked_duration_since(now)
                 .filter(|d| !d.is_zero())
                 .map(Some),
         }
     }
 
+    /// Starts the clock if it has not started yet.
     fn start(&mut self) {
-        self.at();
+        if let (Some(timeout), None) = (self.timeout, self.at) {
+            self.at_from(timeout, Instant::now());
+        }
     }
 
     fn passed(&mut self) -> bool {
-        self.at().is_some_and(|at| Instant::now() >= at)
+        let Some(timeout) = self.timeout else {
+            return false;
+        };
+        let now = Instant::now();
+        self.at_from(timeout, now).is_some_and(|at| now >= at)
     }
 }

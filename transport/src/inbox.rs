@@ -143,6 +143,7 @@ impl Inbox {
         };
         // `decode` succeeded: the frame holds at least the envelope.
         let body_len = frame.len() - ENVELOPE_SIZE;
+        // `check_size`'s rule (the frame borrows the ring, so inline).
         if envelope.fd_count != 0 || body_len > self.max_message_size {
             return Ready::Other;
         }
